@@ -1,0 +1,1 @@
+"""mtlrec.data_pipeline."""

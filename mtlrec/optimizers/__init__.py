@@ -1,0 +1,1 @@
+"""mtlrec.optimizers."""

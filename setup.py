@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="mtlrec",
+    version="0.1.0",
+    description="Multi-task CTR/CVR modeling for e-commerce ranking on Keras 3 and TensorFlow",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mtlrec", "mtlrec.*"]),
+    include_package_data=True,
+    package_data={"mtlrec": ["defaults/*.yaml"]},
+    install_requires=[
+        "tensorflow>=2.16,<2.22",
+        "keras>=3.3,<4",
+        "numpy>=1.26,<3",
+        "pandas>=2.0,<3",
+        "pyarrow>=14,<24",
+        "pyyaml>=6.0,<7",
+        "scikit-learn>=1.3,<2",
+        "matplotlib>=3.7,<4",
+    ],
+    extras_require={
+        "dev": ["pytest>=7.4,<10", "pytest-timeout>=2.1,<3"],
+        "deepctr": ["deepctr>=0.9.3,<0.10"],
+    },
+    entry_points={"console_scripts": ["mtlrec=mtlrec.cli:main"]},
+)

@@ -1,0 +1,32 @@
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fixed_seed():
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.fixture
+def keras_roundtrip(tmp_path):
+    """Save a model as .keras and load it back with safe_mode=True."""
+
+    def roundtrip(model, custom_objects=None):
+        path = tmp_path / "model.keras"
+        model.save(path)
+        return keras.saving.load_model(path, safe_mode=True, custom_objects=custom_objects)
+
+    return roundtrip
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
