@@ -1,1 +1,18 @@
 """mtlrec.layers."""
+
+# core multi-task layers
+from mtlrec.layers.mlp import MLP
+from mtlrec.layers.expert import Expert
+from mtlrec.layers.gate import Gate
+from mtlrec.layers.mixture_of_experts import MixtureOfExperts
+from mtlrec.layers.cgc import CGC
+from mtlrec.layers.cross_stitch import CrossStitch
+
+# sequence and interaction layers
+from mtlrec.layers.property_gated_lstm import PropertyGatedLSTM
+from mtlrec.layers.attention_pooling import AttentionPooling
+from mtlrec.layers.fm_interaction import FMInteraction
+from mtlrec.layers.cross_network import CrossNetwork
+
+# feature embedding
+from mtlrec.layers.feature_embedding import FeatureEmbedding

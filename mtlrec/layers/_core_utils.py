@@ -1,0 +1,131 @@
+"""Argument checks and initializer seeding shared by the core multi-task layers."""
+
+import keras
+import numpy as np
+
+
+def check_positive_int(name, value, minimum=1):
+    """Raise ValueError unless `value` is an int >= `minimum`; return it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(
+            f"Expected {name} to be an integer >= {minimum}. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_units(name, units):
+    """Raise ValueError unless `units` is a non-empty list of positive ints; return a list."""
+    if isinstance(units, (int, np.integer)) and not isinstance(units, bool):
+        units = [units]
+    ok = isinstance(units, (list, tuple)) and len(units) > 0
+    ok = ok and all(
+        isinstance(u, (int, np.integer)) and not isinstance(u, bool) and u > 0 for u in units
+    )
+    if not ok:
+        raise ValueError(
+            f"Expected {name} to be a non-empty list of positive integers. "
+            f"Received: {name}={units!r}"
+        )
+    return [int(u) for u in units]
+
+
+def check_rate(name, value):
+    """Raise ValueError unless 0 <= value < 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(
+            f"Expected {name} to be a float in [0, 1). Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_non_negative(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(
+            f"Expected {name} to be a non-negative float. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_seed(seed):
+    if seed is None:
+        return None
+    return check_positive_int("seed", seed, minimum=0)
+
+
+def check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"Expected {name} to be a bool. Received: {name}={value!r}")
+    return bool(value)
+
+
+def check_activation(name, activation):
+    """Raise ValueError naming the argument when keras cannot resolve `activation`."""
+    try:
+        return keras.activations.get(activation)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"Expected {name} to be a Keras activation. Received: {name}={activation!r}"
+        ) from err
+
+
+def serialize_identifier(value):
+    """Strings, None and dicts stay as they are; objects become their Keras config."""
+    if value is None or isinstance(value, (str, dict)):
+        return value
+    return keras.saving.serialize_keras_object(value)
+
+
+def check_initializer(name, identifier):
+    try:
+        keras.initializers.get(identifier)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"Expected {name} to be a Keras initializer. Received: {name}={identifier!r}"
+        ) from err
+    return identifier
+
+
+def derive_seed(seed, *offsets):
+    """A 31-bit seed derived from `seed` and `offsets`; distinct offsets give unrelated seeds.
+
+    Plain `seed + i` would collide across nesting levels (expert 1 layer 0 vs expert 0
+    layer 1); hashing the whole tuple does not.
+    """
+    state = np.random.SeedSequence([int(seed), *[int(o) for o in offsets]]).generate_state(1)
+    return int(state[0] >> 1)
+
+
+def fresh_initializer(identifier, seed=None, *offsets):
+    """A new initializer instance built from `identifier`'s config.
+
+    Random initializers get a seed derived from `seed` (or, when `seed` is None, from an
+    integer seed the identifier carries itself) and `offsets`; with no seed at all the copy
+    is unseeded, so it draws its own default seed and no two copies start alike.
+    Non-random initializers (zeros, ones, constant) are copied as they are.
+    """
+    template = keras.initializers.get(identifier)
+    config = template.get_config()
+    if "seed" not in config:
+        return template.__class__.from_config(config)
+    base = seed if seed is not None else config["seed"]
+    config["seed"] = derive_seed(base, *offsets) if isinstance(base, int) else None
+    return template.__class__.from_config(config)
+
+
+def _is_dim(value):
+    return value is None or (isinstance(value, (int, np.integer)) and not isinstance(value, bool))
+
+
+def as_shape_list(input_shape):
+    """The shapes of a list input as a list of tuples; None when `input_shape` is one shape.
+
+    Accepts tuples, lists (as JSON build configs give them) and `TensorShape`s.
+    """
+    if not isinstance(input_shape, (list, tuple)) or not input_shape:
+        return None
+    if all(_is_dim(d) for d in input_shape):
+        return None
+    try:
+        return [tuple(s) for s in input_shape]
+    except TypeError:
+        return None

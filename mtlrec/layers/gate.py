@@ -1,0 +1,105 @@
+"""Softmax gate over a set of experts."""
+
+import keras
+from keras import ops
+
+from mtlrec.layers import _core_utils as cu
+
+
+@keras.saving.register_keras_serializable(package="mtlrec")
+class Gate(keras.layers.Layer):
+    """Mixes expert outputs with input-dependent weights.
+
+    g(x) = softmax(W x + b) over the E experts;  output = sum_i g_i(x) f_i(x).
+
+    Args:
+        num_experts: E, the number of experts mixed.
+        return_weights: also return g(x) (B, E), e.g. to inspect expert utilization.
+        use_bias: add the bias b.
+        kernel_initializer: initializer of W (name, config or instance; copied).
+        seed: optional non-negative int for the kernel initializer.
+
+    Inputs `[gate_input (B, d), experts (B, E, h)]`; output `(B, h)`, or
+    `((B, h), weights (B, E))` with `return_weights=True`.
+    """
+
+    def __init__(
+        self,
+        num_experts,
+        return_weights=False,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_experts = cu.check_positive_int("num_experts", num_experts)
+        self.return_weights = cu.check_bool("return_weights", return_weights)
+        self.use_bias = cu.check_bool("use_bias", use_bias)
+        self.kernel_initializer = cu.check_initializer("kernel_initializer", kernel_initializer)
+        self.seed = cu.check_seed(seed)
+
+    def _split_shapes(self, input_shape):
+        shapes = cu.as_shape_list(input_shape)
+        if shapes is None or len(shapes) != 2:
+            raise ValueError(
+                "Gate expects inputs [gate_input (B, d), experts (B, E, h)]. "
+                f"Received input shape: {input_shape}"
+            )
+        gate_shape, experts_shape = shapes
+        if len(experts_shape) != 3 or experts_shape[1] not in (None, self.num_experts):
+            raise ValueError(
+                f"Gate expects experts of shape (B, {self.num_experts}, h) "
+                f"(num_experts={self.num_experts}). Received: experts shape={experts_shape}"
+            )
+        if len(gate_shape) != 2 or gate_shape[-1] is None:
+            raise ValueError(
+                "Gate expects a gate input of shape (B, d) with a known d. "
+                f"Received: gate_input shape={gate_shape}"
+            )
+        return gate_shape, experts_shape
+
+    def build(self, input_shape):
+        gate_shape, _ = self._split_shapes(input_shape)
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(gate_shape[-1], self.num_experts),
+            initializer=cu.fresh_initializer(self.kernel_initializer, self.seed),
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(self.num_experts,), initializer="zeros"
+            )
+        else:
+            self.bias = None
+
+    def call(self, inputs):
+        gate_input, experts = inputs
+        logits = ops.matmul(gate_input, self.kernel)
+        if self.bias is not None:
+            logits = logits + self.bias
+        weights = ops.softmax(logits, axis=-1)
+        mixed = ops.sum(ops.expand_dims(weights, -1) * experts, axis=1)
+        if self.return_weights:
+            return mixed, weights
+        return mixed
+
+    def compute_output_shape(self, input_shape):
+        gate_shape, experts_shape = self._split_shapes(input_shape)
+        mixed = (experts_shape[0], experts_shape[2])
+        if self.return_weights:
+            return mixed, (gate_shape[0], self.num_experts)
+        return mixed
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "return_weights": self.return_weights,
+                "use_bias": self.use_bias,
+                "kernel_initializer": cu.serialize_identifier(self.kernel_initializer),
+                "seed": self.seed,
+            }
+        )
+        return config

@@ -1,0 +1,119 @@
+"""Multi-gate mixture of experts (MMoE)."""
+
+import keras
+from keras import ops
+
+from mtlrec.layers import _core_utils as cu
+from mtlrec.layers.expert import Expert
+from mtlrec.layers.gate import Gate
+
+
+@keras.saving.register_keras_serializable(package="mtlrec")
+class MixtureOfExperts(keras.layers.Layer):
+    """MMoE (Ma et al., KDD 2018): n shared experts and one softmax gate per task.
+
+    f_i(x), i = 1..n;  g^k(x) = softmax(W_k x);  h^k = sum_i g^k_i(x) f_i(x).
+
+    With `seed`, expert i uses seed + i and the gate of task k seed + n + k, so all start
+    differently and reproducibly; with `seed=None` each draws fresh initializers.
+
+    Args:
+        num_experts: n, the number of shared experts.
+        expert_units: list of positive ints, every expert's layer widths (h = last).
+        num_tasks: number of tasks (gates).
+        expert_activation: activation of the expert layers.
+        dropout: dropout rate inside the experts.
+        return_gate_weights: also return every task's gate weights g^k(x) (B, n).
+        seed: optional non-negative int.
+
+    Input `(B, d)`; output a list of `num_tasks` tensors `(B, h)`, or
+    `(outputs, gate_weights)` with `gate_weights` a list of `num_tasks` `(B, n)`.
+    """
+
+    def __init__(
+        self,
+        num_experts,
+        expert_units,
+        num_tasks,
+        expert_activation="relu",
+        dropout=0.0,
+        return_gate_weights=False,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_experts = cu.check_positive_int("num_experts", num_experts)
+        self.expert_units = cu.check_units("expert_units", expert_units)
+        self.num_tasks = cu.check_positive_int("num_tasks", num_tasks)
+        cu.check_activation("expert_activation", expert_activation)
+        self.expert_activation = expert_activation
+        self.dropout = cu.check_rate("dropout", dropout)
+        self.return_gate_weights = cu.check_bool("return_gate_weights", return_gate_weights)
+        self.seed = cu.check_seed(seed)
+
+    def _offset_seed(self, offset):
+        return None if self.seed is None else self.seed + offset
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 2:
+            raise ValueError(
+                f"MixtureOfExperts expects an input of shape (B, d). Received: {input_shape}"
+            )
+        self.experts = []
+        for i in range(self.num_experts):
+            expert = Expert(
+                self.expert_units,
+                activation=self.expert_activation,
+                dropout=self.dropout,
+                seed=self._offset_seed(i),
+                dtype=self.dtype_policy,
+                name=f"expert_{i}",
+            )
+            expert.build(input_shape)
+            self.experts.append(expert)
+        experts_shape = (input_shape[0], self.num_experts, self.expert_units[-1])
+        self.gates = []
+        for k in range(self.num_tasks):
+            gate = Gate(
+                self.num_experts,
+                return_weights=True,
+                seed=self._offset_seed(self.num_experts + k),
+                dtype=self.dtype_policy,
+                name=f"gate_{k}",
+            )
+            gate.build([input_shape, experts_shape])
+            self.gates.append(gate)
+
+    def call(self, inputs, training=None):
+        experts = ops.stack([e(inputs, training=training) for e in self.experts], axis=1)
+        outputs, weights = [], []
+        for gate in self.gates:
+            mixed, w = gate([inputs, experts])
+            outputs.append(mixed)
+            weights.append(w)
+        if self.return_gate_weights:
+            return outputs, weights
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        batch = tuple(input_shape)[0]
+        outputs = [(batch, self.expert_units[-1]) for _ in range(self.num_tasks)]
+        if self.return_gate_weights:
+            return outputs, [(batch, self.num_experts) for _ in range(self.num_tasks)]
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "expert_units": list(self.expert_units),
+                "num_tasks": self.num_tasks,
+                "expert_activation": cu.serialize_identifier(self.expert_activation),
+                "dropout": self.dropout,
+                "return_gate_weights": self.return_gate_weights,
+                "seed": self.seed,
+            }
+        )
+        return config

@@ -1,0 +1,393 @@
+"""Feature schema: the one vocabulary shared by the readers and `FeatureEmbedding`.
+
+A schema is plain data (the ``schema`` section of a YAML config)::
+
+    key: impression_id
+    categorical: [{name, dtype: int64|string, num_buckets, dim, shared_with, default}]
+    numeric:     [{name, dtype, normalize: none|log1p|standardize, mean, std, default}]
+    sequence:    [{name, dtype, max_len, shared_with | (num_buckets, dim)}]
+    labels:      [{name, kind: binary|multiclass|regression, num_classes}]
+
+`Schema.from_dict` validates it and reports errors by key path
+(``schema.categorical[2].num_buckets: expected a positive integer, got 0``);
+`Schema.to_dict` gives the dict back. This module imports nothing from mtlrec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+ID_DTYPES = ("int64", "string")
+NUMERIC_DTYPES = ("float32", "float64", "int32", "int64")
+NORMALIZATIONS = ("none", "log1p", "standardize")
+LABEL_KINDS = ("binary", "multiclass", "regression")
+#: Padding value of sequences (and the default of a null id), by dtype.
+PAD = {"int64": -1, "string": ""}
+
+
+def _fail(path: str, expected: str, got: Any) -> None:
+    raise ValueError(f"{path}: expected {expected}, got {got!r}")
+
+
+def _check_keys(d: Any, path: str, allowed: Iterable[str], required: Iterable[str] = ()) -> None:
+    if not isinstance(d, Mapping):
+        _fail(path, "a mapping", d)
+    allowed = tuple(allowed)
+    for k in d:
+        if k not in allowed:
+            raise ValueError(f"{path}.{k}: unknown key; expected one of {', '.join(allowed)}")
+    for k in required:
+        if k not in d:
+            raise ValueError(f"{path}.{k}: missing required key")
+
+
+def _name(d: Mapping, path: str) -> str:
+    v = d["name"]
+    if not isinstance(v, str) or not v or not v.replace("_", "a").replace("-", "a").isalnum():
+        _fail(f"{path}.name", "a non-empty name of letters, digits, '_' or '-'", v)
+    return v
+
+
+def _pos_int(d: Mapping, key: str, path: str, optional: bool = False) -> int | None:
+    v = d.get(key)
+    if v is None and optional:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+        _fail(f"{path}.{key}", "a positive integer", v)
+    return int(v)
+
+
+def _choice(d: Mapping, key: str, path: str, choices: tuple, default: str) -> str:
+    v = d.get(key, default)
+    if v not in choices:
+        _fail(f"{path}.{key}", "one of " + ", ".join(choices), v)
+    return v
+
+
+def _float(d: Mapping, key: str, path: str, positive: bool = False) -> float | None:
+    v = d.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v):
+        _fail(f"{path}.{key}", "a finite number", v)
+    if positive and v <= 0:
+        _fail(f"{path}.{key}", "a positive number", v)
+    return float(v)
+
+
+def _id_default(d: Mapping, path: str, dtype: str):
+    if "default" not in d or d["default"] is None:
+        return None
+    v = d["default"]
+    if dtype == "string" and not isinstance(v, str):
+        _fail(f"{path}.default", "a string (dtype is string)", v)
+    if dtype == "int64" and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+        _fail(f"{path}.default", "an integer (dtype is int64)", v)
+    return v
+
+
+def _drop_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass
+class CategoricalFeature:
+    """An id feature hashed into `num_buckets` rows of a `dim`-wide table.
+
+    With `shared_with`, it looks up the table of that categorical feature
+    (same `num_buckets` and `dim`, taken from it when omitted here).
+    `default` is what a null id becomes (None: -1 for int64, "" for string).
+    """
+
+    name: str
+    dtype: str = "int64"
+    num_buckets: int | None = None
+    dim: int | None = None
+    shared_with: str | None = None
+    default: int | str | None = None
+
+    KEYS = ("name", "dtype", "num_buckets", "dim", "shared_with", "default")
+
+    @classmethod
+    def from_dict(cls, d: Mapping, path: str) -> "CategoricalFeature":
+        _check_keys(d, path, cls.KEYS, ("name",))
+        dtype = _choice(d, "dtype", path, ID_DTYPES, "int64")
+        shared = d.get("shared_with")
+        if shared is not None and not isinstance(shared, str):
+            _fail(f"{path}.shared_with", "a categorical feature name or null", shared)
+        return cls(
+            name=_name(d, path),
+            dtype=dtype,
+            num_buckets=_pos_int(d, "num_buckets", path, optional=shared is not None),
+            dim=_pos_int(d, "dim", path, optional=shared is not None),
+            shared_with=shared,
+            default=_id_default(d, path, dtype),
+        )
+
+    @property
+    def fill_value(self):
+        return PAD[self.dtype] if self.default is None else self.default
+
+    def to_dict(self) -> dict:
+        return _drop_none({k: getattr(self, k) for k in self.KEYS})
+
+
+@dataclass
+class NumericFeature:
+    """A float feature: `normalize` none | log1p (sign(x)·log(1+|x|)) | standardize ((x-mean)/std)."""
+
+    name: str
+    dtype: str = "float32"
+    normalize: str = "none"
+    mean: float | None = None
+    std: float | None = None
+    default: float = 0.0
+
+    KEYS = ("name", "dtype", "normalize", "mean", "std", "default")
+
+    @classmethod
+    def from_dict(cls, d: Mapping, path: str) -> "NumericFeature":
+        _check_keys(d, path, cls.KEYS, ("name",))
+        default = _float(d, "default", path)
+        return cls(
+            name=_name(d, path),
+            dtype=_choice(d, "dtype", path, NUMERIC_DTYPES, "float32"),
+            normalize=_choice(d, "normalize", path, NORMALIZATIONS, "none"),
+            mean=_float(d, "mean", path),
+            std=_float(d, "std", path, positive=True),
+            default=0.0 if default is None else default,
+        )
+
+    def to_dict(self) -> dict:
+        return _drop_none({k: getattr(self, k) for k in self.KEYS})
+
+
+@dataclass
+class SequenceFeature:
+    """A list of ids per row, truncated to the `max_len` most recent (last) ones and padded
+    after them with -1 (int64) or "" (string). Either `shared_with` a categorical feature's
+    table or its own `num_buckets` and `dim`."""
+
+    name: str
+    dtype: str = "int64"
+    max_len: int = 1
+    shared_with: str | None = None
+    num_buckets: int | None = None
+    dim: int | None = None
+
+    KEYS = ("name", "dtype", "max_len", "shared_with", "num_buckets", "dim")
+
+    @classmethod
+    def from_dict(cls, d: Mapping, path: str) -> "SequenceFeature":
+        _check_keys(d, path, cls.KEYS, ("name", "max_len"))
+        shared = d.get("shared_with")
+        if shared is not None and not isinstance(shared, str):
+            _fail(f"{path}.shared_with", "a categorical feature name or null", shared)
+        for key in ("num_buckets", "dim"):
+            if shared is None and d.get(key) is None:
+                raise ValueError(f"{path}.{key}: expected a positive integer (or shared_with a categorical feature), got None")
+        return cls(
+            name=_name(d, path),
+            dtype=_choice(d, "dtype", path, ID_DTYPES, "int64"),
+            max_len=_pos_int(d, "max_len", path),
+            shared_with=shared,
+            num_buckets=_pos_int(d, "num_buckets", path, optional=shared is not None),
+            dim=_pos_int(d, "dim", path, optional=shared is not None),
+        )
+
+    @property
+    def pad(self):
+        return PAD[self.dtype]
+
+    def to_dict(self) -> dict:
+        return _drop_none({k: getattr(self, k) for k in self.KEYS})
+
+
+@dataclass
+class LabelSpec:
+    """A label column: binary (0/1), multiclass (0..num_classes-1) or regression."""
+
+    name: str
+    kind: str = "binary"
+    num_classes: int | None = None
+
+    KEYS = ("name", "kind", "num_classes")
+
+    @classmethod
+    def from_dict(cls, d: Mapping, path: str) -> "LabelSpec":
+        _check_keys(d, path, cls.KEYS, ("name",))
+        kind = _choice(d, "kind", path, LABEL_KINDS, "binary")
+        num_classes = _pos_int(d, "num_classes", path, optional=kind != "multiclass")
+        if kind == "multiclass" and num_classes < 2:
+            _fail(f"{path}.num_classes", "an integer >= 2", num_classes)
+        if kind != "multiclass" and num_classes is not None:
+            raise ValueError(f"{path}.num_classes: only allowed with kind: multiclass, got kind {kind!r}")
+        return cls(name=_name(d, path), kind=kind, num_classes=num_classes)
+
+    def to_dict(self) -> dict:
+        return _drop_none({k: getattr(self, k) for k in self.KEYS})
+
+
+@dataclass
+class Schema:
+    """Features and labels of a dataset, in declaration order."""
+
+    categorical: list[CategoricalFeature] = field(default_factory=list)
+    numeric: list[NumericFeature] = field(default_factory=list)
+    sequence: list[SequenceFeature] = field(default_factory=list)
+    labels: list[LabelSpec] = field(default_factory=list)
+    key: str | None = None
+
+    SECTIONS = (
+        ("categorical", CategoricalFeature),
+        ("numeric", NumericFeature),
+        ("sequence", SequenceFeature),
+        ("labels", LabelSpec),
+    )
+
+    @classmethod
+    def from_dict(cls, d: Mapping | "Schema", path: str = "schema") -> "Schema":
+        if isinstance(d, Schema):
+            return d
+        _check_keys(d, path, ("key",) + tuple(s for s, _ in cls.SECTIONS))
+        key = d.get("key")
+        if key is not None and not isinstance(key, str):
+            _fail(f"{path}.key", "a column name or null", key)
+        parts = {}
+        for section, spec in cls.SECTIONS:
+            items = d.get(section) or []
+            if not isinstance(items, (list, tuple)):
+                _fail(f"{path}.{section}", "a list", items)
+            parts[section] = [spec.from_dict(item, f"{path}.{section}[{i}]") for i, item in enumerate(items)]
+        schema = cls(key=key, **parts)
+        schema._check_references(path)
+        return schema
+
+    def _check_references(self, path: str) -> None:
+        seen: dict[str, str] = {}
+        for section, _ in self.SECTIONS:
+            for i, item in enumerate(getattr(self, section)):
+                where = f"{path}.{section}[{i}].name"
+                if item.name in seen:
+                    raise ValueError(f"{where}: duplicate name {item.name!r} (already declared at {seen[item.name]})")
+                seen[item.name] = where
+        if not (self.categorical or self.numeric or self.sequence):
+            raise ValueError(f"{path}: expected at least one feature in categorical, numeric or sequence")
+        owners = {f.name: f for f in self.categorical if f.shared_with is None}
+        shared_names = {f.name for f in self.categorical}
+        for section in ("categorical", "sequence"):
+            for i, f in enumerate(getattr(self, section)):
+                if f.shared_with is None:
+                    continue
+                where = f"{path}.{section}[{i}].shared_with"
+                if f.shared_with not in owners:
+                    what = "a categorical feature with its own table"
+                    if f.shared_with in shared_names:
+                        what += f" ({f.shared_with!r} itself shares another table)"
+                    _fail(where, what, f.shared_with)
+                owner = owners[f.shared_with]
+                if f.dtype != owner.dtype:
+                    _fail(f"{path}.{section}[{i}].dtype", f"{owner.dtype!r} like {owner.name!r} whose table it shares", f.dtype)
+                for attr in ("num_buckets", "dim"):
+                    v = getattr(f, attr)
+                    if v is not None and v != getattr(owner, attr):
+                        _fail(f"{path}.{section}[{i}].{attr}", f"{getattr(owner, attr)} (the {attr} of {owner.name!r}) or nothing", v)
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {}
+        if self.key is not None:
+            out["key"] = self.key
+        for section, _ in self.SECTIONS:
+            out[section] = [item.to_dict() for item in getattr(self, section)]
+        return out
+
+    # --- convenience lookups -------------------------------------------------------------
+
+    @property
+    def features(self) -> list:
+        """All features in the order categorical, numeric, sequence."""
+        return [*self.categorical, *self.numeric, *self.sequence]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.labels]
+
+    @property
+    def column_names(self) -> list[str]:
+        return self.feature_names + self.label_names
+
+    def table_of(self, feature) -> CategoricalFeature:
+        """The categorical feature owning the table that `feature` looks up (None: its own)."""
+        if feature.shared_with is None:
+            return feature
+        return next(f for f in self.categorical if f.name == feature.shared_with)
+
+    def table_size(self, feature) -> tuple[int, int]:
+        """(num_buckets, dim) of the table `feature` looks up."""
+        if isinstance(feature, SequenceFeature) and feature.shared_with is None:
+            return feature.num_buckets, feature.dim
+        owner = self.table_of(feature)
+        return owner.num_buckets, owner.dim
+
+
+def compute_numeric_stats(schema: Mapping | Schema, batches: Iterable, overwrite: bool = False) -> dict:
+    """Fill `mean`/`std` of the `standardize` numeric features from training data.
+
+    `batches` is an iterable of column mappings (dict of arrays, pandas DataFrame, pyarrow
+    RecordBatch/Table, or the features dict of a `make_dataset` batch). Nulls / NaN count as
+    the feature's `default` (what the model sees). Features that already have both statistics
+    keep them unless `overwrite`. Returns a new schema dict; the input is not modified.
+    """
+    parsed = Schema.from_dict(schema)
+    todo = [f for f in parsed.numeric if f.normalize == "standardize" and (overwrite or f.mean is None or f.std is None)]
+    if not todo:
+        return parsed.to_dict()
+    count = {f.name: 0 for f in todo}
+    total = {f.name: 0.0 for f in todo}
+    total_sq = {f.name: 0.0 for f in todo}
+    shift: dict[str, float] = {}  # first value seen: sums of (x - shift) keep precision
+    for batch in batches:
+        for f in todo:
+            try:
+                col = batch[f.name]
+            except (KeyError, IndexError):
+                raise ValueError(f"compute_numeric_stats: column {f.name!r} missing from a batch") from None
+            x = _to_float_array(col, f.default)
+            if x.size == 0:
+                continue
+            s = shift.setdefault(f.name, float(x[0]))
+            d = x - s
+            count[f.name] += x.size
+            total[f.name] += float(d.sum())
+            total_sq[f.name] += float((d * d).sum())
+    out = dataclasses.replace(parsed)
+    out.numeric = []
+    for f in parsed.numeric:
+        if f in todo:
+            n = count[f.name]
+            if n == 0:
+                raise ValueError(f"compute_numeric_stats: no values seen for column {f.name!r}")
+            m = total[f.name] / n
+            var = max(total_sq[f.name] / n - m * m, 0.0)
+            std = math.sqrt(var)
+            f = dataclasses.replace(f, mean=m + shift[f.name], std=std if std > 1e-12 else 1.0)
+        out.numeric.append(f)
+    return out.to_dict()
+
+
+def _to_float_array(col, default: float) -> np.ndarray:
+    if hasattr(col, "to_numpy") and hasattr(col, "null_count"):  # pyarrow Array / ChunkedArray
+        col = col.to_numpy(zero_copy_only=False)
+    elif hasattr(col, "numpy"):  # tf.Tensor
+        col = col.numpy()
+    x = np.asarray(col, dtype=np.float64).ravel()
+    return np.where(np.isnan(x), default, x)
