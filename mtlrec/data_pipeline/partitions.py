@@ -1,0 +1,129 @@
+"""Day partitions in Hive layout: ``ROOT/dt=YYYY-MM-DD/<files>``.
+
+Data files of a day are ``*.parquet`` or ``*.tfrecord`` / ``*.tfrecord.gz``
+(``tf.train.Example``, ``.gz`` meaning GZIP); names starting with ``.`` or ``_``
+(temporary files, ``_SUCCESS``) are ignored. Files are read in name order.
+"""
+
+import datetime
+import os
+import re
+
+from mtlrec.data_pipeline.data_validation_error import DataValidationError
+
+FORMATS = ("parquet", "tfrecord")
+_DAY_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
+
+
+def check_fmt(fmt):
+    if fmt not in FORMATS:
+        raise ValueError(f"Expected fmt to be one of {FORMATS}. Received: fmt={fmt!r}")
+    return fmt
+
+
+def parse_day(day, what="day"):
+    """Validate a ``YYYY-MM-DD`` string and return it as a `datetime.date`."""
+    try:
+        if not isinstance(day, str) or len(day) != 10:
+            raise ValueError
+        return datetime.date.fromisoformat(day)
+    except ValueError:
+        raise ValueError(f"Expected {what} as YYYY-MM-DD. Received: {what}={day!r}") from None
+
+
+def day_dir(root, day):
+    parse_day(day)
+    return os.path.join(os.fspath(root), f"dt={day}")
+
+
+def list_days(root):
+    """Sorted ``YYYY-MM-DD`` days that have a ``dt=`` directory under `root` ([] if none)."""
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        return []
+    days = []
+    for name in os.listdir(root):
+        m = _DAY_DIR.match(name)
+        if m and os.path.isdir(os.path.join(root, name)):
+            try:
+                parse_day(m.group(1))
+            except ValueError:
+                continue
+            days.append(m.group(1))
+    return sorted(days)
+
+
+def select_days(root, day=None, days=None):
+    """Days to read: `day` alone (which must exist), or the inclusive range `days="A:B"`
+    (either end may be left open: "A:", ":B"), or every day present when both are None.
+    Raises `DataValidationError` when nothing matches."""
+    present = list_days(root)
+    if day is not None and days is not None:
+        raise ValueError(f"Give day or days, not both. Received: day={day!r}, days={days!r}")
+    if day is not None:
+        parse_day(day)
+        if day not in present:
+            raise DataValidationError(f"day {day} missing (days present: {_short(present)})", file=day_dir(root, day))
+        return [day]
+    if days is None:
+        selected = present
+    else:
+        if not isinstance(days, str) or days.count(":") != 1:
+            raise ValueError(f'Expected days as "A:B" (YYYY-MM-DD, inclusive, either end optional). Received: days={days!r}')
+        lo, hi = days.split(":")
+        lo = parse_day(lo, "days start") if lo else None
+        hi = parse_day(hi, "days end") if hi else None
+        selected = [
+            d for d in present
+            if (lo is None or parse_day(d) >= lo) and (hi is None or parse_day(d) <= hi)
+        ]
+    if not selected:
+        raise DataValidationError(f"no day partitions match {days or 'any day'} (days present: {_short(present)})", file=os.fspath(root))
+    return selected
+
+
+def resolve_days(root, days):
+    """`days` as a list: one day "YYYY-MM-DD", a range "A:B", a list of days, or None (all)."""
+    if days is None:
+        return select_days(root)
+    if isinstance(days, str):
+        return select_days(root, days=days) if ":" in days else select_days(root, day=days)
+    out = []
+    for d in days:
+        out += select_days(root, day=d)
+    return out
+
+
+def day_files(root, day, fmt):
+    """Data files of one day in `fmt`, sorted; `DataValidationError` if the day is missing or has none."""
+    check_fmt(fmt)
+    path = day_dir(root, day)
+    if not os.path.isdir(path):
+        raise DataValidationError(f"day {day} missing (no directory)", file=path)
+    files = sorted(
+        os.path.join(path, n) for n in os.listdir(path)
+        if not n.startswith((".", "_")) and file_format(n) == fmt
+    )
+    if not files:
+        raise DataValidationError(f"day {day} is empty: no {fmt} files", file=path)
+    return files
+
+
+def file_format(name):
+    """'parquet', 'tfrecord' or None, from a file name."""
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith((".tfrecord", ".tfrecord.gz")):
+        return "tfrecord"
+    return None
+
+
+def compression_of(path):
+    """TFRecord compression type from the file name."""
+    return "GZIP" if os.fspath(path).endswith(".gz") else ""
+
+
+def _short(items, n=5):
+    if not items:
+        return "none"
+    return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")

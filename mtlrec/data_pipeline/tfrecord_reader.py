@@ -1,0 +1,103 @@
+"""TFRecord day files -> tf.data: records batched, then parsed with `tf.io.parse_example`."""
+
+import tensorflow as tf
+
+from mtlrec.data_pipeline.columns import EXTRA_FILL
+from mtlrec.data_pipeline.partitions import compression_of
+from mtlrec.data_pipeline.tfrecord_io import peek_kinds
+
+_TF = {"int64": tf.int64, "float": tf.float32, "bytes": tf.string}
+
+
+def resolve_plan(plan, files):
+    """Extra columns get their kind from the first file; returns (plan, stored tf dtype by column).
+
+    Numbers may be stored as int64_list or float_list, string ids as int64_list (read as
+    their decimal strings, like the Parquet reader casts them)."""
+    kinds = peek_kinds(files[0])
+    out, stored = [], {}
+    for col in plan:
+        kind = kinds.get(col.name)
+        if col.role == "extra" and col.kind is None:
+            col = col._replace(kind={"int64": "int64", "float": "float32", "bytes": "string"}.get(kind, "float32"))
+        if col.kind in ("int64", "int64_seq"):
+            stored[col.name] = tf.int64
+        elif col.kind in ("string", "string_seq"):
+            stored[col.name] = tf.int64 if kind == "int64" else tf.string
+        else:
+            stored[col.name] = tf.int64 if kind == "int64" else tf.float32
+        out.append(col)
+    return out, stored
+
+
+def _fill(col):
+    return EXTRA_FILL[col.kind] if col.role == "extra" else col.fill
+
+
+def parse_spec(plan, stored):
+    """tf.io.parse_example features: FixedLenFeature with the declared default for scalars
+    stored in their output type, RaggedFeature for sequences and for cross-type scalars."""
+    spec = {}
+    for col in plan:
+        dtype = stored[col.name]
+        out_dtype = {"int64": tf.int64, "string": tf.string, "float32": tf.float32}.get(col.kind)
+        if col.kind.endswith("_seq") or (col.kind == "string" and dtype != tf.string):
+            spec[col.name] = tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
+        elif col.role == "label":
+            spec[col.name] = tf.io.FixedLenFeature([], dtype)
+        elif dtype == out_dtype:
+            spec[col.name] = tf.io.FixedLenFeature([], dtype, default_value=_fill(col))
+        else:  # a float32 column stored as int64: default rounded (NaN -> 0)
+            fill = _fill(col)
+            spec[col.name] = tf.io.FixedLenFeature([], dtype, default_value=0 if fill != fill else int(fill))
+    return spec
+
+
+@tf.autograph.experimental.do_not_convert  # plain Python loops over columns
+def parse_batch(serialized, plan, spec):
+    """Batch of serialized examples -> flat dict name -> tensor in output types."""
+    parsed = tf.io.parse_example(serialized, spec)
+    out = {}
+    for col in plan:
+        x = parsed[col.name]
+        if isinstance(x, tf.RaggedTensor):
+            values = x.flat_values
+            if values.dtype != tf.string and col.kind.startswith("string"):
+                values = tf.strings.as_string(values)
+            width = col.max_len if col.kind.endswith("_seq") else 1
+            x = _last_items(values, x.row_splits, width, _fill(col))
+            if not col.kind.endswith("_seq"):
+                x = x[:, 0]
+        elif col.kind == "float32":
+            x = tf.cast(x, tf.float32)
+        out[col.name] = x
+    return out
+
+
+def _last_items(values, row_splits, width, fill):
+    """(B, width): the last `width` values of each row, padded after them with `fill`
+    (dense index arithmetic; cheaper than slicing a RaggedTensor)."""
+    lengths = row_splits[1:] - row_splits[:-1]
+    kept = tf.minimum(lengths, width)
+    start = row_splits[:-1] + lengths - kept
+    steps = tf.range(width, dtype=row_splits.dtype)
+    mask = steps[None, :] < kept[:, None]
+    index = tf.where(mask, start[:, None] + steps[None, :], 0)
+    values = tf.concat([values, tf.fill([1], tf.constant(fill, values.dtype))], 0)  # never empty
+    return tf.where(mask, tf.gather(values, index), tf.constant(fill, values.dtype))
+
+
+def record_batches(files, batch_size, shuffle_buffer=0, seed=None, repeat=False, skip_batches=0):
+    """Serialized records of `files` in batches (shuffled files and records when shuffle_buffer)."""
+    ds = tf.data.Dataset.from_tensor_slices(([str(f) for f in files], [compression_of(f) for f in files]))
+    if shuffle_buffer:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.flat_map(lambda f, c: tf.data.TFRecordDataset(f, compression_type=c, buffer_size=1 << 20))
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if repeat:
+        ds = ds.repeat()
+    if skip_batches:
+        ds = ds.skip(skip_batches)
+    return ds

@@ -1,0 +1,165 @@
+"""`validate_day`: check a day partition against its schema before training starts."""
+
+import re
+
+import numpy as np
+import pyarrow as pa
+import tensorflow as tf
+
+from mtlrec.data_pipeline import parquet_reader
+from mtlrec.data_pipeline.columns import column_plan
+from mtlrec.data_pipeline.data_validation_error import DataValidationError
+from mtlrec.data_pipeline.partitions import check_fmt, compression_of, day_dir, day_files
+from mtlrec.data_pipeline.tfrecord_io import peek_kinds
+from mtlrec.schema import Schema
+
+_SCAN_BATCH = 65536
+# stored TFRecord kinds each output kind accepts (mirrors what the readers can cast)
+_ACCEPTED = {
+    "int64": ("int64",),
+    "string": ("bytes", "int64"),
+    "float32": ("int64", "float"),
+    "int64_seq": ("int64",),
+    "string_seq": ("bytes", "int64"),
+}
+_TF = {"int64": tf.int64, "float": tf.float32, "bytes": tf.string}
+
+
+def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion"),)):
+    """Check partition `day` under `root`; raise `DataValidationError` naming file and column.
+
+    Checked: the day exists and has rows; every file opens and reads to the end (not
+    truncated or corrupt); every schema column is present and readable as declared; labels
+    have no nulls; binary labels are 0/1, multiclass labels integers in [0, num_classes),
+    regression labels finite; for each `(parent, child)` in `funnel` whose columns are both
+    schema labels, no row has child = 1 with parent = 0 (e.g. a conversion without a click).
+    Nulls in features are fine: they read as the declared default.
+
+    Returns the number of rows of the day.
+    """
+    check_fmt(fmt)
+    s = Schema.from_dict(schema)
+    pairs = _funnel_pairs(funnel, s)
+    plan = column_plan(s)
+    rows = 0
+    for path in day_files(root, day, fmt):
+        scan = _scan_parquet if fmt == "parquet" else _scan_tfrecord
+        rows += scan(path, plan, s, pairs)
+    if rows == 0:
+        raise DataValidationError(f"day {day} is empty: its files hold no rows", file=day_dir(root, day))
+    return rows
+
+
+def _funnel_pairs(funnel, schema):
+    pairs = []
+    for pair in funnel or ():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(isinstance(p, str) for p in pair):
+            raise ValueError(f"Expected funnel as (parent, child) label name pairs. Received: funnel={funnel!r}")
+        if all(p in schema.label_names for p in pair):
+            pairs.append(tuple(pair))
+    return pairs
+
+
+def _check_labels(path, labels, schema, pairs, first_row):
+    """Value checks of one batch of labels (name -> float array)."""
+    for spec in schema.labels:
+        v = labels[spec.name]
+        if spec.kind == "binary":
+            bad = (v != 0) & (v != 1)
+            expected = "binary label values in {0, 1}"
+        elif spec.kind == "multiclass":
+            bad = (v != np.floor(v)) | (v < 0) | (v >= spec.num_classes) | ~np.isfinite(v)
+            expected = f"integer class labels in [0, {spec.num_classes})"
+        else:
+            bad = ~np.isfinite(v)
+            expected = "finite regression labels"
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataValidationError(
+                f"expected {expected}; found {v[i]:g} at row {first_row + i} ({int(bad.sum())} bad rows in this batch)",
+                file=path, column=spec.name)
+    for parent, child in pairs:
+        bad = (labels[child] == 1) & (labels[parent] == 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataValidationError(
+                f"funnel inconsistency: {child}=1 with {parent}=0 at row {first_row + i} "
+                f"({int(bad.sum())} such rows in this batch); expected {child} only inside {parent}",
+                file=path, column=child)
+
+
+def _scan_parquet(path, plan, schema, pairs):
+    pf = parquet_reader.open_parquet(path)
+    local = parquet_reader.resolve_plan(plan, pf.schema_arrow, path)
+    columns = [c.name for c in local]
+    rows = 0
+    try:
+        for batch in pf.iter_batches(batch_size=_SCAN_BATCH, columns=columns, use_threads=True):
+            batch = parquet_reader.normalize_batch(batch, local, path)  # types, null labels
+            labels = {c.name: batch.column(c.name).to_numpy(zero_copy_only=False) for c in local if c.role == "label"}
+            _check_labels(path, labels, schema, pairs, rows)
+            rows += batch.num_rows
+    except DataValidationError:
+        raise
+    except (OSError, pa.ArrowException) as e:
+        raise DataValidationError(f"truncated or corrupt Parquet file ({e})", file=path) from None
+    if rows != pf.metadata.num_rows:
+        raise DataValidationError(f"truncated file: read {rows} rows, footer says {pf.metadata.num_rows}", file=path)
+    return rows
+
+
+def _scan_tfrecord(path, plan, schema, pairs):
+    kinds = peek_kinds(path)
+    spec = {}
+    for col in plan:
+        kind = kinds.get(col.name)
+        if kind is not None and kind not in _ACCEPTED[col.kind]:
+            expected = {"int64": "an int64_list", "bytes": "a bytes_list", "float": "a float_list"}
+            allowed = " or ".join(expected[k] for k in _ACCEPTED[col.kind])
+            raise DataValidationError(f"type not readable as declared: expected {allowed} ({col.declared}), "
+                                      f"found {expected[kind]}", file=path, column=col.name)
+        dtype = _TF[kind] if kind else _TF[_ACCEPTED[col.kind][0]]
+        spec[col.name] = tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
+    ds = tf.data.TFRecordDataset(path, compression_type=compression_of(path)).batch(_SCAN_BATCH)
+    ds = ds.map(lambda s: tf.io.parse_example(s, spec))
+    rows, seen = 0, {c.name: 0 for c in plan}
+    it = iter(ds)
+    while True:
+        try:
+            parsed = next(it)
+        except StopIteration:
+            break
+        except tf.errors.DataLossError as e:
+            raise DataValidationError(f"truncated or corrupt TFRecord file ({e.message.splitlines()[0]})", file=path) from None
+        except tf.errors.InvalidArgumentError as e:
+            m = re.search(r"Key: ([^\s,.]+)", e.message)
+            column = m.group(1) if m else None
+            raise DataValidationError(f"type not readable as declared ({e.message.splitlines()[0][:200]})",
+                                      file=path, column=column) from None
+        except tf.errors.OpError as e:
+            raise DataValidationError(f"truncated or corrupt TFRecord file ({e.message.splitlines()[0]})", file=path) from None
+        n = int(parsed[plan[0].name].nrows())
+        labels = {}
+        for col in plan:
+            lengths = parsed[col.name].row_lengths().numpy()
+            seen[col.name] += int(lengths.sum())
+            if col.kind.endswith("_seq"):
+                continue
+            if (lengths > 1).any():
+                i = int(np.flatnonzero(lengths > 1)[0])
+                raise DataValidationError(f"expected one value per row (a scalar column), found {lengths[i]} at row {rows + i}",
+                                          file=path, column=col.name)
+            if col.role == "label":
+                if (lengths == 0).any():
+                    i = int(np.flatnonzero(lengths == 0)[0])
+                    raise DataValidationError(f"{int((lengths == 0).sum())} null label value(s) (first at row {rows + i})",
+                                              file=path, column=col.name)
+                labels[col.name] = parsed[col.name].flat_values.numpy().astype(np.float64)
+        _check_labels(path, labels, schema, pairs, rows)
+        rows += n
+    for col in plan:
+        if rows and not seen[col.name] and not col.kind.endswith("_seq"):
+            raise DataValidationError("schema column missing from the file (no record has it)", file=path, column=col.name)
+        if rows and col.kind.endswith("_seq") and col.name not in kinds and not seen[col.name]:
+            raise DataValidationError("schema column missing from the file (no record has it)", file=path, column=col.name)
+    return rows

@@ -1,0 +1,126 @@
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import yaml
+
+from mtlrec.schema import Schema, compute_numeric_stats
+
+API_YAML = textwrap.dedent("""
+    schema:
+      key: impression_id
+      categorical:
+        - {name: user_id, dtype: int64, num_buckets: 20000, dim: 16}
+        - {name: item_id, dtype: int64, num_buckets: 50000, dim: 16}
+        - {name: scene, dtype: string, num_buckets: 8, dim: 16}
+        - {name: item_brand, dtype: int64, num_buckets: 2000, dim: 16, shared_with: null}
+      numeric:
+        - {name: price, normalize: log1p, default: 0.0}
+        - {name: item_hist_ctr, normalize: standardize, mean: 0.05, std: 0.02}
+      sequence:
+        - {name: hist_item_id, dtype: int64, max_len: 20, shared_with: item_id}
+        - {name: hist_behavior, dtype: int64, max_len: 20, num_buckets: 8, dim: 8}
+      labels:
+        - {name: click, kind: binary}
+        - {name: conversion, kind: binary}
+        - {name: purchasing_power, kind: multiclass, num_classes: 7}
+""")
+
+
+def base():
+    return yaml.safe_load(API_YAML)["schema"]
+
+
+def test_api_yaml_parses_and_roundtrips():
+    s = Schema.from_dict(base())
+    assert s.key == "impression_id"
+    assert [f.name for f in s.categorical] == ["user_id", "item_id", "scene", "item_brand"]
+    assert s.numeric[1].mean == 0.05 and s.numeric[1].std == 0.02 and s.numeric[0].default == 0.0
+    assert s.table_size(s.sequence[0]) == (50000, 16)
+    assert s.table_size(s.sequence[1]) == (8, 8)
+    assert s.labels[2].num_classes == 7
+    d = s.to_dict()
+    assert Schema.from_dict(d) == s
+    assert d["sequence"][0] == {"name": "hist_item_id", "dtype": "int64", "max_len": 20, "shared_with": "item_id"}
+    assert s.column_names[:3] == ["user_id", "item_id", "scene"] and s.label_names == ["click", "conversion", "purchasing_power"]
+
+
+def _edit(path, value):
+    d = base()
+    section, index, key = path
+    if value is KeyError:
+        del d[section][index][key]
+    else:
+        d[section][index][key] = value
+    return d
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("categorical", 2, "num_buckets", 0), r"^schema.categorical\[2\].num_buckets: expected a positive integer, got 0$"),
+    (("categorical", 0, "dim", "16"), r"schema.categorical\[0\].dim: expected a positive integer, got '16'"),
+    (("categorical", 0, "dtype", "float"), r"schema.categorical\[0\].dtype: expected one of int64, string, got 'float'"),
+    (("categorical", 1, "colour", 1), r"schema.categorical\[1\].colour: unknown key"),
+    (("categorical", 1, "shared_with", "nope"), r"schema.categorical\[1\].shared_with: expected a categorical feature with its own table, got 'nope'"),
+    (("numeric", 0, "normalize", "zscore"), r"schema.numeric\[0\].normalize: expected one of none, log1p, standardize, got 'zscore'"),
+    (("numeric", 1, "std", 0), r"schema.numeric\[1\].std: expected a positive number, got 0"),
+    (("sequence", 0, "shared_with", "hist_behavior"), r"schema.sequence\[0\].shared_with: expected a categorical feature with its own table, got 'hist_behavior'"),
+    (("sequence", 0, "dim", 8), r"schema.sequence\[0\].dim: expected 16 \(the dim of 'item_id'\) or nothing, got 8"),
+    (("sequence", 0, "dtype", "string"), r"schema.sequence\[0\].dtype: expected 'int64' like 'item_id'"),
+    (("sequence", 1, "num_buckets", KeyError), r"schema.sequence\[1\].num_buckets: expected a positive integer \(or shared_with a categorical feature\)"),
+    (("sequence", 1, "max_len", -2), r"schema.sequence\[1\].max_len: expected a positive integer, got -2"),
+    (("labels", 2, "num_classes", KeyError), r"schema.labels\[2\].num_classes: expected a positive integer, got None"),
+    (("labels", 0, "kind", "ranking"), r"schema.labels\[0\].kind: expected one of binary, multiclass, regression"),
+    (("labels", 1, "name", "click"), r"schema.labels\[1\].name: duplicate name 'click' \(already declared at schema.labels\[0\].name\)"),
+])
+def test_errors_name_key_path(edit, message):
+    with pytest.raises(ValueError, match=message):
+        Schema.from_dict(_edit(edit[:3], edit[3]))
+
+
+def test_top_level_errors():
+    with pytest.raises(ValueError, match=r"^schema.extra: unknown key"):
+        Schema.from_dict({**base(), "extra": 1})
+    with pytest.raises(ValueError, match="expected at least one feature"):
+        Schema.from_dict({"labels": [{"name": "y"}]})
+    with pytest.raises(ValueError, match=r"^cfg.schema.categorical: expected a list, got 3"):
+        Schema.from_dict({"categorical": 3}, path="cfg.schema")
+    shared_chain = base()
+    shared_chain["categorical"][3] = {"name": "item_brand", "shared_with": "item_id"}
+    shared_chain["sequence"][0]["shared_with"] = "item_brand"
+    with pytest.raises(ValueError, match=r"'item_brand' itself shares another table"):
+        Schema.from_dict(shared_chain)
+
+
+def test_shared_categorical_inherits_size():
+    d = {"categorical": [{"name": "a", "num_buckets": 9, "dim": 4}, {"name": "b", "shared_with": "a"}]}
+    s = Schema.from_dict(d)
+    assert s.table_size(s.categorical[1]) == (9, 4)
+    assert s.to_dict()["categorical"][1] == {"name": "b", "dtype": "int64", "shared_with": "a"}
+    with pytest.raises(ValueError, match=r"schema.categorical\[1\].num_buckets: expected 9"):
+        Schema.from_dict({"categorical": [d["categorical"][0], {"name": "b", "shared_with": "a", "num_buckets": 3}]})
+
+
+def test_compute_numeric_stats_streams_batches():
+    d = {"numeric": [
+        {"name": "x", "normalize": "standardize", "default": 10.0},
+        {"name": "y", "normalize": "standardize", "mean": 1.0, "std": 2.0},
+        {"name": "z", "normalize": "log1p"},
+    ]}
+    batches = [
+        pa.record_batch({"x": pa.array([1.0, None, 3.0]), "y": pa.array([0.0, 0.0, 0.0])}),  # null -> default 10
+        {"x": np.array([6.0]), "y": np.array([5.0])},
+        pd.DataFrame({"x": [np.nan], "y": [1.0]}),  # NaN -> default 10
+    ]
+    values = np.array([1.0, 10.0, 3.0, 6.0, 10.0])
+    out = compute_numeric_stats(d, batches)
+    x = out["numeric"][0]
+    assert x["mean"] == pytest.approx(values.mean()) and x["std"] == pytest.approx(values.std())
+    assert out["numeric"][1] == {"name": "y", "dtype": "float32", "normalize": "standardize", "mean": 1.0, "std": 2.0, "default": 0.0}
+    assert "mean" not in out["numeric"][2]
+    again = compute_numeric_stats(d, [{"x": np.array([2.0, 4.0]), "y": np.array([2.0, 4.0])}], overwrite=True)
+    assert again["numeric"][1]["mean"] == 3.0 and again["numeric"][1]["std"] == 1.0
+    assert "mean" not in d["numeric"][0]  # input untouched
+    with pytest.raises(ValueError, match="column 'x' missing"):
+        compute_numeric_stats(d, [{"y": np.array([1.0])}])
