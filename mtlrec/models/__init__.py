@@ -1,1 +1,27 @@
-"""mtlrec.models."""
+"""mtlrec.models: multi-task models with dict outputs keyed by task name."""
+
+from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
+from mtlrec.models.single_task import SingleTask
+from mtlrec.models.shared_bottom import SharedBottom
+from mtlrec.models.esmm import ESMM
+from mtlrec.models.mmoe import MMoE
+from mtlrec.models.ple import PLE
+from mtlrec.models.cross_stitch_net import CrossStitchNet
+from mtlrec.models.soft_sharing import SoftSharing
+from mtlrec.models.dupn import DUPN
+from mtlrec.models.registry import MODELS, build_model
+
+__all__ = [
+    "CrossStitchNet",
+    "DUPN",
+    "ESMM",
+    "MMoE",
+    "MODELS",
+    "MultiTaskModel",
+    "PLE",
+    "SharedBottom",
+    "SingleTask",
+    "SoftSharing",
+    "build_model",
+    "schema_inputs",
+]

@@ -1,0 +1,105 @@
+"""Cross-stitch network: one column per task, cross-stitch units between layers."""
+
+import keras
+
+from mtlrec.layers.cross_stitch import CrossStitch
+from mtlrec.layers.mlp import MLP
+from mtlrec.models import _checks
+from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
+
+
+@keras.saving.register_keras_serializable(package="mtlrec")
+class CrossStitchNet(MultiTaskModel):
+    """Cross-stitch networks (Misra et al., CVPR 2016).
+
+    Each task k has its own column of dense layers; after every hidden layer a
+    `CrossStitch` unit mixes the K columns, [x~_1..x~_K] = A [x_1..x_K] with A
+    initialised to a_kk = self_weight, a_kl = (1 - self_weight) / (K - 1). Each
+    column's last output feeds its task tower. Needs at least two tasks.
+
+    Args:
+        schema: the schema dict.
+        tasks: list of at least two task dicts.
+        column_units: widths of the hidden layers of every column.
+        tower_units: hidden widths of each task tower (before its output layer).
+        self_weight: initial a_kk of the cross-stitch units.
+        per_channel: one K x K mixing matrix per channel.
+        dropout: dropout rate of the hidden layers.
+        interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
+        loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
+        seed: optional int for the initializers.
+    """
+
+    def __init__(
+        self,
+        schema,
+        tasks,
+        column_units=(64, 32),
+        tower_units=(),
+        self_weight=0.9,
+        per_channel=False,
+        dropout=0.0,
+        interaction=None,
+        loss_weighting=None,
+        seed=None,
+        **kwargs,
+    ):
+        # === Layers ===
+        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        if len(self.task_specs) < 2:
+            raise ValueError(
+                f"CrossStitchNet links task columns and needs at least two tasks. "
+                f"Received: tasks={self.tasks!r}"
+            )
+        column_units = _checks.units_list("column_units", column_units)
+        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
+        dropout = _checks.rate("dropout", dropout)
+        names = [t.name for t in self.task_specs]
+        self.columns = [
+            [
+                MLP(
+                    [width],
+                    dropout=dropout,
+                    seed=_checks.sub_seed(self.seed, 10 + 100 * k + depth),
+                    name=f"{name}_column_{depth}",
+                )
+                for depth, width in enumerate(column_units)
+            ]
+            for k, name in enumerate(names)
+        ]
+        self.stitches = [
+            CrossStitch(self_weight=self_weight, per_channel=per_channel, name=f"cross_stitch_{depth}")
+            for depth in range(len(column_units))
+        ]
+
+        # === Functional wiring ===
+        inputs = schema_inputs(self.schema)
+        x = self._embed(inputs)
+        hidden = [x] * len(names)
+        for depth, stitch in enumerate(self.stitches):
+            hidden = stitch([column[depth](h) for column, h in zip(self.columns, hidden)])
+        outputs = self._heads(dict(zip(names, hidden)), tower_units, dropout)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.column_units = column_units
+        self.tower_units = tower_units
+        self.self_weight = self_weight
+        self.per_channel = per_channel
+        self.dropout = dropout
+
+    def _last_shared_layer(self):
+        return self.stitches[-1]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "column_units": list(self.column_units),
+                "tower_units": list(self.tower_units),
+                "self_weight": self.self_weight,
+                "per_channel": self.per_channel,
+                "dropout": self.dropout,
+            }
+        )
+        return config

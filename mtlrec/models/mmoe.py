@@ -1,0 +1,98 @@
+"""MMoE: Multi-gate Mixture-of-Experts."""
+
+import keras
+
+from mtlrec.layers.mixture_of_experts import MixtureOfExperts
+from mtlrec.models import _checks
+from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
+
+
+@keras.saving.register_keras_serializable(package="mtlrec")
+class MMoE(MultiTaskModel):
+    """Multi-gate Mixture-of-Experts (Ma et al., KDD 2018).
+
+    Experts f_i(x), i = 1..n, shared by all tasks; task k mixes them with its own gate
+    g^k(x) = softmax(W_k x): h^k = sum_i g^k_i(x) f_i(x), y_k = t_k(h^k).
+    `gate_model()` exposes the gate weights.
+
+    Args:
+        schema: the schema dict.
+        tasks: list of task dicts.
+        num_experts: n.
+        expert_units: layer widths of each expert.
+        tower_units: hidden widths of each task tower (before its output layer).
+        dropout: dropout rate inside the experts and towers.
+        interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
+        loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
+        seed: optional int for the initializers.
+    """
+
+    def __init__(
+        self,
+        schema,
+        tasks,
+        num_experts=4,
+        expert_units=(64,),
+        tower_units=(32,),
+        dropout=0.0,
+        interaction=None,
+        loss_weighting=None,
+        seed=None,
+        **kwargs,
+    ):
+        # === Layers ===
+        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        num_experts = _checks.positive_int("num_experts", num_experts)
+        expert_units = _checks.units_list("expert_units", expert_units)
+        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
+        dropout = _checks.rate("dropout", dropout)
+        self.mixture = MixtureOfExperts(
+            num_experts,
+            expert_units,
+            num_tasks=len(self.task_specs),
+            dropout=dropout,
+            return_gate_weights=True,
+            seed=_checks.sub_seed(self.seed, 2),
+            name="mixture_of_experts",
+        )
+
+        # === Functional wiring ===
+        inputs = schema_inputs(self.schema)
+        mixed, gate_weights = self.mixture(self._embed(inputs))
+        names = [t.name for t in self.task_specs]
+        outputs = self._heads(dict(zip(names, mixed)), tower_units, dropout)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.num_experts = num_experts
+        self.expert_units = expert_units
+        self.tower_units = tower_units
+        self.dropout = dropout
+        # Symbolic tensors for gate_model(); not state, so kept out of Keras tracking.
+        object.__setattr__(self, "_gate_tensors", dict(zip(names, gate_weights)))
+
+    def gate_model(self):
+        """A model from the same inputs to `{task: (B, num_experts)}` gate weights."""
+        return keras.Model(self.input, dict(self._gate_tensors), name=f"{self.name}_gates")
+
+    def _last_shared_layer(self):
+        return self.mixture
+
+    def last_shared_layer_variables(self):
+        """The experts' variables (the gates are per task)."""
+        experts = getattr(self.mixture, "experts", None)
+        if not experts:
+            return super().last_shared_layer_variables()
+        return [v for e in experts for v in e.trainable_variables]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "expert_units": list(self.expert_units),
+                "tower_units": list(self.tower_units),
+                "dropout": self.dropout,
+            }
+        )
+        return config

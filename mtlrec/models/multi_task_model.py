@@ -1,0 +1,325 @@
+"""Base class of the mtlrec models: schema inputs, shared embedding, interaction block,
+task heads and the multi-task loss."""
+
+import copy
+import json
+
+import keras
+from keras import ops
+
+from mtlrec.layers.cross_network import CrossNetwork
+from mtlrec.layers.feature_embedding import FeatureEmbedding
+from mtlrec.layers.fm_interaction import FMInteraction
+from mtlrec.layers.mlp import MLP
+from mtlrec.losses import make_weighting, task_losses
+from mtlrec.models import _checks
+from mtlrec.models._masked_mean import MaskedMean
+from mtlrec.models._partial_feature_embedding import PartialFeatureEmbedding
+from mtlrec.schema import Schema
+from mtlrec.tasks import validate_tasks
+
+INTERACTIONS = ("fm", "dcn")
+
+
+def schema_inputs(schema):
+    """One `keras.Input` per feature of `schema` (a dict or `Schema`), keyed by name.
+
+    categorical: shape `()`, dtype `string` or `int64`; numeric: shape `()`, float32;
+    sequence: shape `(max_len,)`, `string` or `int64`.
+    """
+    parsed = Schema.from_dict(schema)
+    inputs = {}
+    for f in parsed.categorical:
+        inputs[f.name] = keras.Input(shape=(), dtype=f.dtype, name=f.name)
+    for f in parsed.numeric:
+        inputs[f.name] = keras.Input(shape=(), dtype="float32", name=f.name)
+    for f in parsed.sequence:
+        inputs[f.name] = keras.Input(shape=(f.max_len,), dtype=f.dtype, name=f.name)
+    return inputs
+
+
+def check_interaction(interaction, schema):
+    """Validate an `interaction` config; returns a normalised copy (or None)."""
+    if interaction is None:
+        return None
+    if not isinstance(interaction, dict) or interaction.get("type") not in INTERACTIONS:
+        raise ValueError(
+            "Expected interaction to be None, {'type': 'fm'} or "
+            "{'type': 'dcn', 'num_layers': n, 'low_rank': r}. "
+            f"Received: interaction={interaction!r}"
+        )
+    kind = interaction["type"]
+    allowed = ("type",) if kind == "fm" else ("type", "num_layers", "low_rank")
+    for key in interaction:
+        if key not in allowed:
+            raise ValueError(
+                f"interaction.{key}: unknown key for type {kind!r} "
+                f"(allowed: {', '.join(allowed)}). Received: interaction={interaction!r}"
+            )
+    out = {"type": kind}
+    if kind == "dcn":
+        out["num_layers"] = _checks.positive_int(
+            "interaction.num_layers", interaction.get("num_layers", 2)
+        )
+        low_rank = interaction.get("low_rank")
+        out["low_rank"] = (
+            None if low_rank is None else _checks.positive_int("interaction.low_rank", low_rank)
+        )
+    else:
+        parsed = Schema.from_dict(schema)
+        dims = {f.name: parsed.table_size(f)[1] for f in parsed.categorical}
+        if len(dims) < 2 or len(set(dims.values())) != 1:
+            raise ValueError(
+                "interaction {'type': 'fm'} needs at least two categorical features "
+                f"with the same embedding dim. Received categorical dims: {dims}"
+            )
+    return out
+
+
+def _plain(value):
+    """Deep copy as plain JSON types (tracked dicts/lists, tuples -> dict/list)."""
+    return json.loads(json.dumps(value))
+
+
+@keras.saving.register_keras_serializable(package="mtlrec")
+class MultiTaskModel(keras.Model):
+    """Base of the functional multi-task models (keras-hub "functional subclass" style).
+
+    A subclass's `__init__` has three sections: *layers* (`self._setup(...)` then its own
+    backbone layers), *functional wiring* (`schema_inputs` -> `self._embed` -> backbone ->
+    `self._heads`, then `super().__init__(inputs=..., outputs=...)`), and *config* (store
+    the normalised hyperparameters that `get_config` returns).
+
+    Shared pieces:
+    - `FeatureEmbedding` over the schema; sequence features are mean-pooled over their
+      unpadded steps and appended to the dense vector.
+    - `interaction`: None, `{"type": "fm"}` (`FMInteraction` bi-interaction vector of the
+      categorical fields, concatenated to the dense vector) or `{"type": "dcn",
+      "num_layers": n, "low_rank": r}` (`CrossNetwork` on the dense vector).
+    - Task heads: an `MLP` tower per task ending in Dense(1, sigmoid) (binary, output
+      `(B,)`), Dense(num_classes, softmax) (multiclass, `(B, C)`) or Dense(1) (regression,
+      `(B,)`). A task with a `parent` outputs its conditional probability under its name
+      and the product along the parent chain under `task.joint_name`.
+    - `compute_loss`: `mtlrec.losses.task_losses` combined by the `loss_weighting`
+      strategy (`make_weighting`; fixed task weights by default) plus `self.losses`, so
+      `model.compile(optimizer="adam"); model.fit(dataset)` trains on `(features, labels)`
+      batches. GradNorm and PCGrad need per-task gradients: use the trainer's step with
+      `shared_variables()`, `task_variables()` and `last_shared_layer_variables()`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        if not hasattr(self, "task_specs"):
+            raise TypeError(
+                "MultiTaskModel is the base of the mtlrec models: a subclass calls "
+                "self._setup(schema, tasks, ...) and wires its graph before "
+                "super().__init__(inputs=..., outputs=...)."
+            )
+        super().__init__(*args, **kwargs)
+        # Objects outside the functional graph are attached after the functional init.
+        self.weighting = make_weighting(self.loss_weighting, self.task_specs)
+        if self.weighting.requires_custom_step:
+            raise ValueError(
+                f"loss_weighting type {self.loss_weighting['type']!r} needs per-task "
+                "gradients, which model.fit cannot give; train with mtlrec.training or "
+                "pass loss_weighting=None (fixed) or {'type': 'uncertainty'}. "
+                f"Received: loss_weighting={self.loss_weighting!r}"
+            )
+        self.task_loss_trackers = [
+            keras.metrics.Mean(name=f"{t.name}_loss") for t in self.task_specs
+        ]
+
+    # === Layers (helpers called by subclasses before the functional init) ===
+
+    def _setup(
+        self, schema, tasks, interaction=None, loss_weighting=None, seed=None, partial_embedding=False
+    ):
+        """Validate the shared arguments and create the embedding and interaction layers.
+
+        `partial_embedding`: use an embedding layer that can be called on a subset of
+        the features (DUPN's separate user-side and item-side calls).
+        """
+        if hasattr(schema, "to_dict"):
+            schema = schema.to_dict()
+        if not isinstance(schema, dict):
+            raise ValueError(
+                f"Expected schema to be a dict (the schema section of a config). "
+                f"Received: schema={schema!r}"
+            )
+        if not isinstance(tasks, (list, tuple)):
+            raise ValueError(f"Expected tasks to be a list of task dicts. Received: tasks={tasks!r}")
+        parsed = Schema.from_dict(schema)
+        specs = validate_tasks(tasks, parsed)
+        if loss_weighting is not None and not isinstance(loss_weighting, dict):
+            raise ValueError(
+                "Expected loss_weighting to be None or a dict like {'type': 'uncertainty'}. "
+                f"Received: loss_weighting={loss_weighting!r}"
+            )
+        make_weighting(loss_weighting, specs)  # fail early on a bad config
+        self.schema = _plain(schema)
+        self.tasks = [t.to_dict() for t in specs]
+        self.task_specs = specs
+        self.interaction = check_interaction(interaction, schema)
+        self.loss_weighting = None if loss_weighting is None else _plain(loss_weighting)
+        self.seed = _checks.seed(seed)
+        self._parsed_schema = parsed
+        embedding_cls = PartialFeatureEmbedding if partial_embedding else FeatureEmbedding
+        self.feature_embedding = embedding_cls(self.schema, name="feature_embedding")
+        self.interaction_layer = None
+        if self.interaction is not None and self.interaction["type"] == "fm":
+            self.interaction_layer = FMInteraction(name="fm_interaction")
+        elif self.interaction is not None:
+            self.interaction_layer = CrossNetwork(
+                num_layers=self.interaction["num_layers"],
+                low_rank=self.interaction["low_rank"],
+                seed=_checks.sub_seed(self.seed, 1),
+                name="cross_network",
+            )
+        self.towers = {}
+
+    def _task_tower(self, task, units, dropout, index):
+        kind = task.kind
+        width = task.num_classes if kind == "multiclass" else 1
+        activation = {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}[kind]
+        return MLP(
+            list(units) + [width],
+            dropout=dropout,
+            output_activation=activation,
+            seed=_checks.sub_seed(self.seed, 100 + index),
+            name=f"{task.name}_tower",
+        )
+
+    # === Functional wiring helpers ===
+
+    def _embed(self, inputs):
+        """features -> the shared dense vector (B, D) (with pooled sequences and the
+        interaction block applied)."""
+        emb = self.feature_embedding(inputs)
+        parts = [emb["dense"]] if "dense" in emb else []
+        for name in emb["sequences"]:
+            pooled = MaskedMean(name=f"{name}_mean")(emb["sequences"][name], mask=emb["masks"][name])
+            parts.append(pooled)
+        if self.interaction is not None and self.interaction["type"] == "fm":
+            parts.append(self.interaction_layer(emb["fields"]))
+        x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="shared_input")(parts)
+        if self.interaction is not None and self.interaction["type"] == "dcn":
+            x = self.interaction_layer(x)
+        return x
+
+    def _heads(self, task_inputs, tower_units, dropout):
+        """task name -> (B, d) tensors -> output dict (with the funnel joint outputs)."""
+        outputs = {}
+        for i, task in enumerate(self.task_specs):
+            tower = self._task_tower(task, tower_units, dropout, i)
+            self.towers[task.name] = tower
+            y = tower(task_inputs[task.name])
+            if task.kind != "multiclass":
+                y = keras.layers.Reshape((), name=f"{task.name}_output")(y)
+            outputs[task.name] = y
+        return self._add_joints(outputs)
+
+    def _add_joints(self, outputs):
+        by_name = {t.name: t for t in self.task_specs}
+        joints = {}
+
+        def joint(task):  # the probability of reaching `task`'s step from the top
+            if task.parent is None:
+                return outputs[task.name]
+            if task.name not in joints:
+                joints[task.name] = keras.layers.Multiply(name=task.joint_name)(
+                    [outputs[task.name], joint(by_name[task.parent])]
+                )
+            return joints[task.name]
+
+        for task in self.task_specs:
+            if task.parent is not None:
+                outputs[task.joint_name] = joint(task)
+        return outputs
+
+    # === Training ===
+
+    def compile(self, *args, **kwargs):
+        """`keras.Model.compile`, then the optimizer's slots are created eagerly.
+
+        Without a distribution strategy Keras defers building the optimizer to the first
+        traced train step, where creating its variables costs about as much as tracing the
+        whole model again (Adam: ~3x slower first `fit` here). The model's variables all
+        exist at construction, so build it now.
+        """
+        super().compile(*args, **kwargs)
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """sum_k w_k L_k (per the loss weighting) + `self.losses`.
+
+        `y` is the labels dict of a `(features, labels)` batch. Rows are selected per task
+        by its `sample_space`, not by `sample_weight` (which is refused).
+        """
+        if sample_weight is not None:
+            raise ValueError(
+                "MultiTaskModel.compute_loss does not take sample_weight; restrict a task's "
+                "rows with its sample_space. Received: sample_weight given"
+            )
+        if y is None:
+            return None
+        if not isinstance(y, dict):
+            raise ValueError(
+                "Expected y to be a dict label name -> (B,) tensor (the labels of a "
+                f"(features, labels) batch). Received: y of type {type(y).__name__}"
+            )
+        per_task = task_losses(self.task_specs, y, y_pred)
+        for tracker, task in zip(self.task_loss_trackers, self.task_specs):
+            tracker.update_state(per_task[task.name])
+        total = self.weighting.combine(per_task)
+        for extra in self.losses:
+            total = total + ops.cast(extra, total.dtype)
+        return total
+
+    # === Variable groups (for the trainer's PCGrad / GradNorm step) ===
+
+    def embedding_variables(self):
+        """The embedding tables of the shared `FeatureEmbedding`."""
+        return list(self.feature_embedding.trainable_variables)
+
+    def task_variables(self):
+        """Trainable variables that serve one task only (its tower; subclasses add more)."""
+        out = []
+        for layer in self._task_layers():
+            out.extend(layer.trainable_variables)
+        return out
+
+    def shared_variables(self):
+        """Trainable variables of the model that are neither task-specific nor the loss
+        weighting's own (embedding tables, interaction block, backbone)."""
+        exclude = {id(v) for v in self.task_variables()}
+        exclude |= {id(v) for v in self.weighting.trainable_variables}
+        return [v for v in self.trainable_variables if id(v) not in exclude]
+
+    def last_shared_layer_variables(self):
+        """W of GradNorm: the variables of the last layer shared by all tasks."""
+        return list(self._last_shared_layer().trainable_variables)
+
+    def _task_layers(self):
+        return list(self.towers.values())
+
+    def _last_shared_layer(self):
+        if self.interaction_layer is not None:
+            return self.interaction_layer
+        return self.feature_embedding
+
+    # === Config ===
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "schema": copy.deepcopy(_plain(self.schema)),
+            "tasks": _plain(self.tasks),
+            "interaction": None if self.interaction is None else _plain(self.interaction),
+            "loss_weighting": None if self.loss_weighting is None else _plain(self.loss_weighting),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

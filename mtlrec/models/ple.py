@@ -1,0 +1,123 @@
+"""PLE: Progressive Layered Extraction."""
+
+import keras
+
+from mtlrec.layers.cgc import CGC
+from mtlrec.models import _checks
+from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
+
+
+@keras.saving.register_keras_serializable(package="mtlrec")
+class PLE(MultiTaskModel):
+    """Progressive Layered Extraction (Tang et al., RecSys 2020): stacked `CGC` levels.
+
+    At each level task k mixes its own experts and the shared ones,
+    g^k(x) = softmax(W_k x) over [E_k,1..m_k, E_s,1..m_s]; above the first level each
+    gate's input is the previous level's output for that task, and a shared gate over
+    all experts feeds the next level's shared experts (not at the last level). The
+    towers read the last level's task outputs. Each task's loss is masked to its
+    sample space (PLE section 4.3, done by `mtlrec.losses.task_losses`).
+    `gate_model()` exposes the last level's gate weights.
+
+    Args:
+        schema: the schema dict.
+        tasks: list of task dicts.
+        num_levels: number of stacked CGC levels.
+        num_task_experts: experts per task at each level.
+        num_shared_experts: shared experts at each level.
+        expert_units: layer widths of each expert.
+        tower_units: hidden widths of each task tower (before its output layer).
+        dropout: dropout rate inside the experts and towers.
+        interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
+        loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
+        seed: optional int for the initializers.
+    """
+
+    def __init__(
+        self,
+        schema,
+        tasks,
+        num_levels=2,
+        num_task_experts=1,
+        num_shared_experts=1,
+        expert_units=(64,),
+        tower_units=(32,),
+        dropout=0.0,
+        interaction=None,
+        loss_weighting=None,
+        seed=None,
+        **kwargs,
+    ):
+        # === Layers ===
+        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        num_levels = _checks.positive_int("num_levels", num_levels)
+        num_task_experts = _checks.positive_int("num_task_experts", num_task_experts)
+        num_shared_experts = _checks.positive_int("num_shared_experts", num_shared_experts)
+        expert_units = _checks.units_list("expert_units", expert_units)
+        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
+        dropout = _checks.rate("dropout", dropout)
+        self.levels = []
+        for level in range(num_levels):
+            last = level == num_levels - 1
+            self.levels.append(
+                CGC(
+                    num_tasks=len(self.task_specs),
+                    num_task_experts=num_task_experts,
+                    num_shared_experts=num_shared_experts,
+                    expert_units=expert_units,
+                    is_last=last,
+                    return_gate_weights=last,
+                    dropout=dropout,
+                    seed=_checks.sub_seed(self.seed, 10 + level),
+                    name=f"cgc_{level}",
+                )
+            )
+
+        # === Functional wiring ===
+        inputs = schema_inputs(self.schema)
+        h = self._embed(inputs)
+        for level in self.levels[:-1]:
+            h = level(h)
+        mixed, gate_weights = self.levels[-1](h)
+        names = [t.name for t in self.task_specs]
+        outputs = self._heads(dict(zip(names, mixed)), tower_units, dropout)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.num_levels = num_levels
+        self.num_task_experts = num_task_experts
+        self.num_shared_experts = num_shared_experts
+        self.expert_units = expert_units
+        self.tower_units = tower_units
+        self.dropout = dropout
+        # Symbolic tensors for gate_model(); not state, so kept out of Keras tracking.
+        object.__setattr__(self, "_gate_tensors", dict(zip(names, gate_weights)))
+
+    def gate_model(self):
+        """A model from the same inputs to the last level's gate weights
+        `{task: (B, num_task_experts + num_shared_experts)}` (own experts first)."""
+        return keras.Model(self.input, dict(self._gate_tensors), name=f"{self.name}_gates")
+
+    def _last_shared_layer(self):
+        return self.levels[-1]
+
+    def last_shared_layer_variables(self):
+        """The last level's shared experts (its task experts and gates serve one task)."""
+        shared = getattr(self.levels[-1], "shared_experts", None)
+        if not shared:
+            return super().last_shared_layer_variables()
+        return [v for e in shared for v in e.trainable_variables]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_levels": self.num_levels,
+                "num_task_experts": self.num_task_experts,
+                "num_shared_experts": self.num_shared_experts,
+                "expert_units": list(self.expert_units),
+                "tower_units": list(self.tower_units),
+                "dropout": self.dropout,
+            }
+        )
+        return config

@@ -1,0 +1,71 @@
+"""Shared-Bottom: hard parameter sharing."""
+
+import keras
+
+from mtlrec.layers.mlp import MLP
+from mtlrec.models import _checks
+from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
+
+
+@keras.saving.register_keras_serializable(package="mtlrec")
+class SharedBottom(MultiTaskModel):
+    """Hard parameter sharing (Caruana 1997): y_k = t_k(f(x)), one bottom MLP f shared
+    by all task towers t_k.
+
+    Args:
+        schema: the schema dict.
+        tasks: list of task dicts.
+        bottom_units: widths of the shared bottom MLP.
+        tower_units: hidden widths of each task tower (before its output layer).
+        dropout: dropout rate of the hidden layers.
+        interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
+        loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
+        seed: optional int for the initializers.
+    """
+
+    def __init__(
+        self,
+        schema,
+        tasks,
+        bottom_units=(128, 64),
+        tower_units=(32,),
+        dropout=0.0,
+        interaction=None,
+        loss_weighting=None,
+        seed=None,
+        **kwargs,
+    ):
+        # === Layers ===
+        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        bottom_units = _checks.units_list("bottom_units", bottom_units)
+        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
+        dropout = _checks.rate("dropout", dropout)
+        self.bottom = MLP(
+            bottom_units, dropout=dropout, seed=_checks.sub_seed(self.seed, 2), name="shared_bottom"
+        )
+
+        # === Functional wiring ===
+        inputs = schema_inputs(self.schema)
+        h = self.bottom(self._embed(inputs))
+        outputs = self._heads({t.name: h for t in self.task_specs}, tower_units, dropout)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.bottom_units = bottom_units
+        self.tower_units = tower_units
+        self.dropout = dropout
+
+    def _last_shared_layer(self):
+        dense = getattr(self.bottom, "dense_layers", None)
+        return dense[-1] if dense else self.bottom
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "bottom_units": list(self.bottom_units),
+                "tower_units": list(self.tower_units),
+                "dropout": self.dropout,
+            }
+        )
+        return config

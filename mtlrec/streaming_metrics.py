@@ -1,0 +1,144 @@
+"""Per-task metrics accumulated batch by batch in a training loop."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import keras
+from keras import ops
+
+from mtlrec.tasks import Task
+
+
+def _flat(x):
+    return ops.reshape(ops.cast(ops.convert_to_tensor(x), "float32"), (-1,))
+
+
+def _need(mapping: Mapping, key: str, what: str, task: Task):
+    if key not in mapping:
+        raise ValueError(
+            f"task {task.name!r}: {what} {key!r} is missing "
+            f"(have: {', '.join(sorted(map(str, mapping)))})"
+        )
+    return mapping[key]
+
+
+class StreamingTaskMetrics:
+    """Streaming per-task metrics built on ``keras.metrics``.
+
+    Each task is measured on its evaluation space (as in
+    ``mtlrec.metrics.evaluate``): rows where its ``sample_space`` label is 1,
+    rows where its parent's label is 1 for a funnel step, all rows otherwise;
+    rows outside get sample weight 0.
+
+    - binary: ``auc`` (``keras.metrics.AUC``) and ``calibration``
+      (sum of predictions / sum of labels); a funnel step also reports its
+      joint output under ``joint_name`` over all rows.
+    - multiclass: ``accuracy``; regression: ``mse``.
+
+    ``update_state`` is graph-compatible (call it inside the ``tf.function``
+    step); ``result`` returns Python floats and is called eagerly.
+
+    Args:
+        tasks: ``Task`` objects or task dicts.
+        num_thresholds: thresholds of the AUC approximation.
+    """
+
+    def __init__(self, tasks: Iterable, num_thresholds: int = 200):
+        self.tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
+        if not isinstance(num_thresholds, int) or num_thresholds < 2:
+            raise ValueError(
+                "Expected num_thresholds to be an integer > 1. "
+                f"Received: num_thresholds={num_thresholds!r}"
+            )
+        self._by_name = {t.name: t for t in self.tasks}
+        self._metrics: dict[str, dict[str, keras.metrics.Metric]] = {}
+        for task in self.tasks:
+            if task.kind == "binary":
+                self._metrics[task.name] = self._binary(task.name, num_thresholds)
+                if task.parent is not None:
+                    self._metrics[task.joint_name] = self._binary(
+                        task.joint_name, num_thresholds
+                    )
+            elif task.kind == "multiclass":
+                self._metrics[task.name] = {
+                    "accuracy": keras.metrics.SparseCategoricalAccuracy(
+                        name=f"{task.name}_accuracy"
+                    )
+                }
+            else:
+                self._metrics[task.name] = {
+                    "mse": keras.metrics.MeanSquaredError(name=f"{task.name}_mse")
+                }
+
+    @staticmethod
+    def _binary(name, num_thresholds):
+        return {
+            "auc": keras.metrics.AUC(num_thresholds=num_thresholds, name=f"{name}_auc"),
+            "pred_sum": keras.metrics.Sum(name=f"{name}_pred_sum"),
+            "label_sum": keras.metrics.Sum(name=f"{name}_label_sum"),
+        }
+
+    @property
+    def metrics(self) -> list:
+        """All underlying ``keras.metrics.Metric`` objects."""
+        return [m for group in self._metrics.values() for m in group.values()]
+
+    def _space(self, task: Task, labels: Mapping):
+        condition = task.sample_space
+        if task.parent is not None:
+            condition = self._by_name[task.parent].label
+        if condition is None:
+            return None
+        space = _need(labels, condition, "label", task)
+        return ops.cast(ops.equal(_flat(space), 1.0), "float32")
+
+    def update_state(self, labels: Mapping, outputs: Mapping) -> None:
+        """Accumulate one batch (labels and model outputs as in ``task_losses``)."""
+        for task in self.tasks:
+            group = self._metrics[task.name]
+            weight = self._space(task, labels)
+            y = _need(labels, task.label, "label", task)
+            out = _need(outputs, task.name, "output", task)
+            if task.kind == "binary":
+                self._update_binary(group, _flat(y), _flat(out), weight)
+                if task.parent is not None:
+                    joint = _need(outputs, task.joint_name, "joint output", task)
+                    self._update_binary(
+                        self._metrics[task.joint_name], _flat(y), _flat(joint), None
+                    )
+            elif task.kind == "multiclass":
+                pred = ops.reshape(out, (-1, task.num_classes))
+                group["accuracy"].update_state(_flat(y), pred, sample_weight=weight)
+            else:
+                group["mse"].update_state(
+                    ops.expand_dims(_flat(y), -1),
+                    ops.expand_dims(_flat(out), -1),
+                    sample_weight=weight,
+                )
+
+    @staticmethod
+    def _update_binary(group, y, p, weight):
+        group["auc"].update_state(y, p, sample_weight=weight)
+        w = ops.ones_like(y) if weight is None else weight
+        group["pred_sum"].update_state(ops.sum(p * w))
+        group["label_sum"].update_state(ops.sum(y * w))
+
+    def result(self) -> dict:
+        """dict task (or joint output) -> dict metric -> float."""
+        out = {}
+        for name, group in self._metrics.items():
+            if "auc" in group:
+                labels = float(group["label_sum"].result())
+                preds = float(group["pred_sum"].result())
+                out[name] = {
+                    "auc": float(group["auc"].result()),
+                    "calibration": preds / labels if labels > 0 else float("nan"),
+                }
+            else:
+                out[name] = {k: float(m.result()) for k, m in group.items()}
+        return out
+
+    def reset_state(self) -> None:
+        for metric in self.metrics:
+            metric.reset_state()

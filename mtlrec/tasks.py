@@ -1,0 +1,314 @@
+"""Task specifications: what each head predicts and where its loss counts.
+
+A task names a label column and a kind (``binary``, ``multiclass`` with
+``num_classes``, ``regression``). Two optional fields restrict or extend where
+the task's loss is computed:
+
+- ``sample_space``: a binary label that must be 1 for a row to count (CVR
+  trained on clicked rows only, PLE section 4.3).
+- ``parent``: the task is a funnel step (ESMM, Ma et al. 2018). The model
+  outputs the conditional probability under ``name`` and the product along the
+  parent chain under ``joint_name`` (e.g. pCTCVR = pCTR x pCVR); the loss is
+  BCE(joint output, label) over *all* rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, Iterable, Mapping
+
+KINDS = ("binary", "multiclass", "regression")
+
+_FIELDS = (
+    "name",
+    "label",
+    "kind",
+    "weight",
+    "num_classes",
+    "sample_space",
+    "parent",
+    "joint",
+)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_str(path: str, key: str, value, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value:
+        kind = "a non-empty string or null" if optional else "a non-empty string"
+        raise ValueError(f"{path}.{key}: expected {kind}, got {value!r}")
+
+
+@dataclasses.dataclass
+class Task:
+    """One prediction task of a multi-task model.
+
+    Args:
+        name: output name (the key of the model's output dict).
+        label: the label column this task is trained on.
+        kind: ``"binary"``, ``"multiclass"`` or ``"regression"``.
+        weight: fixed loss weight (used by ``FixedWeighting`` and as the
+            initial / static weight of the other strategies).
+        num_classes: number of classes, required for (and only for)
+            ``multiclass``.
+        sample_space: a binary label that must be 1 for a row to count in
+            this task's loss and metrics.
+        parent: name of the upstream funnel task (ESMM); binary tasks only.
+        joint: name of the joint output; defaults to ``f"{parent}_{name}"``.
+    """
+
+    name: str
+    label: str
+    kind: str = "binary"
+    weight: float = 1.0
+    num_classes: int | None = None
+    sample_space: str | None = None
+    parent: str | None = None
+    joint: str | None = None
+
+    def __post_init__(self):
+        path = f"task {self.name!r}" if isinstance(self.name, str) else "task"
+        self._check(path)
+
+    def _check(self, path: str) -> None:
+        _check_str(path, "name", self.name, optional=False)
+        _check_str(path, "label", self.label, optional=False)
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"{path}.kind: expected one of {', '.join(KINDS)}, got {self.kind!r}"
+            )
+        if not _is_number(self.weight) or self.weight < 0:
+            raise ValueError(
+                f"{path}.weight: expected a non-negative number, got {self.weight!r}"
+            )
+        if self.kind == "multiclass":
+            if self.num_classes is None:
+                raise ValueError(
+                    f"{path}.num_classes: required for a multiclass task "
+                    f"(expected an integer >= 2), got None"
+                )
+            if not _is_int(self.num_classes) or self.num_classes < 2:
+                raise ValueError(
+                    f"{path}.num_classes: expected an integer >= 2, "
+                    f"got {self.num_classes!r}"
+                )
+        elif self.num_classes is not None:
+            raise ValueError(
+                f"{path}.num_classes: only allowed for a multiclass task "
+                f"(kind is {self.kind!r}), got {self.num_classes!r}"
+            )
+        _check_str(path, "sample_space", self.sample_space, optional=True)
+        _check_str(path, "parent", self.parent, optional=True)
+        _check_str(path, "joint", self.joint, optional=True)
+        if self.parent is not None:
+            if self.kind != "binary":
+                raise ValueError(
+                    f"{path}.parent: a funnel step must be a binary task "
+                    f"(kind is {self.kind!r}), got parent={self.parent!r}"
+                )
+            if self.sample_space is not None:
+                raise ValueError(
+                    f"{path}.sample_space: a funnel step (parent={self.parent!r}) "
+                    f"is trained over all rows and cannot have a sample space, "
+                    f"got {self.sample_space!r}"
+                )
+        elif self.joint is not None:
+            raise ValueError(
+                f"{path}.joint: only allowed together with parent, got {self.joint!r}"
+            )
+
+    @property
+    def joint_name(self) -> str | None:
+        """Name of the joint output of a funnel step (None without a parent)."""
+        if self.parent is None:
+            return None
+        return self.joint or f"{self.parent}_{self.name}"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], path: str = "task") -> "Task":
+        """Build from a config mapping; errors name the key path (``tasks[1].kind``)."""
+        if isinstance(d, Task):
+            return d
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{path}: expected a mapping, got {type(d).__name__}")
+        unknown = [k for k in d if k not in _FIELDS]
+        if unknown:
+            raise ValueError(
+                f"{path}.{unknown[0]}: unknown key (allowed: {', '.join(_FIELDS)})"
+            )
+        for key in ("name", "label"):
+            if key not in d:
+                raise ValueError(f"{path}.{key}: required key is missing")
+        task = cls.__new__(cls)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for key in _FIELDS:
+            setattr(task, key, d.get(key, defaults[key]))
+        task._check(path)
+        if _is_int(task.weight):
+            task.weight = float(task.weight)
+        return task
+
+    def to_dict(self) -> dict:
+        """Plain dict; optional fields left at their default are omitted."""
+        out = {"name": self.name, "label": self.label, "kind": self.kind}
+        out["weight"] = float(self.weight)
+        for key in ("num_classes", "sample_space", "parent", "joint"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+def _schema_labels(schema) -> dict[str, dict]:
+    """label name -> {"kind": ..., "num_classes": ...} from a Schema or its dict."""
+    if isinstance(schema, Mapping):
+        labels = schema.get("labels")
+        if labels is None:
+            raise ValueError("schema.labels: required to validate tasks, got nothing")
+    else:
+        labels = getattr(schema, "labels", None)
+        if labels is None:
+            raise ValueError(
+                f"schema: expected a Schema or its dict with 'labels', "
+                f"got {type(schema).__name__}"
+            )
+    out = {}
+    for i, label in enumerate(labels):
+        if isinstance(label, Mapping):
+            name = label.get("name")
+            kind = label.get("kind", "binary")
+            num_classes = label.get("num_classes")
+        else:
+            name = getattr(label, "name", None)
+            kind = getattr(label, "kind", "binary")
+            num_classes = getattr(label, "num_classes", None)
+        if not isinstance(name, str):
+            raise ValueError(f"schema.labels[{i}].name: expected a string, got {name!r}")
+        out[name] = {"kind": kind, "num_classes": num_classes}
+    return out
+
+
+def validate_tasks(tasks: Iterable, schema) -> list[Task]:
+    """Check tasks against each other and against the schema's labels.
+
+    Args:
+        tasks: ``Task`` objects or their config dicts.
+        schema: an ``mtlrec.schema.Schema`` (anything with ``.labels`` whose
+            items have ``.name``/``.kind``) or its dict form (``{"labels": [...]}``).
+
+    Returns:
+        The tasks as ``Task`` objects.
+
+    Raises:
+        ValueError naming ``tasks[i].<key>`` and the task for: a duplicate
+        name, a label the schema lacks or whose kind differs, an unknown parent
+        or a parent cycle, a non-binary parent, a sample space that is not a
+        binary label, a joint name that collides with another output.
+    """
+    tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
+    if not tasks:
+        raise ValueError("tasks: expected at least one task, got an empty list")
+    labels = _schema_labels(schema)
+    known = ", ".join(sorted(labels)) or "none"
+
+    def where(i, key):
+        return f"tasks[{i}].{key} (task {tasks[i].name!r})"
+
+    index = {}
+    for i, task in enumerate(tasks):
+        if task.name in index:
+            raise ValueError(
+                f"{where(i, 'name')}: duplicate task name, already used by "
+                f"tasks[{index[task.name]}]"
+            )
+        index[task.name] = i
+
+    for i, task in enumerate(tasks):
+        if task.label not in labels:
+            raise ValueError(
+                f"{where(i, 'label')}: {task.label!r} is not a label of the "
+                f"schema (labels: {known})"
+            )
+        spec = labels[task.label]
+        if spec["kind"] in KINDS and spec["kind"] != task.kind:
+            raise ValueError(
+                f"{where(i, 'kind')}: {task.kind!r} does not match the kind of "
+                f"label {task.label!r} in the schema ({spec['kind']!r})"
+            )
+        if (
+            task.kind == "multiclass"
+            and spec["num_classes"] is not None
+            and spec["num_classes"] != task.num_classes
+        ):
+            raise ValueError(
+                f"{where(i, 'num_classes')}: {task.num_classes} does not match "
+                f"label {task.label!r} in the schema ({spec['num_classes']})"
+            )
+        if task.sample_space is not None:
+            if task.sample_space not in labels:
+                raise ValueError(
+                    f"{where(i, 'sample_space')}: {task.sample_space!r} is not a "
+                    f"label of the schema (labels: {known})"
+                )
+            ss_kind = labels[task.sample_space]["kind"]
+            if ss_kind != "binary":
+                raise ValueError(
+                    f"{where(i, 'sample_space')}: {task.sample_space!r} must be "
+                    f"a binary label, but its kind is {ss_kind!r}"
+                )
+        if task.parent is not None:
+            if task.parent not in index:
+                raise ValueError(
+                    f"{where(i, 'parent')}: {task.parent!r} is not a task "
+                    f"(tasks: {', '.join(t.name for t in tasks)})"
+                )
+            parent = tasks[index[task.parent]]
+            if parent.kind != "binary":
+                raise ValueError(
+                    f"{where(i, 'parent')}: parent {task.parent!r} must be a "
+                    f"binary task, but its kind is {parent.kind!r}"
+                )
+
+    for i, task in enumerate(tasks):
+        seen = [task.name]
+        current = task
+        while current.parent is not None:
+            if current.parent in seen:
+                chain = " -> ".join(seen + [current.parent])
+                raise ValueError(f"{where(i, 'parent')}: parent cycle {chain}")
+            seen.append(current.parent)
+            current = tasks[index[current.parent]]
+
+    outputs = {t.name: i for i, t in enumerate(tasks)}
+    for i, task in enumerate(tasks):
+        joint = task.joint_name
+        if joint is None:
+            continue
+        if joint in outputs:
+            other = outputs[joint]
+            raise ValueError(
+                f"{where(i, 'joint')}: joint output name {joint!r} is already "
+                f"used by tasks[{other}] ({tasks[other].name!r})"
+            )
+        outputs[joint] = i
+    return tasks
+
+
+def funnel_chain(task: Task, tasks: Iterable[Task]) -> list[Task]:
+    """The tasks from the top of the funnel down to ``task`` (inclusive)."""
+    by_name = {t.name: t for t in tasks}
+    chain = [task]
+    while chain[-1].parent is not None:
+        chain.append(by_name[chain[-1].parent])
+        if len(chain) > len(by_name):
+            raise ValueError(f"task {task.name!r}: parent cycle")
+    return chain[::-1]

@@ -1,0 +1,587 @@
+import itertools
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtlrec.losses import (
+    FixedWeighting,
+    GradNorm,
+    PCGrad,
+    UncertaintyWeighting,
+    make_weighting,
+    project_conflicting,
+    task_losses,
+)
+
+ESMM = [
+    {"name": "ctr", "label": "click"},
+    {"name": "cvr", "label": "conversion", "parent": "ctr", "joint": "ctcvr"},
+]
+
+
+def bce(y, p):
+    return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+
+def values(losses):
+    return {k: float(v) for k, v in losses.items()}
+
+
+# --------------------------------------------------------------------------- task_losses
+
+
+def test_binary_loss_is_mean_bce():
+    losses = task_losses(
+        [{"name": "ctr", "label": "click"}],
+        {"click": np.array([1.0, 0.0, 1.0, 0.0])},
+        {"ctr": np.array([[0.8], [0.2], [0.6], [0.4]])},
+    )
+    expected = (bce(1, 0.8) + bce(0, 0.2) + bce(1, 0.6) + bce(0, 0.4)) / 4
+    assert values(losses)["ctr"] == pytest.approx(expected, rel=1e-6)
+    assert values(losses)["ctr"] == pytest.approx(0.366985, rel=1e-5)
+
+
+def test_sample_space_mask_and_normalisation():
+    tasks = [{"name": "cvr", "label": "conversion", "sample_space": "click"}]
+    labels = {
+        "click": np.array([1.0, 0.0, 1.0, 0.0, 1.0]),
+        "conversion": np.array([1.0, 0.0, 0.0, 0.0, 0.0]),
+    }
+    # rows 1 and 3 are outside the space: their (terrible) predictions must not count
+    outputs = {"cvr": np.array([0.9, 0.999, 0.3, 0.999, 0.5])}
+    expected = (bce(1, 0.9) + bce(0, 0.3) + bce(0, 0.5)) / 3
+    assert values(task_losses(tasks, labels, outputs))["cvr"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_empty_sample_space_gives_zero_not_nan():
+    tasks = [
+        {"name": "cvr", "label": "conversion", "sample_space": "click"},
+        {"name": "dwell", "label": "dwell", "kind": "regression", "sample_space": "click"},
+    ]
+    labels = {"click": np.zeros(3), "conversion": np.zeros(3), "dwell": np.ones(3)}
+    outputs = {"cvr": np.full(3, 0.5), "dwell": np.zeros(3)}
+    assert values(task_losses(tasks, labels, outputs)) == {"cvr": 0.0, "dwell": 0.0}
+
+
+def test_funnel_step_uses_joint_output_over_all_rows():
+    labels = {"click": np.array([1.0, 1.0, 0.0, 0.0]), "conversion": np.array([1.0, 0.0, 0.0, 0.0])}
+    outputs = {
+        "ctr": np.array([0.8, 0.6, 0.3, 0.1]),
+        "cvr": np.array([0.01, 0.01, 0.01, 0.01]),  # ignored by the loss
+        "ctcvr": np.array([0.4, 0.2, 0.1, 0.05]),
+    }
+    losses = values(task_losses(ESMM, labels, outputs))
+    assert losses["ctr"] == pytest.approx(
+        (bce(1, 0.8) + bce(1, 0.6) + bce(0, 0.3) + bce(0, 0.1)) / 4, rel=1e-6
+    )
+    assert losses["cvr"] == pytest.approx(
+        (bce(1, 0.4) + bce(0, 0.2) + bce(0, 0.1) + bce(0, 0.05)) / 4, rel=1e-6
+    )
+    # default joint name is parent_name
+    default = [ESMM[0], {"name": "cvr", "label": "conversion", "parent": "ctr"}]
+    outputs["ctr_cvr"] = outputs.pop("ctcvr")
+    assert values(task_losses(default, labels, outputs))["cvr"] == pytest.approx(losses["cvr"])
+
+
+def test_multiclass_and_regression_losses():
+    tasks = [
+        {"name": "pp", "label": "pp", "kind": "multiclass", "num_classes": 3},
+        {"name": "price", "label": "price", "kind": "regression"},
+    ]
+    labels = {"pp": np.array([0.0, 2.0]), "price": np.array([1.0, 3.0])}
+    outputs = {
+        "pp": np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]]),
+        "price": np.array([[1.5], [1.0]]),
+    }
+    losses = values(task_losses(tasks, labels, outputs))
+    assert losses["pp"] == pytest.approx(-(math.log(0.7) + math.log(0.5)) / 2, rel=1e-6)
+    assert losses["price"] == pytest.approx((0.25 + 4.0) / 2)
+
+
+def test_probabilities_are_clipped():
+    losses = task_losses([{"name": "ctr", "label": "click"}], {"click": np.array([1.0])}, {"ctr": np.array([0.0])})
+    assert values(losses)["ctr"] == pytest.approx(-math.log(1e-7), rel=1e-3)
+
+
+def test_missing_label_or_output_is_named():
+    with pytest.raises(ValueError, match=r"task 'ctr': label 'click' is missing \(have: clk\)"):
+        task_losses([{"name": "ctr", "label": "click"}], {"clk": np.ones(2)}, {"ctr": np.ones(2)})
+    with pytest.raises(ValueError, match=r"task 'cvr': joint output 'ctcvr' is missing"):
+        task_losses(ESMM, {"click": np.ones(2), "conversion": np.ones(2)}, {"ctr": np.ones(2), "cvr": np.ones(2)})
+    with pytest.raises(ValueError, match=r"task 'cvr': sample_space label 'click' is missing"):
+        task_losses(
+            [{"name": "cvr", "label": "conversion", "sample_space": "click"}],
+            {"conversion": np.ones(2)},
+            {"cvr": np.ones(2)},
+        )
+
+
+def test_task_losses_in_a_tf_function():
+    tasks = [{"name": "cvr", "label": "conversion", "sample_space": "click"}]
+
+    @tf.function
+    def f(click, conv, p):
+        return task_losses(tasks, {"click": click, "conversion": conv}, {"cvr": p})["cvr"]
+
+    assert float(f(tf.zeros(2), tf.zeros(2), tf.fill([2], 0.5))) == 0.0
+    assert float(f(tf.ones(2), tf.ones(2), tf.fill([2], 0.5))) == pytest.approx(math.log(2), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def linear_step(strategy, task_grads, shared_init, tower_coef=None, persistent=True, extra=None):
+    """Losses L_k = g_k . x (+ tower_coef_k * t) on a shared vector x, so grad_x L_k = g_k."""
+    x = keras.Variable(np.asarray(shared_init, "float32"), name="x")
+    t = keras.Variable(np.zeros(len(task_grads), "float32"), name="t")
+    names = strategy.task_names
+    with tf.GradientTape(persistent=persistent) as tape:
+        losses = {
+            n: tf.reduce_sum(tf.constant(g, tf.float32) * x)
+            + (tower_coef[k] * t[k] if tower_coef is not None else 0.0)
+            for k, (n, g) in enumerate(zip(names, task_grads))
+        }
+        if extra is not None:
+            losses["l2"] = extra * tf.reduce_sum(x * x)
+    grads, total = strategy.gradients(tape, losses, [x], [t])
+    return [None if g is None else np.asarray(g) for g in grads], float(total)
+
+
+# --------------------------------------------------------------------------- fixed
+
+
+def test_fixed_weighting_combine_and_gradients():
+    tasks = [{"name": "a", "label": "a", "weight": 2.0}, {"name": "b", "label": "b", "weight": 0.5}]
+    fixed = FixedWeighting(tasks)
+    assert fixed.trainable_variables == [] and fixed.variables == []
+    assert not fixed.requires_custom_step
+    total = fixed.combine({"a": tf.constant(1.5), "b": tf.constant(4.0)})
+    assert float(total) == pytest.approx(2 * 1.5 + 0.5 * 4)
+    assert fixed.task_weights() == {"a": 2.0, "b": 0.5}
+    (gx, gt), total = linear_step(fixed, [[1.0, 0.0], [0.0, 2.0]], [1.0, 1.0], tower_coef=[3.0, 0.0], persistent=False)
+    np.testing.assert_allclose(gx, [2.0, 1.0])
+    np.testing.assert_allclose(gt, [6.0, 0.0])
+    assert total == pytest.approx(2 * 1 + 0.5 * 2)
+
+
+def test_extra_terms_are_added_with_weight_one():
+    fixed = FixedWeighting([{"name": "a", "label": "a", "weight": 2.0}])
+    assert float(fixed.combine({"a": tf.constant(1.0), "l2": tf.constant(0.25)})) == pytest.approx(2.25)
+    (gx, _), total = linear_step(fixed, [[1.0, 0.0]], [1.0, 2.0], extra=0.5)
+    np.testing.assert_allclose(gx, [2.0 + 1.0, 2.0])  # 2 g + d(0.5 |x|^2)/dx
+    assert total == pytest.approx(2 * 1 + 0.5 * 5)
+
+
+def test_missing_task_loss_is_named():
+    fixed = FixedWeighting(ESMM)
+    with pytest.raises(ValueError, match=r"FixedWeighting: no loss for task\(s\) \['cvr'\]"):
+        fixed.combine({"ctr": tf.constant(1.0)})
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+UNC_TASKS = [
+    {"name": "ctr", "label": "click"},
+    {"name": "price", "label": "price", "kind": "regression"},
+]
+
+
+def test_uncertainty_combine_formula():
+    unc = UncertaintyWeighting(UNC_TASKS, init_log_var=0.5)
+    assert [v.name for v in unc.trainable_variables] == ["log_vars"]
+    unc.log_vars.assign([0.5, -1.0])
+    total = unc.combine({"ctr": tf.constant(2.0), "price": tf.constant(3.0)})
+    # classification: exp(-s) L + s/2; regression: exp(-s) L / 2 + s/2
+    expected = math.exp(-0.5) * 2.0 + 0.25 + 0.5 * math.exp(1.0) * 3.0 - 0.5
+    assert float(total) == pytest.approx(expected, rel=1e-6)
+    assert unc.task_weights() == pytest.approx({"ctr": math.exp(-0.5), "price": 0.5 * math.e})
+
+
+def test_uncertainty_gradients_match_autodiff():
+    unc = UncertaintyWeighting(UNC_TASKS)
+    unc.log_vars.assign([0.3, -0.7])
+    x = keras.Variable(np.array([1.0, 2.0], "float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        losses = {"ctr": tf.reduce_sum(x * x), "price": tf.reduce_sum(3.0 * x)}
+        recorded_total = unc.combine(losses)
+    grads, total = unc.gradients(tape, losses, [x], unc.trainable_variables)
+    want = tape.gradient(recorded_total, [x, unc.log_vars])
+    np.testing.assert_allclose(grads[0], want[0], rtol=1e-6)
+    np.testing.assert_allclose(grads[1], want[1], rtol=1e-6)
+    assert float(total) == pytest.approx(float(recorded_total), rel=1e-6)
+
+
+def make_two_noise_problem(n=512):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    a, b = rng.normal(size=4), rng.normal(size=4)
+    y_clean = (x @ a + 0.1 * rng.normal(size=n)).astype("float32")
+    y_noisy = (x @ b + 1.0 * rng.normal(size=n)).astype("float32")
+    return x, {"clean": y_clean, "noisy": y_noisy}
+
+
+REG_TASKS = [
+    {"name": "clean", "label": "clean", "kind": "regression"},
+    {"name": "noisy", "label": "noisy", "kind": "regression"},
+]
+
+
+def test_uncertainty_learns_lower_weight_for_noisier_task():
+    x, y = make_two_noise_problem()
+    unc = UncertaintyWeighting(REG_TASKS)
+    dense = keras.layers.Dense(2)
+    dense.build((None, 4))
+    optimizer = keras.optimizers.Adam(0.05)
+    variables = dense.trainable_variables + unc.trainable_variables
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            out = dense(x)
+            losses = task_losses(REG_TASKS, y, {"clean": out[:, 0], "noisy": out[:, 1]})
+        grads, total = unc.gradients(tape, losses, dense.trainable_variables, unc.trainable_variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return losses
+
+    for _ in range(300):
+        losses = step()
+    weights = unc.task_weights()  # 0.5 exp(-s_k)
+    assert weights["noisy"] < weights["clean"] / 10
+    # at the optimum s_k = log L_k (regression form)
+    s = np.asarray(unc.log_vars)
+    assert s[0] == pytest.approx(math.log(float(losses["clean"])), abs=0.3)
+    assert s[1] == pytest.approx(math.log(float(losses["noisy"])), abs=0.1)
+
+
+@keras.saving.register_keras_serializable(package="mtlrec_test")
+class TwoHead(keras.Model):
+    """A model that holds its weighting as an attribute and trains with fit."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(2)
+        self.weighting = UncertaintyWeighting(REG_TASKS)
+
+    def call(self, x):
+        out = self.dense(x)
+        return {"clean": out[:, 0], "noisy": out[:, 1]}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return self.weighting.combine(task_losses(REG_TASKS, y, y_pred))
+
+
+def test_uncertainty_trains_and_saves_inside_a_model_with_fit(keras_roundtrip):
+    x, y = make_two_noise_problem()
+    model = TwoHead()
+    model.compile(optimizer=keras.optimizers.Adam(0.1))
+    data = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(256)
+    model.fit(data, steps_per_epoch=60, epochs=1, shuffle=False, verbose=0)
+    assert any(v is model.weighting.log_vars for v in model.trainable_variables)
+    s = np.asarray(model.weighting.log_vars)
+    assert s[1] > s[0] + 2.0  # noisier task: larger log-variance, lower weight
+    loaded = keras_roundtrip(model)
+    np.testing.assert_allclose(np.asarray(loaded.weighting.log_vars), s)
+
+
+def test_weighting_config_roundtrip():
+    for layer in [
+        FixedWeighting(ESMM),
+        UncertaintyWeighting(ESMM, init_log_var=0.2),
+        GradNorm(ESMM, alpha=0.5, learning_rate=0.01, optimizer="sgd"),
+        PCGrad(ESMM, seed=3),
+    ]:
+        config = layer.get_config()
+        clone = type(layer).from_config(config)
+        assert clone.get_config() == config
+        assert config["tasks"][1] == {**ESMM[1], "kind": "binary", "weight": 1.0}
+        restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+        assert type(restored) is type(layer) and restored.get_config() == config
+    assert UncertaintyWeighting(ESMM, init_log_var=0.2).get_config()["init_log_var"] == 0.2
+    assert PCGrad(ESMM, seed=3).get_config()["seed"] == 3
+    gn_config = GradNorm(ESMM, alpha=0.5, learning_rate=0.01, optimizer="sgd").get_config()
+    assert (gn_config["alpha"], gn_config["learning_rate"], gn_config["optimizer"]) == (0.5, 0.01, "sgd")
+
+
+# --------------------------------------------------------------------------- GradNorm
+
+
+def test_gradnorm_hand_computed_sgd_steps():
+    tasks = [{"name": "a", "label": "a"}, {"name": "b", "label": "b"}]
+    gn = GradNorm(tasks, alpha=1.0, learning_rate=0.1, optimizer="sgd")
+    assert gn.requires_custom_step and gn.trainable_variables == []
+    w_layer = keras.Variable(np.ones((2, 2), "float32"), name="kernel")
+    bias = keras.Variable(np.zeros(2, "float32"), name="bias")
+    a_coef = tf.ones((2, 2))  # ||grad_W L_a|| = 2
+    b_coef = 2.0 * tf.ones((2, 2))  # ||grad_W L_b|| = 4
+
+    def step(offset_a, offset_b):
+        with tf.GradientTape(persistent=True) as tape:
+            losses = {
+                "a": tf.reduce_sum(a_coef * w_layer) + offset_a,
+                "b": tf.reduce_sum(b_coef * w_layer) + offset_b,
+            }
+        return gn.gradients(tape, losses, [w_layer, bias], [])
+
+    # step 1: L = (4, 8) = L(0), r = (1, 1), G = (2, 4), target = 3
+    # dL_grad/dw = sign(G - 3) * ||grad|| = (-2, 4); w = (1.2, 0.6) -> x 2/1.8
+    (g_kernel, g_bias), total = step(0.0, 0.0)
+    np.testing.assert_allclose(g_kernel, 3.0 * np.ones((2, 2)))  # w was (1, 1)
+    assert g_bias is None
+    assert float(total) == pytest.approx(12.0)
+    np.testing.assert_allclose(np.asarray(gn.weights_var), [4 / 3, 2 / 3], rtol=1e-6)
+
+    # step 2: L = (1, 8): L/L0 = (0.25, 1), r = (0.4, 1.6), G = (8/3, 8/3),
+    # target = 8/3 * r = (16/15, 64/15); dL_grad/dw = (2, -4); w = (17/15, 16/15) -> x 2/2.2
+    (g_kernel, _), total = step(-3.0, 0.0)
+    np.testing.assert_allclose(g_kernel, (4 / 3 + 2 * 2 / 3) * np.ones((2, 2)), rtol=1e-6)
+    assert float(total) == pytest.approx(4 / 3 * 1 + 2 / 3 * 8, rel=1e-6)
+    np.testing.assert_allclose(np.asarray(gn.weights_var), [1.0303030, 0.9696970], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(gn.initial_losses), [4.0, 8.0])
+
+
+def test_gradnorm_favours_the_slower_task_and_keeps_sum_k():
+    rng = np.random.default_rng(1)
+    n = 256
+    x = rng.normal(size=(n, 6)).astype("float32")
+    u, v = rng.normal(size=6), rng.normal(size=6)
+    y = {
+        "fast": (x @ u).astype("float32"),  # learnable: loss falls towards 0
+        "slow": (x @ v + 2.0 * rng.normal(size=n)).astype("float32"),  # noise floor
+    }
+    tasks = [
+        {"name": "fast", "label": "fast", "kind": "regression"},
+        {"name": "slow", "label": "slow", "kind": "regression"},
+    ]
+    gn = make_weighting({"type": "gradnorm", "alpha": 1.5, "learning_rate": 0.025}, tasks)
+    shared = keras.layers.Dense(16)
+    heads = [keras.layers.Dense(1), keras.layers.Dense(1)]
+    shared.build((None, 6))
+    for h in heads:
+        h.build((None, 16))
+    shared_vars = shared.trainable_variables
+    task_vars = heads[0].trainable_variables + heads[1].trainable_variables
+    optimizer = keras.optimizers.Adam(0.01)
+
+    @tf.function
+    def step():
+        with tf.GradientTape(persistent=True) as tape:
+            h = shared(x)
+            out = {"fast": heads[0](h), "slow": heads[1](h)}
+            losses = task_losses(tasks, y, out)
+        grads, _ = gn.gradients(tape, losses, shared_vars, task_vars)
+        optimizer.apply_gradients(zip(grads, shared_vars + task_vars))
+        return gn.task_weights_tensor()
+
+    sums = []
+    for _ in range(150):
+        sums.append(float(np.sum(step())))
+    np.testing.assert_allclose(sums, 2.0, rtol=1e-5)
+    w = gn.task_weights()
+    assert w["slow"] > 1.3 > 0.7 > w["fast"]
+
+
+def test_gradnorm_balances_on_an_embedding_table_without_densifying():
+    tasks = [{"name": "a", "label": "a"}, {"name": "b", "label": "b"}]
+    gn = GradNorm(tasks, alpha=1.0, learning_rate=0.01, optimizer="sgd")
+    table = keras.Variable(np.ones((4, 2), "float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        losses = {
+            "a": tf.reduce_sum(tf.gather(table, [1, 1, 3])),  # rows 1 -> (2, 2), 3 -> (1, 1)
+            "b": 2.0 * tf.reduce_sum(tf.gather(table, [0])),  # row 0 -> (2, 2)
+        }
+    (g,), _ = gn.gradients(tape, losses, [table], [])
+    assert isinstance(g, tf.IndexedSlices)  # the model's gradient stays sparse
+    norms = np.array([math.sqrt(10.0), math.sqrt(8.0)])
+    w = 1.0 - 0.01 * np.sign(norms - norms.mean()) * norms
+    np.testing.assert_allclose(np.asarray(gn.weights_var), 2 * w / w.sum(), rtol=1e-6)
+
+
+def test_gradnorm_initial_weights_from_task_weights():
+    gn = GradNorm([{"name": "a", "label": "a", "weight": 3.0}, {"name": "b", "label": "b", "weight": 1.0}])
+    assert gn.task_weights() == pytest.approx({"a": 1.5, "b": 0.5})
+
+
+# --------------------------------------------------------------------------- PCGrad
+
+
+def numpy_pcgrad(grads, orders):
+    grads = [np.asarray(g, np.float64) for g in grads]
+    out = []
+    for i, g in enumerate(grads):
+        g = g.copy()
+        for j in orders[i]:
+            if j == i:
+                continue
+            dot = g @ grads[j]
+            if dot < 0:
+                g = g - dot / (grads[j] @ grads[j]) * grads[j]
+        out.append(g)
+    return out
+
+
+def project(grads, orders):
+    result = project_conflicting([[tf.constant(g, tf.float32)] for g in grads], orders)
+    return [np.asarray(r[0]) for r in result]
+
+
+def test_pcgrad_two_tasks_by_hand():
+    g1, g2 = [1.0, 0.0], [-1.0, 1.0]
+    p1, p2 = project([g1, g2], [[0, 1], [1, 0]])
+    np.testing.assert_allclose(p1, [0.5, 0.5], atol=1e-7)
+    np.testing.assert_allclose(p2, [0.0, 1.0], atol=1e-7)
+    assert np.dot(p1, g2) >= -1e-7 and np.dot(p2, g1) >= -1e-7
+    # no conflict: untouched
+    q1, q2 = project([[1.0, 0.0], [1.0, 1.0]], [[1, 0], [0, 1]])
+    np.testing.assert_allclose(q1, [1.0, 0.0])
+    np.testing.assert_allclose(q2, [1.0, 1.0])
+
+
+def all_orders(k):
+    """Every combination of visiting orders (row i: a permutation of range(k))."""
+    rows = [list(itertools.permutations(range(k))) for _ in range(k)]
+    return [list(map(list, combo)) for combo in itertools.product(*rows)]
+
+
+def test_pcgrad_three_tasks_by_hand():
+    # g1 conflicts with g2 only, g3 with neither: projected (0.5, 0.5, 0), (0, 1, 0), g3
+    g = [[1.0, 0.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]
+    for orders in all_orders(3)[::27]:
+        p = project(g, orders)
+        np.testing.assert_allclose(p[0], [0.5, 0.5, 0.0], atol=1e-7)
+        np.testing.assert_allclose(p[1], [0.0, 1.0, 0.0], atol=1e-7)
+        np.testing.assert_allclose(p[2], [0.0, 1.0, 1.0], atol=1e-7)
+        for i, j in itertools.permutations(range(3), 2):
+            assert np.dot(p[i], g[j]) >= -1e-6, (i, j)
+
+
+def test_pcgrad_three_tasks_order_matters():
+    # g2 conflicts with g1 and g3. Visiting g1 then g3:
+    # (-1,1,0) + (1,0,1)/2 = (-0.5,1,0.5); dot with g3 = -0.5 -> + g3/4 = (-0.75,0.75,0.5)
+    # (PCGrad's guarantee is towards the task visited last, hence the random order).
+    g = [[1.0, 0.0, 1.0], [-1.0, 1.0, 0.0], [-1.0, -1.0, 0.0]]
+    p = project(g, [[0, 1, 2], [0, 1, 2], [0, 1, 2]])
+    np.testing.assert_allclose(p[1], [-0.75, 0.75, 0.5], atol=1e-7)
+    assert np.dot(p[1], g[2]) == pytest.approx(0.0, abs=1e-6)
+    # g1's other tasks are orthogonal to each other: the order does not matter for it
+    np.testing.assert_allclose(p[0], [0.0, 0.0, 1.0], atol=1e-7)
+    np.testing.assert_allclose(project(g, [[2, 1, 0], [2, 1, 0], [2, 1, 0]])[1], [-0.5, 1.0, 0.5], atol=1e-7)
+
+
+def test_pcgrad_matches_numpy_on_random_vectors():
+    rng = np.random.default_rng(7)
+    for k in (2, 3, 4):
+        grads = [rng.normal(size=5) for _ in range(k)]
+        orders = [list(rng.permutation(k)) for _ in range(k)]
+        got = project(grads, orders)
+        want = numpy_pcgrad(grads, orders)
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        for i in range(k):
+            last = [j for j in orders[i] if j != i][-1]
+            assert np.dot(got[i], grads[last]) >= -1e-5  # the last projection holds exactly
+
+
+def test_pcgrad_random_orders_are_permutations():
+    pc = PCGrad([{"name": n, "label": n} for n in "abcd"], seed=5)
+    seen = set()
+    for _ in range(5):
+        orders = np.asarray(pc.random_orders())
+        assert orders.shape == (4, 4)
+        for row in orders:
+            assert sorted(row) == [0, 1, 2, 3]
+        seen.add(orders.tobytes())
+    assert len(seen) > 1  # fresh orders each step
+
+
+def test_pcgrad_gradients_two_tasks_and_task_vars():
+    tasks = [{"name": "a", "label": "a", "weight": 2.0}, {"name": "b", "label": "b"}]
+    pc = PCGrad(tasks, seed=0)
+    (gx, gt), total = linear_step(pc, [[0.5, 0.0], [-1.0, 1.0]], [1.0, 1.0], tower_coef=[3.0, 1.0])
+    # weighted task gradients (1, 0) and (-1, 1): projected (0.5, 0.5) + (0, 1)
+    np.testing.assert_allclose(gx, [0.5, 1.5], atol=1e-6)
+    np.testing.assert_allclose(gt, [6.0, 1.0])  # each tower gets its own (weighted) gradient
+    assert total == pytest.approx(2 * (0.5 + 3 * 0) + (0.0 + 0.0))
+
+
+def test_pcgrad_gradients_three_tasks_in_tf_function():
+    g = [np.array([1.0, 0.0, 1.0]), np.array([-1.0, 1.0, 0.0]), np.array([-1.0, -0.5, 0.2])]
+    pc = PCGrad([{"name": n, "label": n} for n in "abc"], seed=11)
+    x = keras.Variable(np.ones(3, "float32"))
+
+    @tf.function
+    def step():
+        with tf.GradientTape(persistent=True) as tape:
+            losses = {n: tf.reduce_sum(tf.constant(gk, tf.float32) * x) for n, gk in zip("abc", g)}
+        return pc.gradients(tape, losses, [x], [])
+
+    (gx,), _ = step()
+    candidates = [sum(numpy_pcgrad(g, orders)) for orders in all_orders(3)]
+    assert min(np.abs(c - np.asarray(gx)).max() for c in candidates) < 1e-5
+
+
+def test_per_task_strategies_need_a_persistent_tape():
+    tasks = [{"name": "a", "label": "a"}, {"name": "b", "label": "b"}]
+    for strategy in (PCGrad(tasks), GradNorm(tasks)):
+        with pytest.raises(ValueError, match=r"tf\.GradientTape\(persistent=True\)"):
+            linear_step(strategy, [[1.0], [1.0]], [1.0], persistent=False)
+
+
+def test_pcgrad_densifies_embedding_gradients():
+    tasks = [{"name": "a", "label": "a"}, {"name": "b", "label": "b"}]
+    pc = PCGrad(tasks, seed=0)
+    table = keras.Variable(np.ones((4, 2), "float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        rows = tf.gather(table, [1, 1, 3])
+        losses = {"a": tf.reduce_sum(rows[:, 0]), "b": -tf.reduce_sum(rows[:2, 0]) + tf.reduce_sum(rows[:, 1])}
+    (g,), _ = pc.gradients(tape, losses, [table], [])
+    # g_a: rows 1 -> (2, 0), 3 -> (1, 0); g_b: row 1 -> (-2, 2), row 3 -> (0, 1)
+    ga = np.zeros((4, 2)); ga[1] = [2, 0]; ga[3] = [1, 0]
+    gb = np.zeros((4, 2)); gb[1] = [-2, 2]; gb[3] = [0, 1]
+    want = sum(numpy_pcgrad([ga.ravel(), gb.ravel()], [[0, 1], [1, 0]])).reshape(4, 2)
+    np.testing.assert_allclose(np.asarray(g), want, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- make_weighting
+
+
+def test_make_weighting_types():
+    assert type(make_weighting(None, ESMM)) is FixedWeighting
+    assert type(make_weighting({"type": "fixed"}, ESMM)) is FixedWeighting
+    unc = make_weighting({"type": "uncertainty", "init_log_var": 1.0}, ESMM)
+    assert type(unc) is UncertaintyWeighting and unc.init_log_var == 1.0
+    gn = make_weighting({"type": "gradnorm", "alpha": 0.5, "learning_rate": 0.01}, ESMM)
+    assert (type(gn), gn.alpha, gn.learning_rate, gn.optimizer) == (GradNorm, 0.5, 0.01, "adam")
+    pc = make_weighting({"type": "pcgrad", "seed": 4}, ESMM)
+    assert type(pc) is PCGrad and pc.seed == 4
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"type": "dwa"}, r"loss_weighting\.type: expected one of fixed, uncertainty, gradnorm, pcgrad, got 'dwa'"),
+        ({"type": "fixed", "alpha": 1.0}, r"loss_weighting\.alpha: unknown key for type 'fixed' \(allowed: none\)"),
+        ({"type": "pcgrad", "alpha": 1.0}, r"loss_weighting\.alpha: unknown key for type 'pcgrad' \(allowed: seed\)"),
+        ({"type": "gradnorm", "alpha": -1}, r"loss_weighting\.alpha: .*Received: alpha=-1"),
+        ({"type": "gradnorm", "learning_rate": 0}, r"loss_weighting\.learning_rate: .*Received: learning_rate=0"),
+        ({"type": "gradnorm", "optimizer": "rmsprop"}, r"loss_weighting\.optimizer: .*Received: optimizer='rmsprop'"),
+        ({"type": "uncertainty", "init_log_var": "0"}, r"loss_weighting\.init_log_var: .*Received"),
+        ({"type": "pcgrad", "seed": 1.5}, r"loss_weighting\.seed: .*Received: seed=1\.5"),
+        (["fixed"], r"loss_weighting: expected a mapping, got list"),
+    ],
+)
+def test_make_weighting_refuses(config, match):
+    with pytest.raises(ValueError, match=match):
+        make_weighting(config, ESMM)
+
+
+def test_make_weighting_uses_the_given_path():
+    with pytest.raises(ValueError, match=r"training\.loss_weighting\.type"):
+        make_weighting({"type": "nope"}, ESMM, path="training.loss_weighting")
+
+
+def test_strategy_refuses_no_tasks():
+    with pytest.raises(ValueError, match=r"Expected at least one task\. Received: tasks=\[\]"):
+        FixedWeighting([])
