@@ -1,1 +1,130 @@
-"""mtlrec.optimizers."""
+"""mtlrec.optimizers: sparse-aware optimizers and the optimizer config.
+
+`LazyAdam` and `LazyAdagrad` update only the embedding rows (and their slots)
+present in a batch; dense variables get the stock update. The trainer splits
+the model's variables with `split_variables` and gives the embedding tables a
+lazy optimizer and the rest a dense one, both built by `make_optimizer`.
+"""
+
+import inspect
+
+import keras
+
+from mtlrec.optimizers.lazy_adagrad import LazyAdagrad
+from mtlrec.optimizers.lazy_adam import LazyAdam
+
+__all__ = ["LazyAdam", "LazyAdagrad", "OPTIMIZERS", "make_optimizer", "split_variables"]
+
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adagrad": keras.optimizers.Adagrad,
+    "sgd": keras.optimizers.SGD,
+    "lazy_adam": LazyAdam,
+    "lazy_adagrad": LazyAdagrad,
+}
+
+# Constructor arguments a config may not set: "name" is the optimizer's type
+# in the config, not the Keras object name.
+_RESERVED = {"self", "name", "kwargs"}
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _config_keys(cls):
+    """Constructor argument name -> default, for the keys a config may set."""
+    params = inspect.signature(cls.__init__).parameters
+    return {
+        k: p.default
+        for k, p in params.items()
+        if k not in _RESERVED and p.kind is not inspect.Parameter.VAR_KEYWORD
+    }
+
+
+def make_optimizer(config, path="optimizer"):
+    """Builds an optimizer from its config section.
+
+    Args:
+        config: `{"name": "adam" | "adagrad" | "sgd" | "lazy_adam" |
+            "lazy_adagrad", "learning_rate": float, ...}` plus any constructor
+            argument of that optimizer (e.g. `beta_1`, `epsilon`, `clipnorm`).
+        path: the key path of the section, used in error messages.
+
+    Returns:
+        A `keras.optimizers.Optimizer`. Create it under the
+        `tf.distribute` strategy's scope when training distributed.
+
+    Raises:
+        ValueError: naming the key path (e.g. `optimizer.beta_1`) for a missing
+            or unknown name, an unknown key or a value of the wrong type.
+    """
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{path}: expected a mapping with keys name, learning_rate, ...; "
+            f"got {type(config).__name__} {config!r}"
+        )
+    if "name" not in config:
+        raise ValueError(f"{path}.name: missing; expected one of {sorted(OPTIMIZERS)}")
+    name = config["name"]
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise ValueError(f"{path}.name: expected one of {sorted(OPTIMIZERS)}, got {name!r}")
+    cls = OPTIMIZERS[name]
+    allowed = _config_keys(cls)
+
+    kwargs = {}
+    for key, value in config.items():
+        if key == "name":
+            continue
+        where = f"{path}.{key}"
+        if key not in allowed:
+            raise ValueError(
+                f"{where}: unknown key for optimizer {name!r}; expected one of "
+                f"{sorted(allowed)}"
+            )
+        default = allowed[key]
+        if key == "learning_rate":
+            if not _is_number(value) or value <= 0:
+                raise ValueError(f"{where}: expected a positive number, got {value!r}")
+            value = float(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}: expected true or false, got {value!r}")
+        elif _is_number(default):
+            if not _is_number(value):
+                raise ValueError(f"{where}: expected a number, got {value!r}")
+            value = float(value) if isinstance(default, float) else value
+        elif default is None:
+            if value is not None and not _is_number(value):
+                raise ValueError(f"{where}: expected a number or null, got {value!r}")
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        raise ValueError(f"{path} ({name}): {err}") from err
+
+
+def _short_name(variable):
+    name = getattr(variable, "name", "") or ""
+    return name.split("/")[-1].split(":")[0]
+
+
+def split_variables(variables):
+    """Puts embedding tables apart from the other variables.
+
+    A variable is an embedding table when its own name (the last component of
+    its path) contains "embedding", case-insensitive: `keras.layers.Embedding`'s
+    `embeddings` and `FeatureEmbedding`'s `embedding_<feature>` weights. The
+    enclosing layer's name does not count, so a Dense kernel inside a layer
+    called `embedding_tower` stays with the dense variables.
+
+    Args:
+        variables: an iterable of `keras.Variable` or `tf.Variable`.
+
+    Returns:
+        `(embedding_variables, other_variables)`, two lists in input order.
+    """
+    tables, others = [], []
+    for variable in variables:
+        (tables if "embedding" in _short_name(variable).lower() else others).append(variable)
+    return tables, others

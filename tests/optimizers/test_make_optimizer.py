@@ -1,0 +1,93 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtlrec.optimizers import LazyAdagrad
+from mtlrec.optimizers import LazyAdam
+from mtlrec.optimizers import make_optimizer
+from mtlrec.optimizers import split_variables
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [("adam", keras.optimizers.Adam), ("adagrad", keras.optimizers.Adagrad),
+     ("sgd", keras.optimizers.SGD), ("lazy_adam", LazyAdam), ("lazy_adagrad", LazyAdagrad)],
+)
+def test_builds_each_optimizer_with_its_learning_rate(name, cls):
+    opt = make_optimizer({"name": name, "learning_rate": 0.25})
+    assert type(opt) is cls
+    assert np.isclose(float(opt.learning_rate.numpy()), 0.25)
+
+
+def test_passes_the_optimizers_own_keys():
+    opt = make_optimizer(
+        {"name": "lazy_adam", "learning_rate": 1, "beta_1": 0.8, "epsilon": 1e-6,
+         "amsgrad": True, "clipnorm": 2}
+    )
+    config = opt.get_config()
+    assert (config["beta_1"], config["epsilon"], config["amsgrad"], config["clipnorm"]) == (
+        0.8, 1e-6, True, 2)
+    assert config["learning_rate"] == 1.0
+    sgd = make_optimizer({"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True})
+    assert sgd.momentum == 0.9 and sgd.nesterov is True
+    assert make_optimizer({"name": "adagrad"}).get_config()["learning_rate"] == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"learning_rate": 0.1}, r"^optimizer\.name: missing; expected one of \['adagrad', 'adam', "),
+        ({"name": "adamw"}, r"^optimizer\.name: expected one of .*got 'adamw'"),
+        ({"name": "adam", "beta_3": 0.9}, r"^optimizer\.beta_3: unknown key for optimizer 'adam'"),
+        ({"name": "sgd", "beta_1": 0.9}, r"^optimizer\.beta_1: unknown key for optimizer 'sgd'"),
+        ({"name": "adam", "learning_rate": 0}, r"^optimizer\.learning_rate: expected a positive number, got 0"),
+        ({"name": "adam", "learning_rate": "fast"}, r"optimizer\.learning_rate: .*got 'fast'"),
+        ({"name": "adam", "amsgrad": "yes"}, r"^optimizer\.amsgrad: expected true or false, got 'yes'"),
+        ({"name": "adam", "beta_1": "0.9"}, r"^optimizer\.beta_1: expected a number, got '0.9'"),
+        ({"name": "adam", "clipnorm": "1"}, r"^optimizer\.clipnorm: expected a number or null"),
+        ({"name": "adam", "clipnorm": 1.0, "clipvalue": 1.0}, r"^optimizer \(adam\): Only one of"),
+        ({"name": "lazy_adam", "beta_2": 1.0}, r"^optimizer \(lazy_adam\): .*Received: beta_2=1.0"),
+    ],
+)
+def test_bad_config_names_the_key_path(config, match):
+    with pytest.raises(ValueError, match=match):
+        make_optimizer(config)
+
+
+def test_key_path_prefix_and_non_mapping():
+    with pytest.raises(ValueError, match=r"^train\.dense_optimizer\.foo: unknown key"):
+        make_optimizer({"name": "adam", "foo": 1}, path="train.dense_optimizer")
+    with pytest.raises(ValueError, match=r"^optimizer: expected a mapping.*got str 'adam'"):
+        make_optimizer("adam")
+
+
+class _NamedTables(keras.layers.Layer):
+    def build(self, input_shape):
+        self.user = self.add_weight(shape=(5, 2), name="embedding_user_id")
+        self.scale = self.add_weight(shape=(2,), name="scale")
+
+
+def test_split_variables_separates_tables_by_variable_name():
+    inputs = keras.Input((1,), dtype="int32")
+    x = keras.layers.Flatten()(keras.layers.Embedding(10, 2, name="item_lookup")(inputs))
+    # The layer's name contains "embedding" but its kernel is no table.
+    x = keras.layers.Dense(2, name="embedding_tower")(x)
+    named = _NamedTables(name="feature_embedding")
+    named.build(None)
+    model = keras.Model(inputs, x)
+
+    variables = model.trainable_variables + named.trainable_variables
+    tables, others = split_variables(variables)
+    assert [v.path for v in tables] == ["item_lookup/embeddings", "feature_embedding/embedding_user_id"]
+    assert [v.path for v in others] == [
+        "embedding_tower/kernel", "embedding_tower/bias", "feature_embedding/scale"]
+    assert split_variables([]) == ([], [])
+
+
+def test_split_variables_accepts_tf_variables():
+    table = tf.Variable(np.zeros((3, 2), "float32"), name="model/embedding_item_id")
+    kernel = tf.Variable(np.zeros((2, 2), "float32"), name="embedding/kernel")
+    tables, others = split_variables([kernel, table])
+    assert len(tables) == 1 and tables[0] is table
+    assert len(others) == 1 and others[0] is kernel
