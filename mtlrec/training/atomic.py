@@ -1,0 +1,97 @@
+"""Atomic file and directory writes: write aside, fsync, rename.
+
+A crash at any moment leaves either the old file (or directory) or the new one,
+never a half-written one: ``rename`` within one file system is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+TMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(path) -> None:
+    """Flush a directory entry (the rename itself) to disk."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems do not fsync directories
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path) -> None:
+    """fsync every file and directory below ``path`` (and ``path`` itself)."""
+    path = Path(path)
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(root)
+
+
+def write_text(path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_json(path, data) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def temp_dir(parent, name: str) -> Path:
+    """A fresh ``parent/.tmp-<name>.<pid>`` directory to write into before ``publish``."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f"{TMP_PREFIX}{name}.{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def publish(tmp, final) -> Path:
+    """fsync the finished ``tmp`` directory (or file) and rename it to ``final``."""
+    tmp, final = Path(tmp), Path(final)
+    if tmp.is_dir():
+        fsync_tree(tmp)
+    else:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; refusing to overwrite it")
+    os.rename(tmp, final)
+    fsync_dir(final.parent)
+    return final
+
+
+def remove_stale(parent) -> None:
+    """Delete ``.tmp-*`` leftovers of writers that were killed."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return
+    for entry in parent.iterdir():
+        if entry.name.startswith(TMP_PREFIX):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                try:
+                    entry.unlink()
+                except OSError:
+                    pass

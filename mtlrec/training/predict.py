@@ -1,0 +1,219 @@
+"""Batch scoring with an exported SavedModel: Parquet in, Parquet out.
+
+``predict_file(model_dir, input_path, output_path)`` streams the input (one
+Parquet file, or every ``*.parquet`` of a directory such as a day partition, in
+name order) in record batches, feeds the raw columns to ``serving_default``
+and writes one output row per input row: the schema's key column (or ``row``,
+the input row number, when the schema has no key or the input lacks it)
+followed by one column per model output. The output is written aside and
+renamed, so a failed run leaves no partial file. Only TensorFlow and pyarrow
+are needed; the model does its own hashing and normalisation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mtlrec.data_pipeline.data_validation_error import DataValidationError
+from mtlrec.training.export import read_metadata
+
+PAD = {"int64": -1, "string": ""}
+
+
+def input_files(path) -> list[Path]:
+    """The Parquet files to score: ``path`` itself or the ``*.parquet`` under it."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*.parquet")
+            if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise DataValidationError("no .parquet files in this directory", file=path)
+        return files
+    raise DataValidationError("no such file or directory", file=path)
+
+
+def _features_by_kind(schema: dict) -> dict:
+    """feature name -> (kind, spec dict) from the export's schema."""
+    out = {}
+    for section in ("categorical", "numeric", "sequence"):
+        for spec in schema.get(section, []) or []:
+            out[spec["name"]] = (section, spec)
+    return out
+
+
+def _column(batch: pa.RecordBatch, name: str, file):
+    index = batch.schema.get_field_index(name)
+    if index < 0:
+        raise DataValidationError(
+            f"missing (the model needs it; columns present: "
+            f"{', '.join(batch.schema.names[:12])}{', ...' if len(batch.schema.names) > 12 else ''})",
+            file=file,
+            column=name,
+        )
+    return batch.column(index)
+
+
+def _ids(col, dtype: str, fill, file, name) -> np.ndarray:
+    target = pa.string() if dtype == "string" else pa.int64()
+    try:
+        col = pc.cast(col, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise DataValidationError(
+            f"expected {dtype} ids, got {col.type} ({err})", file=file, column=name
+        ) from None
+    col = pc.fill_null(col, fill)
+    values = col.to_numpy(zero_copy_only=False)
+    return values.astype(object) if dtype == "string" else values.astype(np.int64)
+
+
+def _floats(col, default: float, file, name) -> np.ndarray:
+    try:
+        col = pc.cast(col, pa.float32())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise DataValidationError(f"expected numbers, got {col.type} ({err})", file=file, column=name) from None
+    values = pc.fill_null(col, default).to_numpy(zero_copy_only=False).astype(np.float32)
+    values[~np.isfinite(values)] = default
+    return values
+
+
+def _sequences(col, dtype: str, max_len: int, file, name) -> np.ndarray:
+    """Lists -> (B, max_len): the most recent (last) ``max_len`` ids, padded after them."""
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
+        raise DataValidationError(f"expected a list of ids, got {col.type}", file=file, column=name)
+    pad = PAD[dtype]
+    col = pc.fill_null(col, pa.scalar([], type=col.type))
+    offsets = col.offsets.to_numpy()
+    values = _ids(col.flatten(), dtype, pad, file, name)
+    # flatten() drops what the offsets of a sliced array skip; rebase on the first offset
+    offsets = offsets - offsets[0]
+    ends = offsets[1:]
+    starts = np.maximum(offsets[:-1], ends - max_len)
+    lengths = ends - starts
+    steps = np.arange(max_len)
+    index = starts[:, None] + steps[None, :]
+    valid = steps[None, :] < lengths[:, None]
+    if len(values) == 0:
+        out = np.full((len(ends), max_len), pad, dtype=object if dtype == "string" else np.int64)
+        return out
+    gathered = values[np.clip(index, 0, len(values) - 1)]
+    return np.where(valid, gathered, np.array(pad, dtype=gathered.dtype))
+
+
+def batch_inputs(batch: pa.RecordBatch, inputs: dict, schema: dict, file=None) -> dict:
+    """numpy arrays for the model's inputs from one Arrow record batch."""
+    kinds = _features_by_kind(schema)
+    out = {}
+    for name, spec in inputs.items():
+        col = _column(batch, name, file)
+        kind, feature = kinds.get(name, (None, {}))
+        dtype = "string" if spec["dtype"] == "string" else spec["dtype"]
+        if kind == "sequence" or len(spec["shape"]) == 2:
+            max_len = int(spec["shape"][1])
+            out[name] = _sequences(col, "string" if dtype == "string" else "int64", max_len, file, name)
+        elif dtype == "string" or dtype == "int64":
+            fill = feature.get("default")
+            fill = PAD["string" if dtype == "string" else "int64"] if fill is None else fill
+            out[name] = _ids(col, "string" if dtype == "string" else "int64", fill, file, name)
+        else:
+            out[name] = _floats(col, float(feature.get("default", 0.0) or 0.0), file, name)
+    return out
+
+
+def _output_array(name: str, value: np.ndarray) -> pa.Array:
+    if value.ndim == 1:
+        return pa.array(value)
+    flat = pa.array(value.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, value.shape[1])
+
+
+def predict_file(model_dir, input_path, output_path, batch_size: int = 4096) -> int:
+    """Score ``input_path`` with the SavedModel at ``model_dir`` into ``output_path``.
+
+    ``model_dir`` is an export version (``RUN/export/3``) or an export root
+    (``RUN/export``, whose newest version is used).
+
+    Returns:
+        The number of rows written (= rows read).
+
+    Raises:
+        DataValidationError: a missing input, a missing column or one of the wrong type.
+    """
+    import tensorflow as tf
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "saved_model.pb").exists():
+        from mtlrec.training.export import latest_export
+
+        latest = latest_export(model_dir)  # an export root: its newest version
+        model_dir = latest if latest is not None else model_dir
+    if not (model_dir / "saved_model.pb").exists():
+        raise DataValidationError("not a SavedModel directory (no saved_model.pb)", file=model_dir)
+    meta = read_metadata(model_dir)
+    loaded = tf.saved_model.load(str(model_dir))
+    serve = loaded.signatures["serving_default"]
+    specs = serve.structured_input_signature[1]
+    inputs = meta.get("inputs") or {
+        name: {"dtype": spec.dtype.name, "shape": list(spec.shape)} for name, spec in specs.items()
+    }
+    schema = meta.get("schema", {})
+    key = meta.get("key")
+    files = input_files(input_path)
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.parent / f".tmp-{output_path.name}.{os.getpid()}"
+    writer = None
+    rows = 0
+    try:
+        for file in files:
+            try:
+                parquet = pq.ParquetFile(file)
+            except (pa.ArrowInvalid, OSError) as err:
+                raise DataValidationError(f"not a readable Parquet file ({err})", file=file) from None
+            names = parquet.schema_arrow.names
+            columns = [n for n in inputs if n in names]
+            use_key = key is not None and key in names
+            if use_key:
+                columns.append(key)
+            for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+                features = batch_inputs(batch, inputs, schema, file)
+                outputs = serve(**{n: tf.constant(v) for n, v in features.items()})
+                table = {}
+                if use_key:
+                    table[key] = _column(batch, key, file)
+                else:
+                    table["row"] = pa.array(np.arange(rows, rows + batch.num_rows, dtype=np.int64))
+                for name in sorted(outputs):
+                    table[name] = _output_array(name, outputs[name].numpy())
+                out = pa.table(table)
+                if writer is None:
+                    writer = pq.ParquetWriter(str(tmp), out.schema)
+                elif out.schema != writer.schema:
+                    out = out.cast(writer.schema)
+                writer.write_table(out)
+                rows += batch.num_rows
+        if writer is None:  # no rows at all: still an (empty) output with the columns
+            empty = {("row" if key is None else key): pa.array([], pa.int64())}
+            for name in sorted(serve.structured_outputs):
+                empty[name] = pa.array([], pa.float32())
+            pq.write_table(pa.table(empty), str(tmp))
+        else:
+            writer.close()
+            writer = None
+        os.replace(tmp, output_path)
+    finally:
+        if writer is not None:
+            writer.close()
+        if tmp.exists():
+            tmp.unlink()
+    return rows

@@ -1,0 +1,141 @@
+"""PNG plots of a run directory (matplotlib, Agg backend): ``run_dir/plots/``.
+
+- ``auc_by_day.png``: per-task AUC of the evaluation after each trained day;
+- ``loss_by_day.png``: per-task training loss of each day and evaluation logloss;
+- ``calibration.png``: reliability curves (mean label vs mean prediction per
+  prediction decile) of the last evaluation, and calibration (mean prediction /
+  mean label) by day;
+- ``expert_utilization.png``: mean gate weight per task and expert (MMoE/PLE).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from mtlrec.training.metrics_log import read_metrics
+from mtlrec.training.run_state import RunState
+
+
+def _series(rows, metric: str) -> dict:
+    """task -> sorted [(day, value)] for ``metric`` (NaNs dropped)."""
+    out = {}
+    for row in rows:
+        if row["metric"] == metric and not math.isnan(row["value"]):
+            out.setdefault(row["task"], []).append((row["day"], row["value"]))
+    return {task: sorted(points) for task, points in out.items()}
+
+
+def _plot_lines(ax, series: dict, title: str, ylabel: str, style="-o") -> bool:
+    # Days as positions with day labels (not matplotlib's categorical axis of strings).
+    days = sorted({d for points in series.values() for d, _ in points})
+    position = {d: i for i, d in enumerate(days)}
+    for task, points in sorted(series.items()):
+        ax.plot([position[d] for d, _ in points], [v for _, v in points], style, label=task)
+    ax.set_title(title)
+    ax.set_xlabel("trained day")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.set_xticks(range(len(days)), days, rotation=30, ha="right")
+        ax.legend(fontsize=8)
+    return bool(series)
+
+
+def make_report(run_dir, out_dir=None) -> list[Path]:
+    """Write the plots of ``run_dir``; returns the PNG paths written.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no ``metrics.csv`` (nothing trained).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise FileNotFoundError(f"{run_dir / 'metrics.csv'}: no metrics to plot (train a day first)")
+    out_dir = Path(out_dir) if out_dir else run_dir / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = run_dir.name
+    try:
+        name = RunState.load(run_dir).data.get("name") or name
+    except Exception:  # a report never fails on the state file
+        pass
+    written = []
+
+    def save(fig, filename):
+        path = out_dir / filename
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if _plot_lines(ax, _series(rows, "auc"), f"{name}: AUC on the following day", "AUC"):
+        save(fig, "auc_by_day.png")
+    else:
+        plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    _plot_lines(axes[0], _series(rows, "train_loss"), f"{name}: training loss", "mean loss of the day")
+    _plot_lines(axes[1], _series(rows, "logloss"), f"{name}: evaluation logloss", "logloss")
+    save(fig, "loss_by_day.png")
+
+    calibration_files = sorted((run_dir / "calibration").glob("*.json"))
+    by_day = _series(rows, "calibration")
+    if calibration_files or by_day:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        ax = axes[0]
+        if calibration_files:
+            data = json.loads(calibration_files[-1].read_text(encoding="utf-8"))
+            top = 0.0
+            for output, bins in sorted(data.get("bins", {}).items()):
+                if bins["pred"]:
+                    ax.plot(bins["pred"], bins["label"], "-o", ms=3, label=output)
+                    top = max(top, max(bins["pred"]), max(bins["label"]))
+            top = top or 1.0
+            ax.plot([0, top], [0, top], "k--", lw=0.8, label="perfect")
+            ax.set_title(f"reliability after {data.get('day')} (on {data.get('eval_day')})")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("mean prediction (decile)")
+        ax.set_ylabel("mean label")
+        ax.grid(alpha=0.3)
+        _plot_lines(axes[1], by_day, "calibration by day (1 = calibrated)", "mean pred / mean label")
+        axes[1].axhline(1.0, color="k", lw=0.8, ls="--")
+        save(fig, "calibration.png")
+
+    experts = {}
+    latest_day = {}
+    for row in rows:
+        if row["metric"].startswith("expert_"):
+            if row["day"] >= latest_day.get(row["task"], ""):
+                if row["day"] > latest_day.get(row["task"], ""):
+                    experts[row["task"]] = {}
+                latest_day[row["task"]] = row["day"]
+                experts[row["task"]][int(row["metric"].split("_", 1)[1])] = row["value"]
+    if experts:
+        import numpy as np
+
+        tasks = sorted(experts)
+        width = max(max(e) + 1 for e in experts.values())
+        matrix = np.full((len(tasks), width), np.nan)
+        for i, task in enumerate(tasks):
+            for j, value in experts[task].items():
+                matrix[i, j] = value
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.7 * width), 1.5 + 0.6 * len(tasks)))
+        image = ax.imshow(matrix, cmap="viridis", vmin=0.0, aspect="auto")
+        ax.set_xticks(range(width), [str(j) for j in range(width)])
+        ax.set_yticks(range(len(tasks)), tasks)
+        ax.set_xlabel("expert")
+        ax.set_title(f"{name}: mean gate weight (day {max(latest_day.values())})")
+        for i in range(len(tasks)):
+            for j in range(width):
+                if not np.isnan(matrix[i, j]):
+                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+        fig.colorbar(image, ax=ax)
+        save(fig, "expert_utilization.png")
+    return written

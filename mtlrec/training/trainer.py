@@ -1,0 +1,330 @@
+"""The training loop: a ``tf.function`` step under a ``tf.distribute`` strategy.
+
+Keras' ``Model.fit`` fails under ``MultiWorkerMirroredStrategy`` upstream, and the
+loss weighting strategies (PCGrad, GradNorm) need per-task gradients, so the
+trainer owns its loop: the model, both optimizers and the weighting are built in
+``strategy.scope()``; each step runs ``strategy.run`` on a batch of
+``strategy.experimental_distribute_dataset``. The losses come from
+``mtlrec.losses.task_losses`` (the same function a model's ``compute_loss``
+uses) and their gradients from the weighting's ``gradients``; embedding tables
+are updated by the embedding optimizer (lazy, row-sparse), everything else,
+including the weighting's own trainable variables, by the dense optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from mtlrec.losses import make_weighting, task_losses
+from mtlrec.optimizers import make_optimizer, split_variables
+from mtlrec.tasks import Task
+from mtlrec.training.day_position import DayPosition
+from mtlrec.training.errors import NonFiniteLossError
+from mtlrec.training.tensorboard_log import scalar
+
+logger = logging.getLogger("mtlrec.training")
+
+#: Weighting types the model itself holds (``compute_loss`` can use them too).
+MODEL_WEIGHTINGS = ("fixed", "uncertainty")
+
+
+def make_strategy() -> tf.distribute.Strategy:
+    """``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names a cluster, else the default."""
+    tf_config = os.environ.get("TF_CONFIG")
+    if tf_config:
+        try:
+            cluster = json.loads(tf_config).get("cluster", {})
+        except ValueError as err:
+            raise ValueError(f"TF_CONFIG: not valid JSON ({err})") from None
+        if cluster:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief_from_env() -> bool:
+    """Whether this process is the chief according to ``TF_CONFIG`` (True without one)."""
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError:
+        return True
+    cluster, task = tf_config.get("cluster") or {}, tf_config.get("task") or {}
+    if not cluster or not task:
+        return True
+    if task.get("type") == "chief":
+        return True
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and "chief" not in cluster
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True for the one worker that writes checkpoints, state and exports."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief":
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and "chief" not in cluster
+
+
+def day_seed(seed: int, day: str, epoch: int) -> int:
+    """The shuffle seed of one epoch of one day: same inputs, same order (exact resume)."""
+    digest = hashlib.sha256(f"{seed}:{day}:{epoch}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def _variables(model, method: str):
+    fn = getattr(model, method, None)
+    return list(fn()) if callable(fn) else None
+
+
+def _unique(variables):
+    seen, out = set(), []
+    for v in variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+class Trainer:
+    """Builds the model, optimizers and loss weighting of a config and trains on days.
+
+    Args:
+        config: an ``ExperimentConfig``.
+        schema: the schema dict the model is built with (numeric statistics filled).
+        strategy: a ``tf.distribute.Strategy`` (default: ``make_strategy()``).
+    """
+
+    def __init__(self, config, schema: dict, strategy: tf.distribute.Strategy | None = None):
+        from mtlrec.models import build_model
+
+        self.config = config
+        self.schema = schema
+        self.tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(config.tasks)]
+        self.strategy = strategy or make_strategy()
+        self.is_chief = is_chief(self.strategy)
+        weighting = dict(config.loss_weighting or {"type": "fixed"})
+        in_model = weighting.get("type", "fixed") in MODEL_WEIGHTINGS
+        with self.strategy.scope():
+            keras.utils.set_random_seed(config.training.seed)
+            model_config = dict(config.model)
+            if in_model:
+                # The model holds it (its variables save with the model); GradNorm and
+                # PCGrad need per-task gradients, which only this loop gives.
+                model_config["loss_weighting"] = weighting
+            self.model = build_model(model_config, schema, config.tasks)
+            self.weighting = getattr(self.model, "weighting", None) if in_model else None
+            if self.weighting is None:
+                self.weighting = make_weighting(weighting, self.tasks)
+            self.dense_optimizer = make_optimizer(config.optimizer.dense, "optimizer.dense")
+            self.embedding_optimizer = make_optimizer(
+                config.optimizer.embedding, "optimizer.embedding"
+            )
+            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            self._split_variables()
+            if self.embedding_variables:
+                self.embedding_optimizer.build(self.embedding_variables)
+            if self.dense_variables:
+                self.dense_optimizer.build(self.dense_variables)
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model,
+            dense_optimizer=self.dense_optimizer,
+            embedding_optimizer=self.embedding_optimizer,
+            weighting=self.weighting,
+            global_step=self.global_step,
+        )
+        self._step_fn = None
+
+    # ------------------------------------------------------------ variables
+
+    def _split_variables(self) -> None:
+        model = self.model
+        trainable = _unique(model.trainable_variables)
+        embedding = _variables(model, "embedding_variables")
+        if embedding is None:
+            embedding, _ = split_variables(trainable)
+        shared = _variables(model, "shared_variables")
+        task = _variables(model, "task_variables")
+        if shared is None or task is None:
+            shared, task = trainable, []
+        shared, task = _unique(v for v in shared if v.trainable), _unique(
+            v for v in task if v.trainable
+        )
+        own = _unique(self.weighting.trainable_variables)
+        own_ids = {id(v) for v in own}
+        shared = [v for v in shared if id(v) not in own_ids]
+        task = [v for v in task if id(v) not in own_ids]
+        known = {id(v) for v in shared + task} | own_ids
+        shared += [v for v in trainable if id(v) not in known]  # anything unclassified is shared
+        embedding_ids = {id(v) for v in embedding}
+        if type(self.weighting).__name__ == "PCGrad":
+            # PCGrad densifies the shared gradients for its projections; an embedding
+            # table stays sparse (and gets the sum of the task gradients) as a task var.
+            task = [v for v in shared if id(v) in embedding_ids] + task
+            shared = [v for v in shared if id(v) not in embedding_ids]
+        last = _variables(model, "last_shared_layer_variables") or []
+        if last:  # GradNorm balances on the last shared variable of rank >= 2
+            last_ids = {id(v) for v in last}
+            shared = [v for v in shared if id(v) not in last_ids] + [
+                v for v in shared if id(v) in last_ids
+            ]
+        self.shared_variables = shared
+        self.task_variables = task + own
+        everything = self.shared_variables + self.task_variables
+        self.embedding_variables = [v for v in everything if id(v) in embedding_ids]
+        self.dense_variables = [v for v in everything if id(v) not in embedding_ids]
+        self._is_embedding = [id(v) in embedding_ids for v in everything]
+
+    # ------------------------------------------------------------ the step
+
+    def _replica_step(self, features, labels):
+        replicas = self.strategy.num_replicas_in_sync
+        with tf.GradientTape(persistent=True) as tape:
+            outputs = self.model(features, training=True)
+            losses = task_losses(self.tasks, labels, outputs)
+            regularization = self.model.losses
+            if regularization:
+                losses = dict(losses)
+                losses["regularization"] = tf.add_n(
+                    [tf.cast(r, tf.float32) for r in regularization]
+                )
+        grads, total = self.weighting.gradients(
+            tape, losses, self.shared_variables, self.task_variables
+        )
+        del tape
+        dense, embedding = [], []
+        for grad, variable, is_embedding in zip(
+            grads, self.shared_variables + self.task_variables, self._is_embedding
+        ):
+            if grad is None:
+                continue
+            if replicas > 1:  # the optimizers sum the replicas' gradients
+                if isinstance(grad, tf.IndexedSlices):
+                    grad = tf.IndexedSlices(grad.values / replicas, grad.indices, grad.dense_shape)
+                else:
+                    grad = grad / replicas
+            (embedding if is_embedding else dense).append((grad, variable))
+        if embedding:
+            self.embedding_optimizer.apply_gradients(embedding)
+        if dense:
+            self.dense_optimizer.apply_gradients(dense)
+        batch = tf.shape(next(iter(labels.values())))[0]
+        per_task = {name: tf.cast(losses[name], tf.float32) for name in losses}
+        return tf.cast(total, tf.float32), per_task, batch
+
+    def _build_step(self):
+        strategy = self.strategy
+
+        @tf.function
+        def step(features, labels):
+            total, per_task, batch = strategy.run(self._replica_step, args=(features, labels))
+            mean = tf.distribute.ReduceOp.MEAN
+            total = strategy.reduce(mean, total, axis=None)
+            per_task = {k: strategy.reduce(mean, v, axis=None) for k, v in per_task.items()}
+            batch = strategy.reduce(tf.distribute.ReduceOp.SUM, batch, axis=None)
+            return total, per_task, batch
+
+        return step
+
+    # ------------------------------------------------------------ a day
+
+    def train_day(
+        self,
+        position: DayPosition,
+        make_dataset: Callable[[int, int], tf.data.Dataset],
+        on_checkpoint: Callable[[DayPosition], None] | None = None,
+        summary_writer=None,
+        label: str = "",
+    ) -> DayPosition:
+        """Train on one day from ``position`` (a fresh day or a resumed one).
+
+        Args:
+            position: where to start: epoch, batches already consumed in it,
+                steps and examples already done in the day.
+            make_dataset: ``(epoch, skip_batches) -> tf.data.Dataset`` of
+                ``(features, labels)`` batches in a deterministic order per epoch.
+            on_checkpoint: called with the position every
+                ``training.checkpoint_every`` steps of the day.
+            summary_writer: optional ``tf.summary`` writer for the loss curves.
+            label: prefix of the progress lines (e.g. the experiment name).
+
+        Returns:
+            The position at the end of the day (``completed=True``).
+
+        Raises:
+            NonFiniteLossError: the loss became NaN or infinite; nothing is
+                checkpointed from that step on.
+        """
+        training = self.config.training
+        if self._step_fn is None:
+            self._step_fn = self._build_step()
+        pos = dataclasses.replace(position, loss_sums=dict(position.loss_sums))
+        cap = training.steps_per_day
+        last_time, last_examples = time.perf_counter(), pos.examples
+        window_loss, window_n = 0.0, 0
+        for epoch in range(pos.epoch, training.epochs_per_day):
+            if cap is not None and pos.steps >= cap:
+                break
+            skip = pos.batch_in_epoch if epoch == pos.epoch else 0
+            pos.epoch, pos.batch_in_epoch = epoch, skip
+            dataset = make_dataset(epoch, skip)
+            for features, labels in self.strategy.experimental_distribute_dataset(dataset):
+                total, per_task, batch = self._step_fn(features, labels)
+                total = float(total)
+                per_task = {k: float(v) for k, v in per_task.items()}
+                self.global_step.assign_add(1)
+                step = int(self.global_step.numpy())
+                if not math.isfinite(total):
+                    raise NonFiniteLossError(
+                        pos.day, step, pos.steps + 1, {"total": total, **per_task}
+                    )
+                pos.steps += 1
+                pos.batch_in_epoch += 1
+                pos.examples += int(batch)
+                for k, v in {"loss": total, **per_task}.items():
+                    pos.loss_sums[k] = pos.loss_sums.get(k, 0.0) + v
+                window_loss += total
+                window_n += 1
+                if pos.steps % training.log_every == 0:
+                    now = time.perf_counter()
+                    rate = (pos.examples - last_examples) / max(now - last_time, 1e-9)
+                    self._log(label, pos, step, window_loss / window_n, per_task, rate)
+                    if summary_writer is not None:
+                        with summary_writer.as_default():
+                            scalar("train/loss", window_loss / window_n, step)
+                            scalar("train/examples_per_second", rate, step)
+                            for k, v in per_task.items():
+                                scalar(f"train/loss_{k}", v, step)
+                    last_time, last_examples = now, pos.examples
+                    window_loss, window_n = 0.0, 0
+                if on_checkpoint is not None and pos.steps % training.checkpoint_every == 0:
+                    on_checkpoint(dataclasses.replace(pos, loss_sums=dict(pos.loss_sums)))
+                if cap is not None and pos.steps >= cap:
+                    break
+        pos.completed = True
+        return pos
+
+    @staticmethod
+    def _log(label, pos, step, loss, per_task, rate):
+        parts = " ".join(f"{k} {v:.4f}" for k, v in per_task.items())
+        logger.info(
+            "%sday %s step %d (global %d) loss %.4f (%s) %.0f examples/s",
+            f"[{label}] " if label else "",
+            pos.day,
+            pos.steps,
+            step,
+            loss,
+            parts,
+            rate,
+        )

@@ -1,0 +1,192 @@
+import copy
+import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtlrec.training.config import (
+    ConfigError,
+    config_from_dict,
+    load_config,
+    load_configs,
+    parse_days,
+)
+
+# Line numbers matter: the cases below expect errors at these lines.
+BASE_YAML = """\
+name: tiny
+run_dir: run
+data:
+  root: data
+  format: parquet
+  funnel: [[click, conversion]]
+schema:
+  key: impression_id
+  categorical:
+    - {name: user_id, dtype: int64, num_buckets: 128, dim: 4}
+    - {name: item_id, dtype: int64, num_buckets: 128, dim: 4}
+  numeric:
+    - {name: price, normalize: log1p}
+  labels:
+    - {name: click, kind: binary}
+    - {name: conversion, kind: binary}
+tasks:
+  - {name: ctr, label: click}
+  - {name: cvr, label: conversion, parent: ctr, joint: ctcvr}
+model:
+  type: esmm
+  tower_units: [8]
+optimizer:
+  dense: {name: adam, learning_rate: 0.01}
+  embedding: {name: lazy_adam, learning_rate: 0.01}
+loss_weighting: {type: fixed}
+training:
+  batch_size: 64
+  checkpoint_every: 2
+evaluation:
+  extras: [true_ctr]
+export:
+  keep: 2
+"""
+
+
+def write(tmp_path, text, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_valid_config_loads_with_defaults_and_resolves_paths(tmp_path):
+    config = load_config(write(tmp_path, BASE_YAML))
+    assert config.name == "tiny"
+    assert config.run_dir == str(tmp_path / "run")
+    assert config.data.root == str(tmp_path / "data")
+    assert config.data.format == "parquet"
+    assert config.training.batch_size == 64
+    assert config.training.epochs_per_day == 1  # default
+    assert config.training.steps_per_day is None
+    assert config.evaluation.batch_size == 4096
+    assert config.export.keep == 2
+    assert config.tasks[1]["parent"] == "ctr"
+    assert config.model == {"type": "esmm", "tower_units": [8]}
+
+
+def test_absolute_paths_and_default_run_dir(tmp_path):
+    text = BASE_YAML.replace("run_dir: run\n", "").replace("root: data", f"root: {tmp_path}/abs")
+    config = load_config(write(tmp_path, text))
+    assert config.data.root == f"{tmp_path}/abs"
+    assert config.run_dir == str(tmp_path / "runs" / "tiny")
+
+
+def test_days_accept_unquoted_dates_ranges_and_lists(tmp_path):
+    text = BASE_YAML.replace(
+        "  format: parquet\n", "  format: parquet\n  train_days: 2024-01-01:2024-01-03\n  eval_day: 2024-01-04\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.data.train_days == "2024-01-01:2024-01-03"
+    assert config.data.eval_day == "2024-01-04"  # YAML made a date of it
+    text = BASE_YAML.replace("  format: parquet\n", "  format: parquet\n  train_days: [2024-01-02, 2024-01-01]\n")
+    assert load_config(write(tmp_path, text)).data.train_days == ["2024-01-02", "2024-01-01"]
+    assert parse_days(datetime.date(2024, 1, 5)) == ["2024-01-05"]
+    with pytest.raises(ValueError, match="expected a day range"):
+        parse_days("2024-01-03:2024-01-01")
+
+
+def test_to_dict_round_trip(tmp_path):
+    config = load_config(write(tmp_path, BASE_YAML))
+    again = config_from_dict(config.to_dict(), base_dir=tmp_path)
+    assert again.to_dict() == config.to_dict()
+
+
+def test_multi_document_file(tmp_path):
+    text = BASE_YAML + "---\n" + BASE_YAML.replace("name: tiny", "name: second")
+    configs = load_configs(write(tmp_path, text))
+    assert [c.name for c in configs] == ["tiny", "second"]
+    with pytest.raises(ConfigError, match="expected one experiment in the file, found 2"):
+        load_config(write(tmp_path, text))
+
+
+def test_the_demo_config_is_valid(tmp_path):
+    from mtlrec.training.demo import DEMO_CONFIG
+
+    configs = load_configs(DEMO_CONFIG, base_dir=tmp_path)
+    assert [c.model["type"] for c in configs] == ["esmm", "mmoe"]
+    assert all(c.data.root == str(tmp_path / "data") for c in configs)
+
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_shipped_experiment_configs_are_valid_and_build(path):
+    from mtlrec.models import build_model
+
+    config = load_config(path)
+    assert config.model["type"] == path.stem
+    assert config.data.root == str(path.parent.parent / "data" / "funnel")
+    schema = copy.deepcopy(config.schema)
+    for feature in schema["numeric"]:  # the trainer fills these from the first day
+        if feature.get("normalize") == "standardize":
+            feature.update(mean=0.08, std=0.05)
+    model = build_model(config.model, schema, config.tasks)
+    assert {t["name"] for t in config.tasks} <= set(model.output)
+
+
+def test_one_config_per_model_is_shipped():
+    stems = {p.stem for p in EXPERIMENTS}
+    assert {"esmm", "mmoe", "ple", "shared_bottom", "cross_stitch", "dupn"} <= stems
+
+
+# (replace this, with that) in BASE_YAML -> (line, message pattern)
+BAD = {
+    "unknown_top_key": (("export:\n  keep: 2\n", "export:\n  keep: 2\ncolour: red\n"), 34, r"colour: unknown key; expected one of name, data"),
+    "unknown_nested_key": (("checkpoint_every", "checkpoint_evry"), 29, r"training\.checkpoint_evry: unknown key; expected one of batch_size"),
+    "wrong_type": (("batch_size: 64", "batch_size: big"), 28, r"training\.batch_size: expected a positive integer, got 'big'"),
+    "non_positive": (("keep: 2", "keep: 0"), 33, r"export\.keep: expected a positive integer, got 0"),
+    "unknown_model_type": (("type: esmm", "type: esmn"), 21, r"model\.type: expected one of .*esmm.*got 'esmn'"),
+    "label_not_in_schema": (("label: conversion,", "label: purchase,"), 19, r"tasks\[1\]\.label.*'purchase' is not a label of the schema"),
+    "hyperparameter_type": (("tower_units: [8]", "tower_units: 8"), 22, r"model\.tower_units: expected a list, got 8"),
+    "unknown_hyperparameter": (("tower_units: [8]\n", "tower_units: [8]\n  num_experts: 4\n"), 23, r"model\.num_experts: unknown hyperparameter of model type 'esmm'"),
+    "schema_value": (("num_buckets: 128, dim: 4}\n    - {name: item_id", "num_buckets: 0, dim: 4}\n    - {name: item_id"), 10, r"schema\.categorical\[0\]\.num_buckets"),
+    "optimizer_name": (("name: lazy_adam,", "name: lazy_adamw,"), 25, r"optimizer\.embedding\.name: expected one of"),
+    "funnel_label": (("[[click, conversion]]", "[[click, purchase]]"), 6, r"data\.funnel\[0\]: 'purchase' is not a label"),
+    "format": (("format: parquet", "format: csv"), 5, r"data\.format: expected one of parquet, tfrecord, got 'csv'"),
+    "weighting_type": (("{type: fixed}", "{type: fancy}"), 26, r"loss_weighting\.type: expected one of fixed"),
+    "bad_day": (("  format: parquet\n", "  format: parquet\n  train_days: 2024-13-01:2024-01-02\n"), 6, r"data\.train_days: expected a day range"),
+    "yaml_syntax": (("batch_size: 64", "batch_size: [64"), None, r"invalid YAML: "),
+    "section_type": (("evaluation:\n  extras: [true_ctr]", "evaluation: fast"), 30, r"evaluation: expected a mapping with keys batch_size, extras, got 'fast'"),
+}
+
+
+def test_bad_config_names_the_key_path_and_line(tmp_path, subtests):
+    for case in sorted(BAD):
+        with subtests.test(case=case):
+            (old, new), line, pattern = BAD[case]
+            assert old in BASE_YAML
+            path = write(tmp_path, BASE_YAML.replace(old, new, 1), name=f"{case}.yaml")
+            with pytest.raises(ConfigError, match=pattern) as info:
+                load_config(path)
+            message = str(info.value)
+            assert "\n" not in message
+            if line is not None:
+                assert message.startswith(f"{path}:{line}: ")
+            else:  # a YAML error still points at a line
+                assert message.startswith(f"{path}:") and message[len(str(path)) + 1:].split(":")[0].isdigit()
+
+
+def test_missing_section_and_missing_file(tmp_path):
+    text = BASE_YAML.replace("model:\n  type: esmm\n  tower_units: [8]\n", "")
+    with pytest.raises(ConfigError, match=r"exp\.yaml: model: required key is missing"):
+        load_config(write(tmp_path, text))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+        load_config(write(tmp_path, "- just\n- a list\n"))
+
+
+def test_no_code_is_evaluated(tmp_path):
+    text = BASE_YAML.replace("name: tiny", "name: !!python/object/apply:os.system ['echo hacked']")
+    with pytest.raises(ConfigError, match="invalid YAML: could not determine a constructor"):
+        load_config(write(tmp_path, text))
+    assert yaml.safe_load("a: 1") == {"a": 1}

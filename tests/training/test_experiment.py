@@ -1,0 +1,151 @@
+import json
+
+import keras
+import pytest
+
+from mtlrec.training.config import load_config
+from mtlrec.training.errors import NonFiniteLossError, RunError
+from mtlrec.training.experiment import Experiment
+from mtlrec.training.export import versions
+from mtlrec.training.metrics_log import read_metrics
+from mtlrec.training.run_state import RunState
+
+
+@pytest.fixture(autouse=True)
+def _facts(tiny):
+    global DAYS, ROWS, STEPS_PER_DAY
+    DAYS, ROWS, STEPS_PER_DAY = tiny.days, tiny.rows, tiny.steps_per_day
+
+
+def _tensorboard_scalars(directory):
+    """Tags of the scalar summaries (``scalars`` plugin) in a TensorBoard log directory."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    tags = set()
+    for path in directory.glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars" and value.tensor.dtype == 1:
+                    tags.add(value.tag)
+    return tags
+
+
+def test_one_shot_run_writes_the_whole_run_directory(trained_run):
+    _, run_dir = trained_run
+    state = RunState.load(run_dir)
+    assert state.trained_days == DAYS[:2]
+    assert [e["steps"] for e in state.days] == [STEPS_PER_DAY] * 2
+    assert [e["examples"] for e in state.days] == [ROWS] * 2
+    assert [e["eval_day"] for e in state.days] == DAYS[1:3]
+    assert state.global_step == 2 * STEPS_PER_DAY
+    assert state.pending is None
+    # checkpoints: the last two, the newest at the end of day 2
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt-*"))
+    assert len(checkpoints) == 2
+    meta = json.loads((run_dir / "checkpoints" / checkpoints[-1] / "meta.json").read_text())
+    assert (meta["day"], meta["completed"], meta["global_step"]) == (DAYS[1], True, 2 * STEPS_PER_DAY)
+    # metrics.csv: per day and task, evaluated on the following day
+    rows = read_metrics(run_dir)
+    auc = {(r["day"], r["task"]): r["value"] for r in rows if r["metric"] == "auc"}
+    assert set(auc) == {(d, t) for d in DAYS[:2] for t in ("ctr", "cvr", "ctcvr")}
+    assert all(0.0 <= v <= 1.0 for v in auc.values())
+    losses = {(r["day"], r["task"]) for r in rows if r["metric"] == "train_loss"}
+    assert {(DAYS[0], "ctr"), (DAYS[0], "cvr"), (DAYS[0], "all")} <= losses
+    assert {r["step"] for r in rows if r["day"] == DAYS[1]} == {2 * STEPS_PER_DAY}
+    # one export per day (keep: 2), TensorBoard events, the .keras model, the schema with stats
+    assert versions(run_dir / "export") == [1, 2]
+    tags = _tensorboard_scalars(run_dir / "tensorboard")
+    assert {"train/loss", "train/examples_per_second", "eval/ctr/auc", "day/train_loss"} <= tags
+    schema = json.loads((run_dir / "schema.json").read_text())
+    ctr_stats = next(f for f in schema["numeric"] if f["name"] == "item_hist_ctr")
+    assert ctr_stats["mean"] > 0 and ctr_stats["std"] > 0
+    model = keras.saving.load_model(run_dir / "checkpoints" / "model.keras", safe_mode=True)
+    assert isinstance(model.output, dict) and set(model.output) == {"ctr", "cvr", "ctcvr"}
+    assert not [p for p in run_dir.rglob(".tmp-*")]
+
+
+def test_daily_increments_equal_one_shot_and_retraining_is_refused(trained_run, write_config):
+    path = write_config()
+    Experiment(load_config(path)).train(day=DAYS[0])
+    Experiment(load_config(path)).train(day=DAYS[1])
+    run_dir = path.parent / "run"
+    state, one_shot = RunState.load(run_dir), RunState.load(trained_run[1])
+    assert state.trained_days == one_shot.trained_days == DAYS[:2]
+    assert state.global_step == one_shot.global_step == 2 * STEPS_PER_DAY
+    assert [(e["day"], e["steps"], e["examples"]) for e in state.days] == [
+        (e["day"], e["steps"], e["examples"]) for e in one_shot.days
+    ]
+    assert versions(run_dir / "export") == [1, 2]
+
+    before = (run_dir / "state.json").read_text()
+    with pytest.raises(RunError, match=rf"day {DAYS[0]} is already trained in .* pass --force"):
+        Experiment(load_config(path)).train(days=f"{DAYS[0]}:{DAYS[2]}")
+    assert (run_dir / "state.json").read_text() == before
+    assert versions(run_dir / "export") == [1, 2]
+
+    Experiment(load_config(path)).train(day=DAYS[1], force=True)
+    state = RunState.load(run_dir)
+    assert state.trained_days == DAYS[:2]
+    assert state.entry(DAYS[1])["times_trained"] == 2
+    assert state.entry(DAYS[1])["steps"] == 2 * STEPS_PER_DAY
+    assert state.global_step == 3 * STEPS_PER_DAY
+    assert versions(run_dir / "export") == [2, 3]
+
+
+def test_non_finite_loss_stops_the_day_and_exports_nothing(write_config, monkeypatch):
+    from mtlrec.training import trainer as trainer_module
+
+    real_build = trainer_module.Trainer._build_step
+
+    def poisoned_build(self):
+        step = real_build(self)
+        calls = {"n": 0}
+
+        def poisoned(features, labels):
+            total, per_task, batch = step(features, labels)
+            calls["n"] += 1
+            if calls["n"] == 3:
+                total = total * float("nan")
+            return total, per_task, batch
+
+        return poisoned
+
+    monkeypatch.setattr(trainer_module.Trainer, "_build_step", poisoned_build)
+    path = write_config()
+    with pytest.raises(NonFiniteLossError, match=rf"non-finite loss on day {DAYS[0]} at step 3 of the day") as info:
+        Experiment(load_config(path)).train(day=DAYS[0])
+    assert info.value.day == DAYS[0] and info.value.day_step == 3
+    run_dir = path.parent / "run"
+    assert versions(run_dir / "export") == []
+    assert RunState.load(run_dir).trained_days == []
+    checkpoints = sorted((run_dir / "checkpoints").glob("ckpt-*"))
+    meta = json.loads((checkpoints[-1] / "meta.json").read_text())
+    assert (meta["steps"], meta["completed"]) == (2, False)  # the last good one, before the NaN
+    assert not (run_dir / "metrics.csv").exists()
+
+
+def test_bad_data_is_reported_before_anything_is_written(write_config, funnel_root):
+    from mtlrec.data_pipeline import DataValidationError
+
+    path = write_config()
+    with pytest.raises(DataValidationError, match="2030-01-01"):
+        Experiment(load_config(path)).train(day="2030-01-01")
+    bad = write_config({"model": {"tower_units": [-3]}}, name="bad.yaml")
+    from mtlrec.training.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: model\.tower_units: .*-3"):
+        Experiment(load_config(bad)).train(day=DAYS[0])
+    run_dir = path.parent / "run"
+    assert not (run_dir / "state.json").exists()
+    assert not (run_dir / "checkpoints").exists() or not list((run_dir / "checkpoints").iterdir())
+
+
+def test_a_run_directory_is_used_by_one_process_at_a_time(write_config):
+    path = write_config()
+    holder = Experiment(load_config(path))
+    with holder._locked():
+        with pytest.raises(RunError, match="another mtlrec process is using this run directory"):
+            Experiment(load_config(path)).train(day=DAYS[0])
+    assert not (path.parent / "run" / "state.json").exists()
