@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from mtlrec.training import atomic
 from mtlrec.training.errors import RunError
+from mtlrec.training.faults import fault_point
 
 _NAME = re.compile(r"^ckpt-(\d+)$")
 META_FILE = "meta.json"
@@ -85,6 +86,7 @@ class CheckpointManager:
         try:
             self.checkpoint.write(str(tmp / PREFIX))
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            fault_point("checkpoint.write")
             final = atomic.publish(tmp, self.directory / name)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

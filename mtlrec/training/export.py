@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from mtlrec.training import atomic
+from mtlrec.training.faults import fault_point
 
 META_PATH = ("assets.extra", "mtlrec.json")
 _VERSION = re.compile(r"^\d+$")
@@ -158,6 +159,7 @@ def export_model(model, export_root, keep: int = 3, metadata: dict | None = None
         meta_path = tmp.joinpath(*META_PATH)
         meta_path.parent.mkdir(parents=True, exist_ok=True)
         meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+        fault_point("export.write")
         final = atomic.publish(tmp, root / str(version))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

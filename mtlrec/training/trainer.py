@@ -30,6 +30,7 @@ from mtlrec.optimizers import make_optimizer, split_variables
 from mtlrec.tasks import Task
 from mtlrec.training.day_position import DayPosition
 from mtlrec.training.errors import NonFiniteLossError
+from mtlrec.training.faults import fault_point
 from mtlrec.training.tensorboard_log import scalar
 
 logger = logging.getLogger("mtlrec.training")
@@ -291,6 +292,7 @@ class Trainer:
                     )
                 pos.steps += 1
                 pos.batch_in_epoch += 1
+                fault_point("train.step")
                 pos.examples += int(batch)
                 for k, v in {"loss": total, **per_task}.items():
                     pos.loss_sums[k] = pos.loss_sums.get(k, 0.0) + v
