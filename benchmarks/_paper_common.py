@@ -153,8 +153,10 @@ def fit_predict(model, train, rows, eval_features, args, seed):
     return out, seconds
 
 
-def count_params(model):
-    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+def count_params(model, embeddings=True):
+    """Trainable parameters; `embeddings=False` leaves out the embedding tables."""
+    skip = set() if embeddings else {id(v) for v in model.embedding_variables()}
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables if id(v) not in skip))
 
 
 def seed_everything(seed):
@@ -211,6 +213,15 @@ def machine():
     )
 
 
+def tagged(stem, tag):
+    """File stem of a variant run: `stem` or `stem-<tag>`."""
+    return f"{stem}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', tag)}" if tag else stem
+
+
+def section_title(title, tag):
+    return f"{title}: {tag}" if tag else title
+
+
 def write_section(title, body):
     """Put `## title` + body into docs/results.md, replacing an earlier section of the
     same title (created with a short intro when missing)."""
@@ -243,7 +254,7 @@ def pyplot():
 
 def save_figure(fig, name):
     path = plot_path(name)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93) if fig.legends else None)
     fig.savefig(path, dpi=110)
     pyplot().close(fig)
     return os.path.relpath(path, ROOT)
