@@ -34,6 +34,7 @@ def make_dataset(root, days, schema, fmt="parquet", batch_size=1024, shuffle_buf
         skip_batches: drop the first batches of the stream (resume mid-day with the same seed).
 
     `features`: name -> (B,) int64 / string / float32, sequences (B, max_len) padded with -1 / "";
+    nulls, NaN and infinities of a numeric feature read as its declared default;
     `labels`: label name -> (B,) float32, plus the extra columns.
     """
     check_fmt(fmt)
@@ -88,5 +89,9 @@ def _parquet_stream(files, plan, batch_size, shuffle_buffer, seed, repeat, skip_
 @tf.autograph.experimental.do_not_convert  # plain Python loops over columns
 def _features_labels(flat, plan):
     features = {c.name: flat[c.name] for c in plan if c.role == "feature"}
+    for c in plan:  # NaN / inf in a numeric feature reads as its default (validate_day counts them)
+        if c.role == "feature" and c.kind == "float32":
+            x = features[c.name]
+            features[c.name] = tf.where(tf.math.is_finite(x), x, tf.constant(c.fill, x.dtype))
     labels = {c.name: flat[c.name] for c in plan if c.role in ("label", "extra") or c.also_label}
     return features, labels

@@ -25,7 +25,11 @@ _ACCEPTED = {
 _TF = {"int64": tf.int64, "float": tf.float32, "bytes": tf.string}
 
 
-def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion"),)):
+NON_FINITE = ("replace", "refuse")
+
+
+def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion"),),
+                 non_finite="replace", counts=None):
     """Check partition `day` under `root`; raise `DataValidationError` naming file and column.
 
     Checked: the day exists and has rows; every file opens and reads to the end (not
@@ -33,18 +37,24 @@ def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion
     have no nulls; binary labels are 0/1, multiclass labels integers in [0, num_classes),
     regression labels finite; for each `(parent, child)` in `funnel` whose columns are both
     schema labels, no row has child = 1 with parent = 0 (e.g. a conversion without a click).
-    Nulls in features are fine: they read as the declared default.
+    Nulls in features are fine: they read as the declared default. NaN or infinite values in
+    a numeric feature are counted into `counts` (column -> number, when a dict is given)
+    with `non_finite="replace"` (the readers turn them into the feature's default), and
+    refused with `non_finite="refuse"`.
 
     Returns the number of rows of the day.
     """
     check_fmt(fmt)
+    if non_finite not in NON_FINITE:
+        raise ValueError(f"Expected non_finite to be one of {NON_FINITE}. Received: non_finite={non_finite!r}")
+    counts = {} if counts is None else counts
     s = Schema.from_dict(schema)
     pairs = _funnel_pairs(funnel, s)
     plan = column_plan(s)
     rows = 0
     for path in day_files(root, day, fmt):
         scan = _scan_parquet if fmt == "parquet" else _scan_tfrecord
-        rows += scan(path, plan, s, pairs)
+        rows += scan(path, plan, s, pairs, _NonFinite(non_finite, counts))
     if rows == 0:
         raise DataValidationError(f"day {day} is empty: its files hold no rows", file=day_dir(root, day))
     return rows
@@ -88,7 +98,30 @@ def _check_labels(path, labels, schema, pairs, first_row):
                 file=path, column=child)
 
 
-def _scan_parquet(path, plan, schema, pairs):
+class _NonFinite:
+    """Counts (or refuses) NaN / infinite values of numeric features."""
+
+    def __init__(self, policy, counts):
+        self.policy, self.counts = policy, counts
+
+    def check(self, path, column, values, first_row):
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            return
+        n = int(bad.sum())
+        if self.policy == "refuse":
+            i = int(np.flatnonzero(bad)[0])
+            raise DataValidationError(
+                f"{n} non-finite value(s) in a numeric feature (first {values[i]} at row {first_row + i}); "
+                f"expected finite numbers (data.non_finite_numeric: refuse)", file=path, column=column)
+        self.counts[column] = self.counts.get(column, 0) + n
+
+
+def _numeric_features(plan):
+    return [c for c in plan if c.role == "feature" and c.kind == "float32"]
+
+
+def _scan_parquet(path, plan, schema, pairs, non_finite):
     pf = parquet_reader.open_parquet(path)
     local = parquet_reader.resolve_plan(plan, pf.schema_arrow, path)
     columns = [c.name for c in local]
@@ -98,6 +131,9 @@ def _scan_parquet(path, plan, schema, pairs):
             batch = parquet_reader.normalize_batch(batch, local, path)  # types, null labels
             labels = {c.name: batch.column(c.name).to_numpy(zero_copy_only=False) for c in local if c.role == "label"}
             _check_labels(path, labels, schema, pairs, rows)
+            for c in _numeric_features(local):
+                values = batch.column(c.name).to_numpy(zero_copy_only=False)
+                non_finite.check(path, c.name, values, rows)
             rows += batch.num_rows
     except DataValidationError:
         raise
@@ -108,7 +144,7 @@ def _scan_parquet(path, plan, schema, pairs):
     return rows
 
 
-def _scan_tfrecord(path, plan, schema, pairs):
+def _scan_tfrecord(path, plan, schema, pairs, non_finite):
     kinds = peek_kinds(path)
     spec = {}
     for col in plan:
@@ -155,6 +191,14 @@ def _scan_tfrecord(path, plan, schema, pairs):
                     raise DataValidationError(f"{int((lengths == 0).sum())} null label value(s) (first at row {rows + i})",
                                               file=path, column=col.name)
                 labels[col.name] = parsed[col.name].flat_values.numpy().astype(np.float64)
+            elif col.kind == "float32" and kinds.get(col.name) == "float":
+                present = np.flatnonzero(lengths == 1)  # rows that hold a value
+                values = parsed[col.name].flat_values.numpy()
+                bad = ~np.isfinite(values)
+                if bad.any():
+                    rows_of = np.full(n, 0.0, dtype=np.float32)
+                    rows_of[present] = values
+                    non_finite.check(path, col.name, rows_of, rows)
         _check_labels(path, labels, schema, pairs, rows)
         rows += n
     for col in plan:

@@ -12,7 +12,7 @@ Sections (see the README for every key)::
     name: esmm_synthetic
     run_dir: ../runs/esmm            # default: runs/<name> next to the config
     data: {root: ../data, format: parquet, train_days: "2024-01-01:2024-01-02",
-           eval_day: null, funnel: [[click, conversion]]}
+           eval_day: null, funnel: [[click, conversion]], non_finite_numeric: replace}
     schema: {...}                    # mtlrec.schema.Schema.from_dict
     tasks: [{name: ctr, label: click}, {name: cvr, label: conversion, parent: ctr}]
     model: {type: esmm, <hyperparameters>, interaction: null}
@@ -223,6 +223,9 @@ class DataConfig:
     train_days: Any = _field(None, _optional(_days), '"A:B", a day or a list')
     eval_day: str | None = _field(None, _optional(_day), "default day of `evaluate`")
     funnel: list = _field([["click", "conversion"]], _funnel)
+    non_finite_numeric: str = _field(
+        "replace", _choice("replace", "refuse"), "NaN/inf in a numeric feature: default + count, or error"
+    )
 
 
 @dataclasses.dataclass

@@ -34,8 +34,9 @@ import yaml
 
 from mtlrec.training import atomic
 from mtlrec.training.errors import RunError
+from mtlrec.training.faults import fault_point
 from mtlrec.training.metrics_log import metric_rows, write_day_metrics
-from mtlrec.training.run_state import RunState
+from mtlrec.training.run_state import STATE_FILE, RunState
 
 logger = logging.getLogger("mtlrec.training")
 
@@ -135,15 +136,26 @@ class Experiment:
 
     def _validate(self, days) -> None:
         data = _data()
+        self._non_finite = {}
         for day in days:
             logger.info("validating day %s", day)
+            counts = {}
             data.validate_day(
                 self.config.data.root,
                 day,
                 self.config.schema,
                 fmt=self.config.data.format,
                 funnel=tuple(tuple(p) for p in self.config.data.funnel),
+                non_finite=self.config.data.non_finite_numeric,
+                counts=counts,
             )
+            if counts:
+                logger.warning(
+                    "day %s: NaN/infinite numeric values replaced by the feature default: %s",
+                    day,
+                    ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+                )
+            self._non_finite[day] = counts
 
     def _resolved_schema(self, first_day: str | None) -> dict:
         """The schema the model is built with: saved in the run, or the config's with stats."""
@@ -192,6 +204,39 @@ class Experiment:
             self.checkpoint_dir, self.trainer.checkpoint, keep=2, is_chief=self.trainer.is_chief
         )
         return self.trainer
+
+    @contextlib.contextmanager
+    def _writing(self, what: str):
+        """A failed write (disk full, read-only or vanished directory) as one clear ``RunError``."""
+        import tensorflow as tf
+
+        try:
+            yield
+        except (OSError, tf.errors.OpError) as err:
+            reason = getattr(err, "strerror", None) or getattr(err, "message", None) or str(err)
+            reason = " ".join(str(reason).split())[:300]
+            where = getattr(err, "filename", None)
+            raise RunError(
+                f"{self.run_dir}: could not write {what}{f' ({where})' if where else ''}: {reason}; "
+                f"is the disk full or the run directory not writable? {self._last_good()}"
+            ) from None
+
+    def _last_good(self) -> str:
+        """What is still there after a failed write (for the error message)."""
+        from mtlrec.training.checkpoints import CheckpointManager
+        from mtlrec.training.export import versions
+
+        try:
+            latest = CheckpointManager(self.checkpoint_dir, None, is_chief=False).latest()
+            found = versions(self.export_dir)
+        except (OSError, RunError):
+            return "The run directory could not be read back."
+        checkpoint = latest[0].name if latest else "none"
+        export = str(found[-1]) if found else "none"
+        return (
+            f"Unchanged: the last good checkpoint ({checkpoint}) and export (version {export}); "
+            f"run the same command again once the disk has room"
+        )
 
     def _restore_latest(self) -> dict | None:
         latest = self.checkpoints.latest()
@@ -313,18 +358,18 @@ class Experiment:
             interrupted = None
 
         chief = self.trainer.is_chief
-        if chief:
-            if not (self.run_dir / SCHEMA_FILE).exists():
-                atomic.write_json(self.run_dir / SCHEMA_FILE, schema)
-            atomic.write_text(
-                self.run_dir / "config.yaml",
-                yaml.safe_dump(self.config.to_dict(), sort_keys=False),
-            )
         pending = state.begin(days, force)
         state.data["name"] = self.config.name
         state.data["model_type"] = self.config.model.get("type")
         if chief:
-            state.save()
+            with self._writing("the run's schema, config and state"):
+                if not (self.run_dir / SCHEMA_FILE).exists():
+                    atomic.write_json(self.run_dir / SCHEMA_FILE, schema)
+                atomic.write_text(
+                    self.run_dir / "config.yaml",
+                    yaml.safe_dump(self.config.to_dict(), sort_keys=False),
+                )
+                state.save()
 
         results = []
         for i, d in enumerate(to_train):
@@ -347,7 +392,8 @@ class Experiment:
             results.append(entry)
         state.finish()
         if chief:
-            state.save()
+            with self._writing(STATE_FILE):
+                state.save()
         self._close_writer()
         return results
 
@@ -369,7 +415,8 @@ class Experiment:
         meta["global_step"] = int(self.trainer.global_step.numpy())
         meta["command"] = command_id
         meta["written_at"] = _now()
-        path = self.checkpoints.save(meta)
+        with self._writing(f"a checkpoint (day {position.day}, step {position.steps} of the day)"):
+            path = self.checkpoints.save(meta)
         if path is not None:
             logger.info(
                 "checkpoint %s (day %s, step %d of the day)", path.name, position.day, position.steps
@@ -390,14 +437,18 @@ class Experiment:
         step = int(self.trainer.global_step.numpy())
         evaluation = None
         if chief:
-            self._save_keras()
+            with self._writing(MODEL_FILE):
+                self._save_keras()
             if eval_day is not None:
                 evaluation = self._evaluate(eval_day)
-                self._write_calibration(day, eval_day, evaluation)
-            rows = metric_rows(day, step, evaluation, position.mean_losses())
-            write_day_metrics(self.run_dir, day, rows)
-            self._tensorboard(step, evaluation, position.mean_losses())
-        version = self._export(trained_days=state.trained_days + [day], day=day)
+            with self._writing(f"the metrics of day {day}"):
+                if evaluation is not None:
+                    self._write_calibration(day, eval_day, evaluation)
+                rows = metric_rows(day, step, evaluation, position.mean_losses())
+                write_day_metrics(self.run_dir, day, rows)
+                self._tensorboard(step, evaluation, position.mean_losses())
+        with self._writing(f"the export of day {day}"):
+            version = self._export(trained_days=state.trained_days + [day], day=day)
         entry = state.record_day(
             day,
             steps=position.steps,
@@ -405,10 +456,13 @@ class Experiment:
             global_step=step,
             eval_day=eval_day,
             export_version=None if version is None else int(version.name),
+            non_finite_replaced=dict(getattr(self, "_non_finite", {}).get(day) or {}),
         )
         state.mark_done(day)
         if chief:
-            state.save()
+            with self._writing(STATE_FILE):
+                state.save()
+        fault_point("day.done")
         summary = ""
         if evaluation is not None:
             summary = " ".join(
@@ -449,7 +503,8 @@ class Experiment:
         with self._locked():
             meta = self._load_trained()
             state = RunState.load(self.run_dir)
-            return self._export(trained_days=state.trained_days, day=meta.get("day"))
+            with self._writing("the export"):
+                return self._export(trained_days=state.trained_days, day=meta.get("day"))
 
     # ------------------------------------------------------------ after a day
 
