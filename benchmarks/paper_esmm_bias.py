@@ -52,13 +52,15 @@ def run_repeat(repeat, relatedness, args):
     clicked = np.flatnonzero(tl["click"] == 1)
     towers = [args.tower_units, args.tower_units // 2]
     results, seeds = {}, 100 * repeat
+    inter = None if args.interaction == "none" else {"type": args.interaction}
 
     def train_model(model, rows, seed):
         return pc.fit_predict(model, train, rows, ef, args, seed)
 
     everything = np.arange(len(tl["click"]))
     pc.seed_everything(seeds + 1)
-    ctr = SingleTask(schema, [{"name": "ctr", "label": "click"}], tower_units=towers, seed=seeds + 1)
+    ctr = SingleTask(schema, [{"name": "ctr", "label": "click"}], tower_units=towers,
+                     interaction=inter, seed=seeds + 1)
     pctr = train_model(ctr, everything, seeds + 1)[0]["ctr"]
 
     cvr_task = [{"name": "cvr", "label": "conversion", "sample_space": "click"}]
@@ -70,11 +72,11 @@ def run_repeat(repeat, relatedness, args):
     preds, seconds = {}, {}
     for i, name in enumerate(rows):
         pc.seed_everything(seeds + 2 + i)
-        model = SingleTask(schema, cvr_task, tower_units=towers, seed=seeds + 2)
+        model = SingleTask(schema, cvr_task, tower_units=towers, interaction=inter, seed=seeds + 2)
         out, seconds[name] = train_model(model, rows[name], seeds + 2 + i)
         preds[name] = (out["cvr"], out["cvr"] * pctr)
     pc.seed_everything(seeds + 5)
-    esmm = ESMM(schema, tower_units=towers, seed=seeds + 5)
+    esmm = ESMM(schema, tower_units=towers, interaction=inter, seed=seeds + 5)
     out, seconds["ESMM"] = train_model(esmm, everything, seeds + 5)
     preds["ESMM"] = (out["cvr"], out["ctcvr"])
 
@@ -114,6 +116,8 @@ def main():
     ap.add_argument("--oversample", type=int, default=5, help="copies of each converted click")
     ap.add_argument("--tower-units", type=int, default=64, help="towers: [u, u/2]")
     ap.add_argument("--dim", type=int, default=8, help="embedding dim")
+    ap.add_argument("--interaction", choices=["none", "fm"], default="none",
+                    help="models' interaction block: fm adds the FM bi-interaction of the id embeddings")
     ap.add_argument("--num-users", type=int, default=10000, help="funnel world: users")
     ap.add_argument("--num-items", type=int, default=5000, help="funnel world: items")
     ap.add_argument("--tag", default="",
@@ -178,13 +182,13 @@ def main():
 
     body = f"""
 `benchmarks/paper_esmm_bias.py`: Ma et al., SIGIR 2018. Synthetic funnel
-(`generate_funnel`, default world: 10,000 users, 5,000 items, base CTR 0.08, base CVR
-0.15), {args.rows:,} impressions on the training day and as many on the evaluation day
+(`generate_funnel`, base CTR 0.08, base CVR 0.15), {args.rows:,} impressions on the training day and as many on the evaluation day
 (the next day), {args.repeats} repeats with fresh data and initialisation. Features:
 {", ".join(FEATURES)} (embedding dim {args.dim}); towers [{args.tower_units}, {args.tower_units // 2}];
 Adam lr {args.learning_rate}, batch {args.batch_size}, {args.epochs} epochs over each model's own
 training rows. BASE = `SingleTask` CVR on clicked rows only; oversampling copies each
-converted click {args.oversample}x; ESMM = `mtlrec.models.ESMM`. BASE's CTCVR uses a separate
+converted click {args.oversample}x; ESMM = `mtlrec.models.ESMM`. Interaction block:
+{args.interaction}; world: {args.num_users:,} users, {args.num_items:,} items. BASE's CTCVR uses a separate
 `SingleTask` CTR model. "vs true pCVR" is `mtlrec.metrics.truth_auc` over all
 impressions (the expected AUC against conversions drawn from the true pCVR as if every
 impression were clicked); "vs drawn conversions" is one such draw.
