@@ -230,16 +230,21 @@ def main():
     parser.add_argument("--tiny-vocab", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--num-batches", type=int, default=16, help="distinct batches, cycled")
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps (at least)")
+    parser.add_argument("--warmup-seconds", type=float, default=5.0,
+                        help="untimed seconds (at least): the first tens of steps after "
+                             "tracing are slower (first touches of the slot memory, caches)")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per window (at least)")
     parser.add_argument("--min-seconds", type=float, default=4.0, help="timed seconds per window")
     parser.add_argument("--rounds", type=int, default=3, help="timed windows per configuration")
     parser.add_argument("--quick", action="store_true",
-                        help="fewer steps: --warmup 3 --steps 5 --min-seconds 2 --rounds 2")
+                        help="fewer steps: --warmup 3 --warmup-seconds 3 --steps 5 "
+                             "--min-seconds 2 --rounds 3")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.quick:
-        args.warmup, args.steps, args.min_seconds, args.rounds = 3, 5, 2.0, 2
+        args.warmup, args.warmup_seconds, args.steps, args.min_seconds, args.rounds = (
+            3, 3.0, 5, 2.0, 3)
 
     models = [m for m in args.models.split(",") if m]
     systems = [s for s in args.systems.split(",") if s]
@@ -268,8 +273,10 @@ def main():
                 else:
                     optimizer = "lazy_adam" if system == "mtlrec lazy" else "adam"
                     run, n, obj = mtlrec_runner(model, kind, optimizer, args, batches)
-                for i in range(args.warmup):
+                i, start = 0, time.perf_counter()
+                while i < args.warmup or time.perf_counter() - start < args.warmup_seconds:
                     np.asarray(run(i))
+                    i += 1
                 runners[kind, system] = (run, obj)
                 params[model, kind, system] = n
         for _ in range(args.rounds):
@@ -289,7 +296,8 @@ def main():
           f"before / {load_after[0]:.2f} after | Python {platform.python_version()}, "
           f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"deepctr {deepctr_info if have_deepctr else 'not installed'}")
-    print(f"batch {args.batch_size}; each configuration: {args.warmup} warm-up steps, then "
+    print(f"batch {args.batch_size}; each configuration: >= {args.warmup} warm-up steps and "
+          f">= {args.warmup_seconds:g} s, then "
           f"{args.rounds} windows of >= {args.steps} steps and >= {args.min_seconds:g} s, "
           f"median reported; total {time.perf_counter() - started:.0f} s")
     print()
