@@ -168,7 +168,7 @@ def main():
     ax.set_title(f"Seesaw check, relatedness {args.relatedness} ({args.repeats} runs; small dots: runs)",
                  fontsize=10)
     ax.text(0.98, 0.98, "gains on both", transform=ax.transAxes, ha="right", va="top", color="gray")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     plot = pc.save_figure(fig, pc.tagged("paper_ple_seesaw", args.tag) + ".png")
 
