@@ -49,7 +49,11 @@ def _knob(text: str):
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as err:  # e.g. a !!python tag: refused by the safe loader
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise argparse.ArgumentTypeError(f"{key.strip()}: not a plain YAML value ({problem})") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,10 +177,17 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    from mtlrec.training.trainer import cluster_from_env, make_strategy
+
+    # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything (reading the
+    # config builds optimizers), so a TF_CONFIG cluster is joined first.
+    strategy = make_strategy("multi_worker") if cluster_from_env() else None
     from mtlrec.training.experiment import Experiment
 
     config = _load(args.config)
-    experiment = Experiment(config, run_dir=args.run_dir)
+    if strategy is None and config.training.strategy != "auto":
+        strategy = make_strategy(config.training.strategy)
+    experiment = Experiment(config, run_dir=args.run_dir, strategy=strategy)
     entries = experiment.train(day=args.day, days=args.days, force=args.force)
     for entry in entries:
         print(

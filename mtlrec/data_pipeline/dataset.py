@@ -14,7 +14,7 @@ def _check_int(name, value, minimum):
 
 
 def make_dataset(root, days, schema, fmt="parquet", batch_size=1024, shuffle_buffer=0, seed=None,
-                 deterministic=False, extra_columns=(), repeat=False, skip_batches=0):
+                 deterministic=False, extra_columns=(), repeat=False, skip_batches=0, shard=None):
     """Batches `(features, labels)` of the day partitions `days` under `root`.
 
     Args:
@@ -32,6 +32,8 @@ def make_dataset(root, days, schema, fmt="parquet", batch_size=1024, shuffle_buf
             own names, in their stored type (int64 / float32 / string; nulls 0 / NaN / "").
         repeat: cycle over the days forever.
         skip_batches: drop the first batches of the stream (resume mid-day with the same seed).
+        shard: `(index, count)`: read only files index, index + count, ... of the days (one
+            worker's share of a multi-worker run); None reads every file.
 
     `features`: name -> (B,) int64 / string / float32, sequences (B, max_len) padded with -1 / "";
     nulls, NaN and infinities of a numeric feature read as its declared default;
@@ -44,6 +46,12 @@ def make_dataset(root, days, schema, fmt="parquet", batch_size=1024, shuffle_buf
     if seed is None and deterministic:
         seed = 0
     files = [f for day in resolve_days(root, days) for f in day_files(root, day, fmt)]
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count or len(files) < count:
+            raise ValueError(f"Expected shard (index, count) with 0 <= index < count <= {len(files)} files. "
+                             f"Received: shard={shard!r}")
+        files = files[index::count]
     plan = column_plan(schema, extra_columns)
     options = tf.data.Options()
     # order may vary only where randomness was asked for anyway: shuffling without a seed

@@ -20,7 +20,8 @@ Sections (see the README for every key)::
                 embedding: {name: lazy_adam, learning_rate: 0.001}}
     loss_weighting: {type: fixed}
     training: {batch_size: 1024, epochs_per_day: 1, steps_per_day: null,
-               checkpoint_every: 1000, seed: 0, shuffle_buffer: 10000, log_every: 100}
+               checkpoint_every: 1000, seed: 0, shuffle_buffer: 10000, log_every: 100,
+               strategy: auto}
     evaluation: {batch_size: 4096, extras: [user_id, true_ctr, true_cvr]}
     export: {keep: 3}
 """
@@ -239,6 +240,9 @@ class TrainingConfig:
     seed: int = _field(0, _non_negative_int)
     shuffle_buffer: int = _field(10000, _non_negative_int)
     log_every: int = _field(100, _positive_int)
+    strategy: str = _field(
+        "auto", _choice("auto", "default", "mirrored", "multi_worker"), "tf.distribute strategy"
+    )
 
 
 @dataclasses.dataclass
@@ -558,7 +562,7 @@ def config_from_dict(data, source=None, lines=None, base_dir=None) -> Experiment
 def _parse(text: str, source) -> tuple[list, list]:
     try:
         documents = list(yaml.safe_load_all(text))
-        nodes = list(yaml.compose_all(text))
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         line = None if mark is None else mark.line + 1

@@ -137,10 +137,11 @@ class Experiment:
     def _validate(self, days) -> None:
         data = _data()
         self._non_finite = {}
+        self._rows = {}
         for day in days:
             logger.info("validating day %s", day)
             counts = {}
-            data.validate_day(
+            self._rows[day] = data.validate_day(
                 self.config.data.root,
                 day,
                 self.config.schema,
@@ -266,25 +267,56 @@ class Experiment:
     # ------------------------------------------------------------ datasets
 
     def _train_dataset(self, day: str):
+        from mtlrec.training import sharding as shards
         from mtlrec.training.trainer import day_seed
 
         training = self.config.training
         schema = self.trainer.schema
+        sharding = self.trainer.sharding
 
-        def make(epoch: int, skip: int):
+        def make(epoch: int, skip: int, **kwargs):
+            kwargs.setdefault("batch_size", training.batch_size)
             return _data().make_dataset(
                 self.config.data.root,
                 [day],
                 schema,
                 fmt=self.config.data.format,
-                batch_size=training.batch_size,
                 shuffle_buffer=training.shuffle_buffer,
                 seed=day_seed(training.seed, day, epoch),
                 deterministic=True,
                 skip_batches=skip,
+                **kwargs,
             )
 
-        return make
+        if not sharding.active:
+            return make
+        try:
+            per_worker = shards.per_worker_batch(training.batch_size, sharding)
+        except ValueError as err:
+            from mtlrec.training.config import config_error
+
+            raise config_error(self.config, "training.batch_size", str(err)) from None
+        from mtlrec.data_pipeline.partitions import day_files
+
+        files = day_files(self.config.data.root, day, self.config.data.format)
+        if shards.mode(len(files), sharding) == "record":
+            logger.info(
+                "day %s: %d file(s) for %d workers: sharded by record (worker %d keeps its "
+                "slice of each global batch)", day, len(files), sharding.count, sharding.index
+            )
+            return lambda epoch, skip: shards.record_slice(make(epoch, skip), sharding)
+        steps = shards.steps_per_pass(self._rows[day], training.batch_size)
+        logger.info(
+            "day %s: %d files for %d workers: sharded by file (worker %d reads %d of them, "
+            "%d steps of %d rows)", day, len(files), sharding.count, sharding.index,
+            len(files[sharding.index::sharding.count]), steps, per_worker,
+        )
+        # each pass over a worker's files ends with a short batch: rebatch the cycled stream
+        # so every step is a full share, then skip the steps done (a resumed day)
+        return lambda epoch, skip: make(
+            epoch, 0, batch_size=per_worker, repeat=True,
+            shard=(sharding.index, sharding.count),
+        ).rebatch(per_worker).skip(skip).take(max(steps - skip, 0))
 
     def _eval_dataset(self, day: str):
         evaluation = self.config.evaluation
@@ -312,6 +344,11 @@ class Experiment:
             DataValidationError: a bad or missing day (before anything is written).
             ConfigError: a model the config cannot build.
         """
+        if self.strategy is None:
+            from mtlrec.training.trainer import cluster_from_env, make_strategy
+
+            if cluster_from_env():  # before TensorFlow runs anything (collectives need it)
+                self.strategy = make_strategy("multi_worker")
         days = self._days(day, days)
         self._plan(RunState.load(self.run_dir), days, force)  # refuse early, before reading data
         # Validate the days and the days they are evaluated on before touching the run dir.

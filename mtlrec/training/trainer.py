@@ -39,16 +39,54 @@ logger = logging.getLogger("mtlrec.training")
 MODEL_WEIGHTINGS = ("fixed", "uncertainty")
 
 
-def make_strategy() -> tf.distribute.Strategy:
-    """``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names a cluster, else the default."""
+#: ``training.strategy`` values.
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+
+
+def cluster_from_env() -> dict:
+    """The ``cluster`` of ``TF_CONFIG`` (empty without one)."""
     tf_config = os.environ.get("TF_CONFIG")
-    if tf_config:
-        try:
-            cluster = json.loads(tf_config).get("cluster", {})
-        except ValueError as err:
-            raise ValueError(f"TF_CONFIG: not valid JSON ({err})") from None
-        if cluster:
-            return tf.distribute.MultiWorkerMirroredStrategy()
+    if not tf_config:
+        return {}
+    try:
+        cluster = json.loads(tf_config).get("cluster") or {}
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"TF_CONFIG: expected a JSON object with a cluster ({err})") from None
+    return cluster
+
+
+def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy of ``training.strategy``.
+
+    ``auto``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names a cluster, else the
+    default (one device). ``mirrored``: ``MirroredStrategy`` over the local GPUs (else the
+    logical CPU devices). ``multi_worker``: ``MultiWorkerMirroredStrategy`` (``TF_CONFIG`` required).
+    A multi-worker strategy must be made before TensorFlow runs anything (the CLI does).
+    """
+    if kind not in STRATEGIES:
+        raise ValueError(f"training.strategy: expected one of {', '.join(STRATEGIES)}, got {kind!r}")
+    cluster = cluster_from_env()
+    if kind == "auto":
+        kind = "multi_worker" if cluster else "default"
+    if kind == "multi_worker":
+        if not cluster:
+            raise ValueError("training.strategy: multi_worker needs TF_CONFIG describing the cluster")
+        from mtlrec.training.sharding import sharding_of
+
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        shard = sharding_of(strategy)
+        logger.info(
+            "MultiWorkerMirroredStrategy: %d workers, this is worker %d%s",
+            shard.count,
+            shard.index,
+            " (chief)" if is_chief(strategy) else "",
+        )
+        return strategy
+    if kind == "mirrored":  # every local GPU, else every (logical) CPU device
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+        logger.info("MirroredStrategy over %d local replicas", strategy.num_replicas_in_sync)
+        return strategy
     return tf.distribute.get_strategy()
 
 
@@ -113,8 +151,16 @@ class Trainer:
         self.config = config
         self.schema = schema
         self.tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(config.tasks)]
-        self.strategy = strategy or make_strategy()
+        from mtlrec.training.sharding import sharding_of
+
+        self.strategy = strategy or make_strategy(getattr(config.training, "strategy", "auto"))
         self.is_chief = is_chief(self.strategy)
+        self.sharding = sharding_of(self.strategy)
+        if self.sharding.active and self.strategy.num_replicas_in_sync != self.sharding.count:
+            raise ValueError(
+                f"training.strategy: a multi-worker run takes one device per worker; found "
+                f"{self.strategy.num_replicas_in_sync} replicas on {self.sharding.count} workers"
+            )
         weighting = dict(config.loss_weighting or {"type": "fixed"})
         in_model = weighting.get("type", "fixed") in MODEL_WEIGHTINGS
         with self.strategy.scope():
@@ -279,8 +325,7 @@ class Trainer:
                 break
             skip = pos.batch_in_epoch if epoch == pos.epoch else 0
             pos.epoch, pos.batch_in_epoch = epoch, skip
-            dataset = make_dataset(epoch, skip)
-            for features, labels in self.strategy.experimental_distribute_dataset(dataset):
+            for features, labels in self._distribute(make_dataset, epoch, skip):
                 total, per_task, batch = self._step_fn(features, labels)
                 total = float(total)
                 per_task = {k: float(v) for k, v in per_task.items()}
@@ -316,6 +361,15 @@ class Trainer:
                     break
         pos.completed = True
         return pos
+
+    def _distribute(self, make_dataset, epoch, skip):
+        """One worker: global batches split over the local replicas. Several workers: each
+        reads its own shard (``mtlrec.training.sharding``), one batch per replica."""
+        if self.sharding.active:
+            return self.strategy.distribute_datasets_from_function(
+                lambda context: make_dataset(epoch, skip)
+            )
+        return self.strategy.experimental_distribute_dataset(make_dataset(epoch, skip))
 
     @staticmethod
     def _log(label, pos, step, loss, per_task, rate):

@@ -2,7 +2,8 @@
 
 The kill comes from the test-only hook ``MTLREC_FAULT_POINT`` (mtlrec/training/faults.py):
 the process SIGKILLs itself the N-th time it reaches the named point, so each moment is hit
-exactly, not by timing luck.
+exactly, not by timing luck. (``_inspect_kill`` also knows ``train.step:3``, a kill between
+two mid-day checkpoints; the suite covers that moment in tests/training/test_resume.py.)
 """
 
 import json
@@ -62,7 +63,9 @@ def _inspect_kill(point, run_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "point", ["train.step:3", "checkpoint.write:2", "export.write:1", "day.done:1"]
+    # a kill mid-day between two checkpoints ("train.step:3" here) is the case of
+    # tests/training/test_resume.py, which kills from outside on seeing a mid-day checkpoint
+    "point", ["checkpoint.write:2", "export.write:1", "day.done:1"]
 )
 def test_killed_run_resumes_to_the_clean_result(point, tmp_path, funnel_root, clean_run, cli, training, capsys):
     clean_dir, clean_scores = clean_run
