@@ -30,9 +30,10 @@ RESULTS_INTRO = """# Reproducing the papers
 Qualitative checks of the models against the findings of the papers they come from,
 on data we can generate (`mtlrec.data_pipeline`). Every section below is written by
 the script it names, with the exact command that made it; rerunning a script
-replaces its section. Runs are kept small (a few minutes each on 2 shared CPU cores),
-so spreads are wide and the numbers are not the papers' numbers: what is checked is
-the direction of each finding. Where a finding does not hold here, the section says
+replaces its section; `--tag NAME` writes a separate variant section (used for the
+investigations). Runs are kept small (about 10 minutes each on 2 CPU cores), so
+spreads are wide and the numbers are not the papers' numbers: what is checked is the
+direction of each finding. Where a finding does not hold here, the section says
 so and what we found about why.
 
 Plots are in `docs/plots/`.
