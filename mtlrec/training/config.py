@@ -223,7 +223,9 @@ class DataConfig:
     format: str = _field("parquet", _choice(*FORMATS))
     train_days: Any = _field(None, _optional(_days), '"A:B", a day or a list')
     eval_day: str | None = _field(None, _optional(_day), "default day of `evaluate`")
-    funnel: list = _field([["click", "conversion"]], _funnel)
+    funnel: list | None = _field(
+        None, _optional(_funnel), "default: [[click, conversion]] when the schema has both labels, else []"
+    )
     non_finite_numeric: str = _field(
         "replace", _choice("replace", "refuse"), "NaN/inf in a numeric feature: default + count, or error"
     )
@@ -482,6 +484,9 @@ def _check_names(config: ExperimentConfig, ctx: _Context) -> None:
         raise ctx.wrap(err, "tasks") from None
 
     labels = [label.name for label in schema.labels]
+    if config.data.funnel is None:  # not set: the click -> conversion funnel where it applies
+        has_both = "click" in labels and "conversion" in labels
+        config.data.funnel = [["click", "conversion"]] if has_both else []
     for i, pair in enumerate(config.data.funnel):
         for j, label in enumerate(pair):
             if label not in labels:

@@ -190,3 +190,20 @@ def test_no_code_is_evaluated(tmp_path):
     with pytest.raises(ConfigError, match="invalid YAML: could not determine a constructor"):
         load_config(write(tmp_path, text))
     assert yaml.safe_load("a: 1") == {"a": 1}
+
+
+def test_funnel_defaults_to_click_conversion_only_when_the_schema_has_both(tmp_path):
+    without = BASE_YAML.replace("  funnel: [[click, conversion]]\n", "")
+    assert load_config(write(tmp_path, without)).data.funnel == [["click", "conversion"]]
+
+    d = yaml.safe_load(without)
+    d["schema"]["labels"] = [{"name": "y_a", "kind": "regression"}, {"name": "y_b", "kind": "regression"}]
+    d["tasks"] = [{"name": "a", "label": "y_a", "kind": "regression"}, {"name": "b", "label": "y_b", "kind": "regression"}]
+    d["model"] = {"type": "shared_bottom", "bottom_units": [8]}
+    d["evaluation"] = {}
+    config = config_from_dict(d, base_dir=tmp_path)
+    assert config.data.funnel == []
+
+    d["data"]["funnel"] = [["click", "conversion"]]  # set explicitly, it is checked
+    with pytest.raises(ConfigError, match=r"data\.funnel\[0\]: 'click' is not a label"):
+        config_from_dict(d, base_dir=tmp_path)
