@@ -48,6 +48,8 @@ class PropertyGatedLSTM(keras.layers.Layer):
     """
 
     _SEED_SALT = "PropertyGatedLSTM"
+    # Sequences of a static length up to this are unrolled; longer or unknown use a scan.
+    MAX_UNROLL = 64
 
     def __init__(
         self,
@@ -179,6 +181,16 @@ class PropertyGatedLSTM(keras.layers.Layer):
             y = ops.where(m, h_new, ops.zeros_like(h_new))
             # keras.ops.scan's TF backend stacks outputs shaped like the carry.
             return (h_next, c_next), (y, c_next)
+
+        steps = items.shape[1]
+        if isinstance(steps, int) and steps <= self.MAX_UNROLL:
+            # A known, short length: unrolled steps avoid the while loop's
+            # per-step overhead, which dominates at small (serving) batches.
+            carry, ys = (zeros, zeros), []
+            for t in range(steps):
+                carry, (y, _) = step(carry, xs[t])
+                ys.append(y)
+            return ops.stack(ys, axis=1) if self.return_sequences else carry[0]
 
         (h_last, _), (ys, _) = ops.scan(step, (zeros, zeros), xs)
         if self.return_sequences:

@@ -273,7 +273,10 @@ class Trainer:
     def _build_step(self):
         strategy = self.strategy
 
-        @tf.function
+        # reduce_retracing: after the first short last batch the step is traced once
+        # with a free batch size, so later epochs' and days' short batches reuse it
+        # instead of each tracing again (13.7 s a time for MMoE on large tables).
+        @tf.function(reduce_retracing=True)
         def step(features, labels):
             total, per_task, batch = strategy.run(self._replica_step, args=(features, labels))
             mean = tf.distribute.ReduceOp.MEAN
