@@ -86,3 +86,42 @@ def check_range(name, value, low, high=None, low_inclusive=True):
         raise ValueError(
             f"Expected {name} to be a number in {bound}. Received: {name}={value!r}"
         )
+
+
+def refuse_gradient_accumulation(optimizer_name, steps):
+    """Raises `ValueError` when `gradient_accumulation_steps` is set: its
+    accumulators would be dense copies of the embedding tables."""
+    if steps is not None:
+        raise ValueError(
+            f"{optimizer_name} does not support gradient accumulation (it would "
+            "need dense accumulators for the embedding tables). Received: "
+            f"gradient_accumulation_steps={steps!r}"
+        )
+
+
+class LazyRowUpdates:
+    """Mixin placed before a Keras optimizer class: dense gradients take that
+    optimizer's own update; an `IndexedSlices` gradient has its duplicate ids
+    summed, and `_row_step(values, ids, variable, lr)` (updating the rows'
+    slots) returns the step for those rows, to which their decoupled weight
+    decay is added before `w_r <- w_r - step`."""
+
+    def _clip_gradients(self, grads):
+        return clip_gradients(self, grads, super()._clip_gradients)
+
+    def _apply_weight_decay(self, variables):
+        # Done per variable in `update_step`, where it is known whether the
+        # gradient is sparse (decay the touched rows only) or dense.
+        return
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not isinstance(gradient, tf.IndexedSlices):
+            decay_dense(self, variable)
+            return super().update_step(gradient, variable, learning_rate)
+        values, ids = dedupe_slices(gradient, variable.dtype)
+        lr = tf.cast(learning_rate, variable.dtype)
+        step = self._row_step(values, ids, variable, lr)
+        decay = decay_rows(self, variable, ids, lr)
+        if decay is not None:
+            step = step + decay
+        self.assign_sub(variable, tf.IndexedSlices(step, ids))

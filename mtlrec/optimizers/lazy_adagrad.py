@@ -3,15 +3,13 @@
 import keras
 import tensorflow as tf
 
+from mtlrec.optimizers._sparse import LazyRowUpdates
 from mtlrec.optimizers._sparse import check_range
-from mtlrec.optimizers._sparse import clip_gradients
-from mtlrec.optimizers._sparse import decay_dense
-from mtlrec.optimizers._sparse import decay_rows
-from mtlrec.optimizers._sparse import dedupe_slices
+from mtlrec.optimizers._sparse import refuse_gradient_accumulation
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
-class LazyAdagrad(keras.optimizers.Adagrad):
+class LazyAdagrad(LazyRowUpdates, keras.optimizers.Adagrad):
     """Adagrad with row-sparse updates for `tf.IndexedSlices` gradients.
 
     For an embedding gradient, duplicate ids are summed first, then only the
@@ -56,12 +54,7 @@ class LazyAdagrad(keras.optimizers.Adagrad):
     ):
         check_range("initial_accumulator_value", initial_accumulator_value, 0.0)
         check_range("epsilon", epsilon, 0.0)
-        if gradient_accumulation_steps is not None:
-            raise ValueError(
-                "LazyAdagrad does not support gradient accumulation (it would "
-                "need dense accumulators for the embedding tables). Received: "
-                f"gradient_accumulation_steps={gradient_accumulation_steps!r}"
-            )
+        refuse_gradient_accumulation("LazyAdagrad", gradient_accumulation_steps)
         super().__init__(
             learning_rate=learning_rate,
             initial_accumulator_value=initial_accumulator_value,
@@ -79,27 +72,8 @@ class LazyAdagrad(keras.optimizers.Adagrad):
             **kwargs,
         )
 
-    def _clip_gradients(self, grads):
-        return clip_gradients(self, grads, super()._clip_gradients)
-
-    def _apply_weight_decay(self, variables):
-        # Done per variable in `update_step`, where it is known whether the
-        # gradient is sparse (decay the touched rows only) or dense.
-        return
-
-    def update_step(self, gradient, variable, learning_rate):
-        if not isinstance(gradient, tf.IndexedSlices):
-            decay_dense(self, variable)
-            return super().update_step(gradient, variable, learning_rate)
-
-        dtype = variable.dtype
-        values, ids = dedupe_slices(gradient, dtype)
-        lr = tf.cast(learning_rate, dtype)
+    def _row_step(self, values, ids, variable, lr):
         accumulator = self._accumulators[self._get_variable_index(variable)]
         acc_rows = tf.gather(accumulator.value, ids) + tf.square(values)
         self.assign(accumulator, tf.IndexedSlices(acc_rows, ids))
-        step = (lr * values) / tf.sqrt(acc_rows + self.epsilon)
-        decay = decay_rows(self, variable, ids, lr)
-        if decay is not None:
-            step = step + decay
-        self.assign_sub(variable, tf.IndexedSlices(step, ids))
+        return (lr * values) / tf.sqrt(acc_rows + self.epsilon)

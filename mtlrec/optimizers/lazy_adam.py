@@ -3,15 +3,13 @@
 import keras
 import tensorflow as tf
 
+from mtlrec.optimizers._sparse import LazyRowUpdates
 from mtlrec.optimizers._sparse import check_range
-from mtlrec.optimizers._sparse import clip_gradients
-from mtlrec.optimizers._sparse import decay_dense
-from mtlrec.optimizers._sparse import decay_rows
-from mtlrec.optimizers._sparse import dedupe_slices
+from mtlrec.optimizers._sparse import refuse_gradient_accumulation
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
-class LazyAdam(keras.optimizers.Adam):
+class LazyAdam(LazyRowUpdates, keras.optimizers.Adam):
     """Adam with lazy (row-sparse) updates for `tf.IndexedSlices` gradients.
 
     An embedding lookup yields a gradient for the looked-up rows only
@@ -72,12 +70,7 @@ class LazyAdam(keras.optimizers.Adam):
         check_range("beta_1", beta_1, 0.0, 1.0)
         check_range("beta_2", beta_2, 0.0, 1.0)
         check_range("epsilon", epsilon, 0.0)
-        if gradient_accumulation_steps is not None:
-            raise ValueError(
-                "LazyAdam does not support gradient accumulation (it would need "
-                "dense accumulators for the embedding tables). Received: "
-                f"gradient_accumulation_steps={gradient_accumulation_steps!r}"
-            )
+        refuse_gradient_accumulation("LazyAdam", gradient_accumulation_steps)
         super().__init__(
             learning_rate=learning_rate,
             beta_1=beta_1,
@@ -97,22 +90,8 @@ class LazyAdam(keras.optimizers.Adam):
             **kwargs,
         )
 
-    def _clip_gradients(self, grads):
-        return clip_gradients(self, grads, super()._clip_gradients)
-
-    def _apply_weight_decay(self, variables):
-        # Done per variable in `update_step`, where it is known whether the
-        # gradient is sparse (decay the touched rows only) or dense.
-        return
-
-    def update_step(self, gradient, variable, learning_rate):
-        if not isinstance(gradient, tf.IndexedSlices):
-            decay_dense(self, variable)
-            return super().update_step(gradient, variable, learning_rate)
-
+    def _row_step(self, values, ids, variable, lr):
         dtype = variable.dtype
-        values, ids = dedupe_slices(gradient, dtype)
-        lr = tf.cast(learning_rate, dtype)
         local_step = tf.cast(self.iterations + 1, dtype)
         beta_1_power = tf.pow(tf.cast(self.beta_1, dtype), local_step)
         beta_2_power = tf.pow(tf.cast(self.beta_2, dtype), local_step)
@@ -134,8 +113,4 @@ class LazyAdam(keras.optimizers.Adam):
             v_rows = tf.maximum(tf.gather(v_hat.value, ids), v_rows)
             self.assign(v_hat, tf.IndexedSlices(v_rows, ids))
 
-        step = (m_rows * alpha) / (tf.sqrt(v_rows) + self.epsilon)
-        decay = decay_rows(self, variable, ids, lr)
-        if decay is not None:
-            step = step + decay
-        self.assign_sub(variable, tf.IndexedSlices(step, ids))
+        return (m_rows * alpha) / (tf.sqrt(v_rows) + self.epsilon)
