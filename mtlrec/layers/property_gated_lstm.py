@@ -155,30 +155,30 @@ class PropertyGatedLSTM(keras.layers.Layer):
         step_mask = ops.expand_dims(mask, -1)
         items = ops.where(step_mask, items, ops.zeros_like(items))
         props = ops.where(step_mask, props, ops.zeros_like(props))
-        # Input projections for all steps at once; only U h_{t-1} stays in the loop.
-        x_proj = ops.matmul(items, self.kernel) + self.bias  # (B, T, 4u)
-        p_proj = ops.matmul(props, self.property_kernel)  # (B, T, 3u)
-        # One time-major tensor [x_proj | p_proj | mask]: keras.ops.scan on
-        # the TF backend fails for several `xs` when T is unknown.
-        mask_f = ops.expand_dims(ops.cast(mask, x_proj.dtype), -1)
-        xs = ops.transpose(ops.concatenate([x_proj, p_proj, mask_f], -1), (1, 0, 2))
+        # All input projections at once; only U h_{t-1} stays in the loop. The
+        # property term has no candidate block: zeros there give one (B, T, 4u)
+        # pre-activation, so a step is one add, one sigmoid over all four blocks
+        # (the candidate block's sigmoid is unused) and one tanh.
+        p_proj = ops.matmul(props, self.property_kernel)  # (B, T, 3u) [i, f, o]
+        p_full = ops.concatenate(
+            [p_proj[..., : 2 * u], ops.zeros_like(p_proj[..., :u]), p_proj[..., 2 * u :]], -1
+        )
+        x_proj = ops.matmul(items, self.kernel) + self.bias + p_full  # (B, T, 4u)
         batch = ops.shape(items)[0]
         zeros = ops.zeros((batch, u), dtype=x_proj.dtype)
 
-        def step(carry, x_t):
+        def step(carry, x_t, m=None):
             h, c = carry
-            m = x_t[:, 7 * u :] > 0.5
+            if m is None:
+                m = x_t[:, 4 * u :] > 0.5
             z = x_t[:, : 4 * u] + ops.matmul(h, self.recurrent_kernel)
-            p_in = x_t[:, 4 * u : 7 * u]
-            i = ops.sigmoid(z[:, :u] + p_in[:, :u])
-            f = ops.sigmoid(z[:, u : 2 * u] + p_in[:, u : 2 * u])
-            cand = ops.tanh(z[:, 2 * u : 3 * u])
-            o = ops.sigmoid(z[:, 3 * u :] + p_in[:, 2 * u :])
-            c_new = f * c + i * cand
+            gates = ops.sigmoid(z)
+            i, f, o = gates[:, :u], gates[:, u : 2 * u], gates[:, 3 * u :]
+            c_new = f * c + i * ops.tanh(z[:, 2 * u : 3 * u])
             h_new = o * ops.tanh(c_new)
             h_next = ops.where(m, h_new, h)
             c_next = ops.where(m, c_new, c)
-            y = ops.where(m, h_new, ops.zeros_like(h_new))
+            y = ops.where(m, h_new, 0.0)
             # keras.ops.scan's TF backend stacks outputs shaped like the carry.
             return (h_next, c_next), (y, c_next)
 
@@ -186,12 +186,18 @@ class PropertyGatedLSTM(keras.layers.Layer):
         if isinstance(steps, int) and steps <= self.MAX_UNROLL:
             # A known, short length: unrolled steps avoid the while loop's
             # per-step overhead, which dominates at small (serving) batches.
+            x_steps = ops.unstack(x_proj, steps, axis=1)
+            m_steps = ops.unstack(ops.expand_dims(mask, -1), steps, axis=1)
             carry, ys = (zeros, zeros), []
-            for t in range(steps):
-                carry, (y, _) = step(carry, xs[t])
+            for x_t, m_t in zip(x_steps, m_steps):
+                carry, (y, _) = step(carry, x_t, m_t)
                 ys.append(y)
             return ops.stack(ys, axis=1) if self.return_sequences else carry[0]
 
+        # One time-major tensor [x_proj | mask]: keras.ops.scan on the TF
+        # backend fails for several `xs` when T is unknown.
+        mask_f = ops.expand_dims(ops.cast(mask, x_proj.dtype), -1)
+        xs = ops.transpose(ops.concatenate([x_proj, mask_f], -1), (1, 0, 2))
         (h_last, _), (ys, _) = ops.scan(step, (zeros, zeros), xs)
         if self.return_sequences:
             # The scan loses the static shape when T is unknown; restore it.
