@@ -191,7 +191,7 @@ class Trainer:
             weighting=self.weighting,
             global_step=self.global_step,
         )
-        self._step_fn = None
+        self._step_fns = {}
 
     # ------------------------------------------------------------ variables
 
@@ -270,22 +270,32 @@ class Trainer:
         per_task = {name: tf.cast(losses[name], tf.float32) for name in losses}
         return tf.cast(total, tf.float32), per_task, batch
 
-    def _build_step(self):
-        strategy = self.strategy
+    def _build_step(self, element_spec=None):
+        """The ``tf.function`` of one step: ``(features, labels) -> (total, per-task
+        losses, examples, global step)``, all tensors; it also counts ``global_step``.
 
-        # reduce_retracing: after the first short last batch the step is traced once
-        # with a free batch size, so later epochs' and days' short batches reuse it
-        # instead of each tracing again (13.7 s a time for MMoE on large tables).
-        @tf.function(reduce_retracing=True)
+        With ``element_spec`` (a distributed dataset's, whose batch dimension is free)
+        the step is traced once for every batch size, so a day's short last batch does
+        not trace it again (13.7 s a time for MMoE on large tables); without it,
+        ``reduce_retracing`` makes the second batch size the last trace.
+        """
+        strategy = self.strategy
+        global_step = self.global_step
+
         def step(features, labels):
             total, per_task, batch = strategy.run(self._replica_step, args=(features, labels))
             mean = tf.distribute.ReduceOp.MEAN
             total = strategy.reduce(mean, total, axis=None)
             per_task = {k: strategy.reduce(mean, v, axis=None) for k, v in per_task.items()}
             batch = strategy.reduce(tf.distribute.ReduceOp.SUM, batch, axis=None)
-            return total, per_task, batch
+            # Counted in the graph: no eager op and host read of the variable per step.
+            with tf.control_dependencies([global_step.assign_add(1, read_value=False)]):
+                step_count = tf.identity(global_step.read_value())
+            return total, per_task, batch, step_count
 
-        return step
+        if element_spec is None:
+            return tf.function(step, reduce_retracing=True)
+        return tf.function(step, input_signature=list(element_spec))
 
     # ------------------------------------------------------------ a day
 
@@ -317,8 +327,6 @@ class Trainer:
                 checkpointed from that step on.
         """
         training = self.config.training
-        if self._step_fn is None:
-            self._step_fn = self._build_step()
         pos = dataclasses.replace(position, loss_sums=dict(position.loss_sums))
         cap = training.steps_per_day
         last_time, last_examples = time.perf_counter(), pos.examples
@@ -328,12 +336,13 @@ class Trainer:
                 break
             skip = pos.batch_in_epoch if epoch == pos.epoch else 0
             pos.epoch, pos.batch_in_epoch = epoch, skip
-            for features, labels in self._distribute(make_dataset, epoch, skip):
-                total, per_task, batch = self._step_fn(features, labels)
+            dataset = self._distribute(make_dataset, epoch, skip)
+            step_fn = self._step_for(dataset)
+            for features, labels in dataset:
+                total, per_task, batch, step = step_fn(features, labels)
                 total = float(total)
                 per_task = {k: float(v) for k, v in per_task.items()}
-                self.global_step.assign_add(1)
-                step = int(self.global_step.numpy())
+                step = int(step)
                 if not math.isfinite(total):
                     raise NonFiniteLossError(
                         pos.day, step, pos.steps + 1, {"total": total, **per_task}
@@ -364,6 +373,15 @@ class Trainer:
                     break
         pos.completed = True
         return pos
+
+    def _step_for(self, dataset):
+        """The step traced for ``dataset``'s element spec (one trace per spec, reused by
+        every later epoch and day with the same spec)."""
+        spec = dataset.element_spec
+        key = repr(spec)
+        if key not in self._step_fns:
+            self._step_fns[key] = self._build_step(spec)
+        return self._step_fns[key]
 
     def _distribute(self, make_dataset, epoch, skip):
         """One worker: global batches split over the local replicas. Several workers: each

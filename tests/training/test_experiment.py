@@ -99,16 +99,16 @@ def test_non_finite_loss_stops_the_day_and_exports_nothing(write_config, monkeyp
 
     real_build = trainer_module.Trainer._build_step
 
-    def poisoned_build(self):
-        step = real_build(self)
+    def poisoned_build(self, element_spec=None):
+        step = real_build(self, element_spec)
         calls = {"n": 0}
 
         def poisoned(features, labels):
-            total, per_task, batch = step(features, labels)
+            total, per_task, batch, global_step = step(features, labels)
             calls["n"] += 1
             if calls["n"] == 3:
                 total = total * float("nan")
-            return total, per_task, batch
+            return total, per_task, batch, global_step
 
         return poisoned
 
@@ -149,3 +149,19 @@ def test_a_run_directory_is_used_by_one_process_at_a_time(write_config):
         with pytest.raises(RunError, match="another mtlrec process is using this run directory"):
             Experiment(load_config(path)).train(day=DAYS[0])
     assert not (path.parent / "run" / "state.json").exists()
+
+
+def test_the_step_is_traced_once_for_full_and_short_batches(write_config):
+    # 320 rows in batches of 96: three full batches and a short one of 32, on each of two
+    # days; the step's input signature leaves the batch size free, so one trace serves all.
+    path = write_config({"training": {"batch_size": 96}})
+    experiment = Experiment(load_config(path))
+    experiment.train(days=f"{DAYS[0]}:{DAYS[1]}")
+    steps = experiment.trainer._step_fns
+    assert len(steps) == 1
+    (step,) = steps.values()
+    assert step.experimental_get_tracing_count() == 1
+    state = RunState.load(path.parent / "run")
+    assert [e["steps"] for e in state.days] == [4, 4]
+    assert [e["examples"] for e in state.days] == [ROWS, ROWS]
+    assert state.global_step == int(experiment.trainer.global_step.numpy()) == 8
