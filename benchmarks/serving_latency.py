@@ -13,13 +13,15 @@ For DUPN it also times scoring 1,000 candidate items for one user two ways:
 `user_representation` once (the user's profile and behavior history) plus
 `score_items` on the 1,000 candidates with that representation, against
 `serving_default` on 1,000 full rows (the same user's features repeated beside
-each candidate), and checks that both give the same scores. Each path is timed
-twice: as a Python client sees it (one signature call after another; every call
-pays TensorFlow's Python dispatch of its inputs, about 0.5 to 1 ms for DUPN's 18
-user inputs here), and in the graph (`--graph-calls` calls of the loaded
-signatures chained in one `tf.while_loop`, each call's inputs depending on the
-previous call's result, no Python between them), which is what a C++ server such
-as TensorFlow Serving pays per request apart from its RPC.
+each candidate), and checks that both give the same scores; and `score_items`
+alone, for a server that keeps the representation for the user's session.
+Each path is timed twice: as a Python client sees it (one signature call after
+another; every call pays TensorFlow's Python dispatch of its inputs, about 0.5
+to 1 ms for DUPN's 18 user inputs here), and in the graph (`--graph-calls`
+calls of the loaded signatures chained in one `tf.while_loop`, each call's
+inputs depending on the previous call's result, no Python between them), which
+is closer to what a C++ server such as TensorFlow Serving pays per request
+(not measured here: TensorFlow Serving is not installable from PyPI).
 
 `--intra-op-threads` / `--inter-op-threads` set TensorFlow's thread pools (0: its
 default, one thread per core for each), as a server's flags of the same names do.
@@ -182,13 +184,19 @@ def main():
                 rep = users(**{k: inputs[k] for k in user_names})["representation"]
                 return scorer(representation=rep, **{k: inputs[k] for k in item_names})
 
+            rep_one = users(**user_one)["representation"]
+            score_t = call_times(scorer, {"representation": rep_one, **candidates},
+                                 args.candidate_calls)
             split_inputs = {**user_one, **candidates}
             split_g = graph_times(split_graph, split_inputs, args.graph_calls, args.graph_rounds)
+            score_g = graph_times(lambda **c: scorer(representation=rep_one, **c), candidates,
+                                  args.graph_calls, args.graph_rounds)
             full_g = graph_times(serve, full, max(args.graph_calls // 10, 1), args.graph_rounds)
             dupn = (n, statistics.median(split_t), percentile(split_t, 99),
                     statistics.median(full_t), percentile(full_t, 99), max_diff,
                     len(user_names), len(item_names),
-                    statistics.median(split_g), statistics.median(full_g))
+                    statistics.median(split_g), statistics.median(full_g),
+                    statistics.median(score_t), percentile(score_t, 99), statistics.median(score_g))
     load_after = os.getloadavg()
 
     print()
@@ -209,7 +217,8 @@ def main():
         print(f"| {name:<5} | {params / 1e6:5.1f}M | {size / 1e6:13.0f} | {med * 1e3:17.2f} "
               f"| {p99 * 1e3:14.2f} | {rate:21,.0f} |")
     if dupn:
-        n, s_med, s_p99, f_med, f_p99, diff, nu, ni, s_graph, f_graph = dupn
+        (n, s_med, s_p99, f_med, f_p99, diff, nu, ni, s_graph, f_graph,
+         c_med, c_p99, c_graph) = dupn
         print()
         print(f"DUPN, {n:,} candidate items for one user (max |score difference| {diff:.2e}); "
               f"Python client: {args.candidate_calls} calls of each path; in the graph: "
@@ -224,6 +233,9 @@ def main():
         print(f"| user_representation (1 row, {nu} inputs) + score_items ({n:,} rows, "
               f"{ni} item inputs) | {s_med * 1e3:.2f} | {s_p99 * 1e3:.2f} | {f_med / s_med:.1f}x "
               f"| {s_graph * 1e3:.2f} | {f_graph / s_graph:.1f}x |")
+        print(f"| score_items alone (representation cached for the session) | {c_med * 1e3:.2f} "
+              f"| {c_p99 * 1e3:.2f} | {f_med / c_med:.1f}x | {c_graph * 1e3:.2f} "
+              f"| {f_graph / c_graph:.1f}x |")
 
 
 if __name__ == "__main__":
