@@ -158,7 +158,7 @@ class PropertyGatedLSTM(keras.layers.Layer):
         # All input projections at once; only U h_{t-1} stays in the loop. The
         # property term has no candidate block: zeros there give one (B, T, 4u)
         # pre-activation, so a step is one add, one sigmoid over all four blocks
-        # (the candidate block's sigmoid is unused) and one tanh.
+        # (the candidate block's sigmoid is unused) and a tanh of that block.
         p_proj = ops.matmul(props, self.property_kernel)  # (B, T, 3u) [i, f, o]
         p_full = ops.concatenate(
             [p_proj[..., : 2 * u], ops.zeros_like(p_proj[..., :u]), p_proj[..., 2 * u :]], -1
