@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from mtlrec.schema import Schema
+from mtlrec.sparse_reads import gather_rows
 
 
 def hash_ids(ids, num_buckets):
@@ -78,10 +79,10 @@ class FeatureEmbedding(keras.layers.Layer):
 
     def _lookup(self, feature, ids):
         num_buckets, _ = self._schema.table_size(feature)
-        # tf.gather on the tf.Variable is a ResourceGather: it reads only the looked-up rows
-        # (ops.take would read the whole table densely, a full copy per step once a lazy
-        # optimizer has updated it sparsely), and its gradient is IndexedSlices.
-        return tf.gather(self._table(feature).value, hash_ids(ids, num_buckets))
+        # A ResourceGather reads only the looked-up rows (ops.take, or tf.gather on a
+        # mirrored variable, would read the whole table densely: a full copy per step once
+        # a lazy optimizer has updated it sparsely); its gradient is IndexedSlices.
+        return gather_rows(self._table(feature), hash_ids(ids, num_buckets))
 
     @staticmethod
     def _scalar(features, name):

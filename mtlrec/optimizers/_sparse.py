@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from mtlrec.sparse_reads import gather_rows
+
 
 def dedupe_slices(gradient, dtype):
     """Sums the rows of an `IndexedSlices` gradient that share an index.
@@ -71,7 +73,7 @@ def decay_rows(optimizer, variable, ids, lr):
     if optimizer.weight_decay is None or not optimizer._use_weight_decay(variable):
         return None
     wd = tf.cast(optimizer.weight_decay, variable.dtype)
-    return tf.gather(variable, ids) * wd * lr
+    return gather_rows(variable, ids) * wd * lr
 
 
 def check_range(name, value, low, high=None, low_inclusive=True):

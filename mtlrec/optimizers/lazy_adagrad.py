@@ -6,6 +6,7 @@ import tensorflow as tf
 from mtlrec.optimizers._sparse import LazyRowUpdates
 from mtlrec.optimizers._sparse import check_range
 from mtlrec.optimizers._sparse import refuse_gradient_accumulation
+from mtlrec.sparse_reads import gather_rows
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -74,6 +75,6 @@ class LazyAdagrad(LazyRowUpdates, keras.optimizers.Adagrad):
 
     def _row_step(self, values, ids, variable, lr):
         accumulator = self._accumulators[self._get_variable_index(variable)]
-        acc_rows = tf.gather(accumulator.value, ids) + tf.square(values)
+        acc_rows = gather_rows(accumulator, ids) + tf.square(values)
         self.assign(accumulator, tf.IndexedSlices(acc_rows, ids))
         return (lr * values) / tf.sqrt(acc_rows + self.epsilon)

@@ -6,6 +6,7 @@ import tensorflow as tf
 from mtlrec.optimizers._sparse import LazyRowUpdates
 from mtlrec.optimizers._sparse import check_range
 from mtlrec.optimizers._sparse import refuse_gradient_accumulation
+from mtlrec.sparse_reads import gather_rows
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -100,8 +101,8 @@ class LazyAdam(LazyRowUpdates, keras.optimizers.Adam):
         index = self._get_variable_index(variable)
         m = self._momentums[index]
         v = self._velocities[index]
-        m_rows = tf.gather(m.value, ids)
-        v_rows = tf.gather(v.value, ids)
+        m_rows = gather_rows(m, ids)
+        v_rows = gather_rows(v, ids)
         # Same operation order as keras' Adam, so a row updated every step
         # gets exactly the dense result.
         m_rows = m_rows + (values - m_rows) * (1 - self.beta_1)
@@ -110,7 +111,7 @@ class LazyAdam(LazyRowUpdates, keras.optimizers.Adam):
         self.assign(v, tf.IndexedSlices(v_rows, ids))
         if self.amsgrad:
             v_hat = self._velocity_hats[index]
-            v_rows = tf.maximum(tf.gather(v_hat.value, ids), v_rows)
+            v_rows = tf.maximum(gather_rows(v_hat, ids), v_rows)
             self.assign(v_hat, tf.IndexedSlices(v_rows, ids))
 
         return (m_rows * alpha) / (tf.sqrt(v_rows) + self.epsilon)
