@@ -19,7 +19,9 @@ def gather_rows(variable, ids):
     """
     if isinstance(variable, keras.Variable):
         variable = variable.value
-    if isinstance(variable, tf.distribute.DistributedValues):
-        # The same accessor the distributed variable's own `handle` and reads use.
-        variable = variable._get_on_device_or_primary()
+    # The accessor the distributed variable's own `handle` and reads use (TF-internal,
+    # present in every version setup.py admits; without it the read is still correct).
+    local = getattr(variable, "_get_on_device_or_primary", None)
+    if isinstance(variable, tf.distribute.DistributedValues) and local is not None:
+        variable = local()
     return tf.gather(variable, ids)
