@@ -164,8 +164,11 @@ def main():
 
     import tensorflow as tf
 
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from train_throughput import cpu_name
+
     print()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, load "
           f"average {load_before[0]:.2f} before / {load_after[0]:.2f} after | Python "
           f"{platform.python_version()}, TensorFlow {tf.__version__}")
     print(f"ESMM, 2 tables x dim 16, global batch {args.batch_size}, {args.workers} workers on "

@@ -19,6 +19,7 @@ of looking the rows up:
 import argparse
 import os
 import platform
+import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -29,6 +30,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mtlrec.optimizers import make_optimizer  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_throughput import cpu_name  # noqa: E402  (one machine line for all benchmarks)
 
 LABELS = {"lazy_adam": "mtlrec LazyAdam", "adam": "keras Adam",
           "lazy_adagrad": "mtlrec LazyAdagrad", "adagrad": "keras Adagrad"}
@@ -77,17 +81,6 @@ def time_optimizer(name, lookup, args, batches):
         steps += 1
     float(loss)  # wait for the last step
     return steps / (time.perf_counter() - start)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main():
