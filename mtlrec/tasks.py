@@ -9,7 +9,11 @@ the task's loss is computed:
 - ``parent``: the task is a funnel step (ESMM, Ma et al. 2018). The model
   outputs the conditional probability under ``name`` and the product along the
   parent chain under ``joint_name`` (e.g. pCTCVR = pCTR x pCVR); the loss is
-  BCE(joint output, label) over *all* rows.
+  BCE(joint output, label) over *all* rows, computed from the joint's logit.
+
+Beside each binary/multiclass probability output ``name`` (and each joint) a model
+outputs its logits under ``logit_name(name)`` (``name + "_logit"``), which the losses
+read; those names are reserved.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numbers
 from typing import Any, Iterable, Mapping
 
 KINDS = ("binary", "multiclass", "regression")
+LOGIT_SUFFIX = "_logit"
 
 _FIELDS = (
     "name",
@@ -197,6 +202,11 @@ def _schema_labels(schema) -> dict[str, dict]:
     return out
 
 
+def logit_name(output_name: str) -> str:
+    """The key of an output's logits in a model's outputs dict (``ctr`` -> ``ctr_logit``)."""
+    return output_name + LOGIT_SUFFIX
+
+
 def validate_tasks(tasks: Iterable, schema) -> list[Task]:
     """Check tasks against each other and against the schema's labels.
 
@@ -212,7 +222,8 @@ def validate_tasks(tasks: Iterable, schema) -> list[Task]:
         ValueError naming ``tasks[i].<key>`` and the task for: a duplicate
         name, a label the schema lacks or whose kind differs, an unknown parent
         or a parent cycle, a non-binary parent, a sample space that is not a
-        binary label, a joint name that collides with another output.
+        binary label, a joint name that collides with another output, a name
+        or joint ending in ``_logit`` (reserved for the logits outputs).
     """
     tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
     if not tasks:
@@ -300,6 +311,13 @@ def validate_tasks(tasks: Iterable, schema) -> list[Task]:
                 f"used by tasks[{other}] ({tasks[other].name!r})"
             )
         outputs[joint] = i
+    for i, task in enumerate(tasks):
+        for key, name in (("name", task.name), ("joint", task.joint_name)):
+            if name is not None and name.endswith(LOGIT_SUFFIX):
+                raise ValueError(
+                    f"{where(i, key)}: output names ending in {LOGIT_SUFFIX!r} are reserved "
+                    f"for the logits beside each probability output, got {name!r}"
+                )
     return tasks
 
 

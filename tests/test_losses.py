@@ -26,6 +26,11 @@ def bce(y, p):
     return -(y * math.log(p) + (1 - y) * math.log(1 - p))
 
 
+def logit(p):
+    p = np.asarray(p, dtype=np.float64)
+    return np.log(p) - np.log1p(-p)
+
+
 def values(losses):
     return {k: float(v) for k, v in losses.items()}
 
@@ -37,7 +42,7 @@ def test_binary_loss_is_mean_bce():
     losses = task_losses(
         [{"name": "ctr", "label": "click"}],
         {"click": np.array([1.0, 0.0, 1.0, 0.0])},
-        {"ctr": np.array([[0.8], [0.2], [0.6], [0.4]])},
+        {"ctr_logit": logit([[0.8], [0.2], [0.6], [0.4]])},
     )
     expected = (bce(1, 0.8) + bce(0, 0.2) + bce(1, 0.6) + bce(0, 0.4)) / 4
     assert values(losses)["ctr"] == pytest.approx(expected, rel=1e-6)
@@ -51,7 +56,7 @@ def test_sample_space_mask_and_normalisation():
         "conversion": np.array([1.0, 0.0, 0.0, 0.0, 0.0]),
     }
     # rows 1 and 3 are outside the space: their (terrible) predictions must not count
-    outputs = {"cvr": np.array([0.9, 0.999, 0.3, 0.999, 0.5])}
+    outputs = {"cvr_logit": logit([0.9, 0.999, 0.3, 0.999, 0.5])}
     expected = (bce(1, 0.9) + bce(0, 0.3) + bce(0, 0.5)) / 3
     assert values(task_losses(tasks, labels, outputs))["cvr"] == pytest.approx(expected, rel=1e-6)
 
@@ -62,16 +67,16 @@ def test_empty_sample_space_gives_zero_not_nan():
         {"name": "dwell", "label": "dwell", "kind": "regression", "sample_space": "click"},
     ]
     labels = {"click": np.zeros(3), "conversion": np.zeros(3), "dwell": np.ones(3)}
-    outputs = {"cvr": np.full(3, 0.5), "dwell": np.zeros(3)}
+    outputs = {"cvr_logit": np.zeros(3), "dwell": np.zeros(3)}
     assert values(task_losses(tasks, labels, outputs)) == {"cvr": 0.0, "dwell": 0.0}
 
 
 def test_funnel_step_uses_joint_output_over_all_rows():
     labels = {"click": np.array([1.0, 1.0, 0.0, 0.0]), "conversion": np.array([1.0, 0.0, 0.0, 0.0])}
     outputs = {
-        "ctr": np.array([0.8, 0.6, 0.3, 0.1]),
-        "cvr": np.array([0.01, 0.01, 0.01, 0.01]),  # ignored by the loss
-        "ctcvr": np.array([0.4, 0.2, 0.1, 0.05]),
+        "ctr_logit": logit([0.8, 0.6, 0.3, 0.1]),
+        "cvr_logit": logit([0.01, 0.01, 0.01, 0.01]),  # ignored by the loss
+        "ctcvr_logit": logit([0.4, 0.2, 0.1, 0.05]),
     }
     losses = values(task_losses(ESMM, labels, outputs))
     assert losses["ctr"] == pytest.approx(
@@ -82,7 +87,7 @@ def test_funnel_step_uses_joint_output_over_all_rows():
     )
     # default joint name is parent_name
     default = [ESMM[0], {"name": "cvr", "label": "conversion", "parent": "ctr"}]
-    outputs["ctr_cvr"] = outputs.pop("ctcvr")
+    outputs["ctr_cvr_logit"] = outputs.pop("ctcvr_logit")
     assert values(task_losses(default, labels, outputs))["cvr"] == pytest.approx(losses["cvr"])
 
 
@@ -92,8 +97,8 @@ def test_multiclass_and_regression_losses():
         {"name": "price", "label": "price", "kind": "regression"},
     ]
     labels = {"pp": np.array([0.0, 2.0]), "price": np.array([1.0, 3.0])}
-    outputs = {
-        "pp": np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]]),
+    outputs = {  # logits: log of the probabilities plus a per-row constant
+        "pp_logit": np.log([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]]) + np.array([[3.0], [-2.0]]),
         "price": np.array([[1.5], [1.0]]),
     }
     losses = values(task_losses(tasks, labels, outputs))
@@ -101,21 +106,38 @@ def test_multiclass_and_regression_losses():
     assert losses["price"] == pytest.approx((0.25 + 4.0) / 2)
 
 
-def test_probabilities_are_clipped():
-    losses = task_losses([{"name": "ctr", "label": "click"}], {"click": np.array([1.0])}, {"ctr": np.array([0.0])})
-    assert values(losses)["ctr"] == pytest.approx(-math.log(1e-7), rel=1e-3)
+def test_extreme_logits_give_exact_finite_losses_and_gradients():
+    """+-40: a clipped BCE on probabilities would give a constant loss and no gradient."""
+    tasks = [{"name": "ctr", "label": "click"}]
+    z = tf.Variable([40.0, -40.0, 40.0, -40.0])
+    y = np.array([0.0, 1.0, 1.0, 0.0])
+    with tf.GradientTape() as tape:
+        loss = task_losses(tasks, {"click": y}, {"ctr_logit": z})["ctr"]
+    grad = tape.gradient(loss, z).numpy()
+    # rows 0, 1: -log sigmoid(-40) ~= 40; rows 2, 3: log(1 + e^-40) ~= 4.25e-18
+    assert float(loss) == pytest.approx((40.0 + 40.0 + 2 * math.exp(-40)) / 4, rel=1e-6)
+    # d/dz = (sigmoid(z) - y) / 4
+    np.testing.assert_allclose(grad[:2], [0.25, -0.25], rtol=1e-6)
+    np.testing.assert_allclose(grad[2:], [-math.exp(-40) / 4, math.exp(-40) / 4], rtol=1e-3)
+    assert np.all(grad != 0)
 
 
 def test_missing_label_or_output_is_named():
     with pytest.raises(ValueError, match=r"task 'ctr': label 'click' is missing \(have: clk\)"):
-        task_losses([{"name": "ctr", "label": "click"}], {"clk": np.ones(2)}, {"ctr": np.ones(2)})
-    with pytest.raises(ValueError, match=r"task 'cvr': joint output 'ctcvr' is missing"):
-        task_losses(ESMM, {"click": np.ones(2), "conversion": np.ones(2)}, {"ctr": np.ones(2), "cvr": np.ones(2)})
+        task_losses([{"name": "ctr", "label": "click"}], {"clk": np.ones(2)}, {"ctr_logit": np.ones(2)})
+    with pytest.raises(ValueError, match=r"task 'ctr': logit output 'ctr_logit' is missing \(have: ctr\)"):
+        task_losses([{"name": "ctr", "label": "click"}], {"click": np.ones(2)}, {"ctr": np.ones(2)})
+    with pytest.raises(ValueError, match=r"task 'cvr': joint logit output 'ctcvr_logit' is missing"):
+        task_losses(
+            ESMM,
+            {"click": np.ones(2), "conversion": np.ones(2)},
+            {"ctr_logit": np.ones(2), "cvr_logit": np.ones(2), "ctcvr": np.ones(2)},
+        )
     with pytest.raises(ValueError, match=r"task 'cvr': sample_space label 'click' is missing"):
         task_losses(
             [{"name": "cvr", "label": "conversion", "sample_space": "click"}],
             {"conversion": np.ones(2)},
-            {"cvr": np.ones(2)},
+            {"cvr_logit": np.ones(2)},
         )
 
 
@@ -123,11 +145,11 @@ def test_task_losses_in_a_tf_function():
     tasks = [{"name": "cvr", "label": "conversion", "sample_space": "click"}]
 
     @tf.function
-    def f(click, conv, p):
-        return task_losses(tasks, {"click": click, "conversion": conv}, {"cvr": p})["cvr"]
+    def f(click, conv, z):
+        return task_losses(tasks, {"click": click, "conversion": conv}, {"cvr_logit": z})["cvr"]
 
-    assert float(f(tf.zeros(2), tf.zeros(2), tf.fill([2], 0.5))) == 0.0
-    assert float(f(tf.ones(2), tf.ones(2), tf.fill([2], 0.5))) == pytest.approx(math.log(2), rel=1e-5)
+    assert float(f(tf.zeros(2), tf.zeros(2), tf.zeros(2))) == 0.0
+    assert float(f(tf.ones(2), tf.ones(2), tf.zeros(2))) == pytest.approx(math.log(2), rel=1e-5)
 
 
 # --------------------------------------------------------------------------- helpers

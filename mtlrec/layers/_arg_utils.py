@@ -1,7 +1,5 @@
 """Private helpers shared by the sequence and interaction layers."""
 
-import zlib
-
 import keras
 import numpy as np
 
@@ -55,28 +53,6 @@ def check_initializer(identifier, arg_name):
     if isinstance(identifier, (str, dict)):
         return identifier
     return keras.initializers.serialize(initializer)
-
-
-def fresh_initializer(identifier, seed, owner, offset):
-    """A new initializer instance for weight number `offset` of layer class `owner`.
-
-    Keras initializers holding an integer seed return the same values on every
-    call, so each weight gets its own instance. Its seed is derived from the
-    layer `seed` (or an integer seed the identifier carries), the owner's name
-    and `offset`, so weights of one layer, or of two layer types given the
-    same seed, never start alike; with no seed at all the copy draws its own.
-    """
-    template = keras.initializers.get(identifier)
-    config = template.get_config()
-    if "seed" in config:
-        base = seed if seed is not None else config["seed"]
-        if _is_int(base):
-            salt = zlib.crc32(owner.encode())
-            state = np.random.SeedSequence([int(base), salt, int(offset)])
-            config["seed"] = int(state.generate_state(1)[0] >> 1)
-        else:
-            config["seed"] = None
-    return template.__class__.from_config(config)
 
 
 def combine_masks(mask, positions=None):

@@ -85,33 +85,6 @@ def check_initializer(name, identifier):
     return identifier
 
 
-def derive_seed(seed, *offsets):
-    """A 31-bit seed derived from `seed` and `offsets`; distinct offsets give unrelated seeds.
-
-    Plain `seed + i` would collide across nesting levels (expert 1 layer 0 vs expert 0
-    layer 1); hashing the whole tuple does not.
-    """
-    state = np.random.SeedSequence([int(seed), *[int(o) for o in offsets]]).generate_state(1)
-    return int(state[0] >> 1)
-
-
-def fresh_initializer(identifier, seed=None, *offsets):
-    """A new initializer instance built from `identifier`'s config.
-
-    Random initializers get a seed derived from `seed` (or, when `seed` is None, from an
-    integer seed the identifier carries itself) and `offsets`; with no seed at all the copy
-    is unseeded, so it draws its own default seed and no two copies start alike.
-    Non-random initializers (zeros, ones, constant) are copied as they are.
-    """
-    template = keras.initializers.get(identifier)
-    config = template.get_config()
-    if "seed" not in config:
-        return template.__class__.from_config(config)
-    base = seed if seed is not None else config["seed"]
-    config["seed"] = derive_seed(base, *offsets) if isinstance(base, int) else None
-    return template.__class__.from_config(config)
-
-
 def _is_dim(value):
     return value is None or (isinstance(value, (int, np.integer)) and not isinstance(value, bool))
 

@@ -9,8 +9,8 @@ from mtlrec.layers._arg_utils import (
     check_seed,
     combine_masks,
     check_initializer,
-    fresh_initializer,
 )
+from mtlrec.seeding import fresh_initializer
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -37,8 +37,6 @@ class AttentionPooling(keras.layers.Layer):
     `layer([hidden, query, properties (B, T, p)], mask=...)` -> (B, h),
     or `((B, h), (B, T))` with `return_weights=True`.
     """
-
-    _SEED_SALT = "AttentionPooling"
 
     def __init__(
         self,
@@ -104,8 +102,8 @@ class AttentionPooling(keras.layers.Layer):
             )
         return hidden_shape, query_shape, props_shape
 
-    def _fresh(self, identifier, offset):
-        return fresh_initializer(identifier, self.seed, self._SEED_SALT, offset)
+    def _fresh(self, identifier, weight_name):
+        return fresh_initializer(identifier, self.seed, weight_name)
 
     def build(self, input_shape):
         hidden_shape, query_shape, props_shape = self._split_shapes(input_shape)
@@ -113,18 +111,18 @@ class AttentionPooling(keras.layers.Layer):
         self.hidden_kernel = self.add_weight(
             name="hidden_kernel",
             shape=(hidden_shape[-1], self.units),
-            initializer=self._fresh(self.kernel_initializer, 0),
+            initializer=self._fresh(self.kernel_initializer, "hidden_kernel"),
         )
         self.query_kernel = self.add_weight(
             name="query_kernel",
             shape=(query_shape[-1], self.units),
-            initializer=self._fresh(self.kernel_initializer, 1),
+            initializer=self._fresh(self.kernel_initializer, "query_kernel"),
         )
         if self._has_properties:
             self.property_kernel = self.add_weight(
                 name="property_kernel",
                 shape=(props_shape[-1], self.units),
-                initializer=self._fresh(self.kernel_initializer, 2),
+                initializer=self._fresh(self.kernel_initializer, "property_kernel"),
             )
         self.bias = self.add_weight(
             name="bias", shape=(self.units,), initializer="zeros"
@@ -132,7 +130,7 @@ class AttentionPooling(keras.layers.Layer):
         self.score_kernel = self.add_weight(
             name="score_kernel",
             shape=(self.units,),
-            initializer=self._fresh(self.kernel_initializer, 3),
+            initializer=self._fresh(self.kernel_initializer, "score_kernel"),
         )
 
     def call(self, inputs, mask=None):

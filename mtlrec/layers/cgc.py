@@ -6,6 +6,7 @@ from keras import ops
 from mtlrec.layers import _core_utils as cu
 from mtlrec.layers.expert import Expert
 from mtlrec.layers.gate import Gate
+from mtlrec.seeding import derive_seed
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -21,8 +22,9 @@ class CGC(keras.layers.Layer):
     Stacking levels (the last with `is_last=True`) gives PLE (progressive layered
     extraction).
 
-    With `seed`, every expert and gate gets its own seed + offset; with `seed=None` each
-    draws fresh initializers.
+    With `seed`, every expert and gate is seeded with `mtlrec.seeding.derive_seed(seed,
+    <its name>)`; PLE seeds each level the same way from the model seed, so no two
+    experts of any level start alike. With `seed=None` each draws fresh initializers.
 
     Args:
         num_tasks: K.
@@ -72,9 +74,6 @@ class CGC(keras.layers.Layer):
         self.dropout = cu.check_rate("dropout", dropout)
         self.seed = cu.check_seed(seed)
 
-    def _offset_seed(self, offset):
-        return None if self.seed is None else self.seed + offset
-
     def _input_shapes(self, input_shape):
         """[task_1..task_K, shared] shapes from a single shape or a list of K + 1."""
         shapes = cu.as_shape_list(input_shape)
@@ -92,12 +91,12 @@ class CGC(keras.layers.Layer):
                 raise ValueError(f"CGC expects inputs of shape (B, d). Received: {s}")
         return shapes
 
-    def _make_expert(self, offset, name, shape):
+    def _make_expert(self, name, shape):
         expert = Expert(
             self.expert_units,
             activation=self.expert_activation,
             dropout=self.dropout,
-            seed=self._offset_seed(offset),
+            seed=derive_seed(self.seed, name),
             dtype=self.dtype_policy,
             name=name,
         )
@@ -110,12 +109,12 @@ class CGC(keras.layers.Layer):
         h = self.expert_units[-1]
         # Flat (task-major) list: Keras saving walks lists of layers, not lists of lists.
         self.task_experts = [
-            self._make_expert(k * m_t + j, f"task_{k}_expert_{j}", shapes[k])
+            self._make_expert(f"task_{k}_expert_{j}", shapes[k])
             for k in range(n_tasks)
             for j in range(m_t)
         ]
         self.shared_experts = [
-            self._make_expert(n_tasks * m_t + j, f"shared_expert_{j}", shapes[-1])
+            self._make_expert(f"shared_expert_{j}", shapes[-1])
             for j in range(m_s)
         ]
         self.task_gates = []
@@ -123,7 +122,7 @@ class CGC(keras.layers.Layer):
             gate = Gate(
                 m_t + m_s,
                 return_weights=True,
-                seed=self._offset_seed(n_tasks * m_t + m_s + k),
+                seed=derive_seed(self.seed, f"task_{k}_gate"),
                 dtype=self.dtype_policy,
                 name=f"task_{k}_gate",
             )
@@ -135,7 +134,7 @@ class CGC(keras.layers.Layer):
             total = n_tasks * m_t + m_s
             self.shared_gate = Gate(
                 total,
-                seed=self._offset_seed(n_tasks * m_t + m_s + n_tasks),
+                seed=derive_seed(self.seed, "shared_gate"),
                 dtype=self.dtype_policy,
                 name="shared_gate",
             )

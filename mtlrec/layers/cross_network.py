@@ -7,8 +7,8 @@ from mtlrec.layers._arg_utils import (
     check_initializer,
     check_positive_int,
     check_seed,
-    fresh_initializer,
 )
+from mtlrec.seeding import fresh_initializer
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -34,8 +34,6 @@ class CrossNetwork(keras.layers.Layer):
 
     Call: `layer(x (B, D))` -> (B, D).
     """
-
-    _SEED_SALT = "CrossNetwork"
 
     def __init__(
         self,
@@ -67,39 +65,36 @@ class CrossNetwork(keras.layers.Layer):
             )
         return shape
 
-    def _fresh(self, identifier, offset):
-        return fresh_initializer(identifier, self.seed, self._SEED_SALT, offset)
+    def _fresh(self, identifier, weight_name):
+        return fresh_initializer(identifier, self.seed, weight_name)
 
     def build(self, input_shape):
         dim = self._check_shape(input_shape)[-1]
         self.kernels, self.u_kernels, self.v_kernels, self.biases = [], [], [], []
-        offset = 0
         for layer in range(self.num_layers):
             if self.low_rank is None:
                 self.kernels.append(
                     self.add_weight(
                         name=f"kernel_{layer}",
                         shape=(dim, dim),
-                        initializer=self._fresh(self.kernel_initializer, offset),
+                        initializer=self._fresh(self.kernel_initializer, f"kernel_{layer}"),
                     )
                 )
-                offset += 1
             else:
                 self.v_kernels.append(
                     self.add_weight(
                         name=f"v_kernel_{layer}",
                         shape=(dim, self.low_rank),
-                        initializer=self._fresh(self.kernel_initializer, offset),
+                        initializer=self._fresh(self.kernel_initializer, f"v_kernel_{layer}"),
                     )
                 )
                 self.u_kernels.append(
                     self.add_weight(
                         name=f"u_kernel_{layer}",
                         shape=(dim, self.low_rank),
-                        initializer=self._fresh(self.kernel_initializer, offset + 1),
+                        initializer=self._fresh(self.kernel_initializer, f"u_kernel_{layer}"),
                     )
                 )
-                offset += 2
             self.biases.append(
                 self.add_weight(name=f"bias_{layer}", shape=(dim,), initializer="zeros")
             )

@@ -12,8 +12,8 @@ class Expert(keras.layers.Layer):
 
     Every expert owns its initializer instances, so no two experts start identical:
     with `seed` the per-layer seeds are derived from it (give each expert its own seed,
-    as `MixtureOfExperts` and `CGC` do with seed + offset); with `seed=None` each layer
-    gets a fresh unseeded initializer.
+    as `MixtureOfExperts` and `CGC` do with `mtlrec.seeding.derive_seed(seed, name)`);
+    with `seed=None` each layer gets a fresh unseeded initializer.
 
     Args:
         units: list of positive ints, the expert's layer widths.

@@ -4,7 +4,9 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from mtlrec.layers import _core_utils as cu
 from mtlrec.schema import Schema
+from mtlrec.seeding import derive_seed
 from mtlrec.sparse_reads import gather_rows
 
 
@@ -39,12 +41,17 @@ class FeatureEmbedding(keras.layers.Layer):
     name -> (B, dim), `numeric` (B, n) when there are numerics, `sequences`
     name -> (B, T, dim) and `masks` name -> (B, T).
 
+    Tables start uniform in [-0.05, 0.05]; with `seed`, table `embedding_<owner>` is
+    seeded with `mtlrec.seeding.derive_seed(seed, "embedding_<owner>")` (same seed,
+    same tables), with `seed=None` each draws a fresh random seed.
+
     Args:
         schema: the schema dict (see `mtlrec.schema`); `standardize` numerics need
             `mean` and `std` (see `mtlrec.schema.compute_numeric_stats`).
+        seed: optional non-negative int for the table initializers.
     """
 
-    def __init__(self, schema, **kwargs):
+    def __init__(self, schema, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(schema, (dict, Schema)):
             raise ValueError(f"Expected schema to be a dict (the schema section of a config). Received: schema={schema!r}")
@@ -58,6 +65,7 @@ class FeatureEmbedding(keras.layers.Layer):
                 )
         self._schema = parsed
         self.schema = parsed.to_dict()
+        self.seed = cu.check_seed(seed)
         self.tables = {}
 
     def build(self, input_shape=None):
@@ -68,7 +76,9 @@ class FeatureEmbedding(keras.layers.Layer):
             num_buckets, dim = s.table_size(f)
             self.tables[f.name] = self.add_weight(
                 shape=(num_buckets, dim),
-                initializer=keras.initializers.RandomUniform(-0.05, 0.05),
+                initializer=keras.initializers.RandomUniform(
+                    -0.05, 0.05, seed=derive_seed(self.seed, f"embedding_{f.name}")
+                ),
                 name=f"embedding_{f.name}",
             )
         self.built = True
@@ -128,4 +138,5 @@ class FeatureEmbedding(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config["schema"] = self._schema.to_dict()
+        config["seed"] = self.seed
         return config

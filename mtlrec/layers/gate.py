@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from mtlrec.layers import _core_utils as cu
+from mtlrec.seeding import fresh_initializer
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -64,7 +65,7 @@ class Gate(keras.layers.Layer):
         self.kernel = self.add_weight(
             name="kernel",
             shape=(gate_shape[-1], self.num_experts),
-            initializer=cu.fresh_initializer(self.kernel_initializer, self.seed),
+            initializer=fresh_initializer(self.kernel_initializer, self.seed, "kernel"),
         )
         if self.use_bias:
             self.bias = self.add_weight(

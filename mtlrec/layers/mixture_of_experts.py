@@ -6,6 +6,7 @@ from keras import ops
 from mtlrec.layers import _core_utils as cu
 from mtlrec.layers.expert import Expert
 from mtlrec.layers.gate import Gate
+from mtlrec.seeding import derive_seed
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -14,8 +15,9 @@ class MixtureOfExperts(keras.layers.Layer):
 
     f_i(x), i = 1..n;  g^k(x) = softmax(W_k x);  h^k = sum_i g^k_i(x) f_i(x).
 
-    With `seed`, expert i uses seed + i and the gate of task k seed + n + k, so all start
-    differently and reproducibly; with `seed=None` each draws fresh initializers.
+    With `seed`, each expert and gate is seeded with `mtlrec.seeding.derive_seed(seed,
+    <its name>)` ("expert_<i>", "gate_<k>"), so all start differently and reproducibly;
+    with `seed=None` each draws fresh initializers.
 
     Args:
         num_experts: n, the number of shared experts.
@@ -51,9 +53,6 @@ class MixtureOfExperts(keras.layers.Layer):
         self.return_gate_weights = cu.check_bool("return_gate_weights", return_gate_weights)
         self.seed = cu.check_seed(seed)
 
-    def _offset_seed(self, offset):
-        return None if self.seed is None else self.seed + offset
-
     def build(self, input_shape):
         input_shape = tuple(input_shape)
         if len(input_shape) != 2:
@@ -66,7 +65,7 @@ class MixtureOfExperts(keras.layers.Layer):
                 self.expert_units,
                 activation=self.expert_activation,
                 dropout=self.dropout,
-                seed=self._offset_seed(i),
+                seed=derive_seed(self.seed, f"expert_{i}"),
                 dtype=self.dtype_policy,
                 name=f"expert_{i}",
             )
@@ -78,7 +77,7 @@ class MixtureOfExperts(keras.layers.Layer):
             gate = Gate(
                 self.num_experts,
                 return_weights=True,
-                seed=self._offset_seed(self.num_experts + k),
+                seed=derive_seed(self.seed, f"gate_{k}"),
                 dtype=self.dtype_policy,
                 name=f"gate_{k}",
             )

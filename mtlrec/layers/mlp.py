@@ -3,6 +3,7 @@
 import keras
 
 from mtlrec.layers import _core_utils as cu
+from mtlrec.seeding import derive_seed, fresh_initializer
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -15,8 +16,9 @@ class MLP(keras.layers.Layer):
     layer: Dense with that activation and no batch norm or dropout, so
     `output_activation="linear"` gives a logits tower.
 
-    Each Dense layer gets its own initializer instance: with `seed`, layer i uses a seed
-    derived from (seed, i); without, each draws a fresh default seed.
+    Each Dense layer gets its own initializer instance: with `seed`, layer i's kernel is
+    seeded with `mtlrec.seeding.derive_seed(seed, "dense_<i>")` (its dropout with
+    "dropout_<i>"); without, each draws a fresh default seed.
 
     Args:
         units: list of positive ints, the width of each layer.
@@ -73,7 +75,7 @@ class MLP(keras.layers.Layer):
             dense = keras.layers.Dense(
                 width,
                 use_bias=not use_norm,
-                kernel_initializer=cu.fresh_initializer(self.kernel_initializer, self.seed, i),
+                kernel_initializer=fresh_initializer(self.kernel_initializer, self.seed, f"dense_{i}"),
                 kernel_regularizer=regularizer,
                 dtype=self.dtype_policy,
                 name=f"dense_{i}",
@@ -90,7 +92,7 @@ class MLP(keras.layers.Layer):
             else:
                 self.norm_layers.append(None)
             if self.dropout > 0 and not output:
-                drop_seed = None if self.seed is None else cu.derive_seed(self.seed, i, 1)
+                drop_seed = derive_seed(self.seed, f"dropout_{i}")
                 self.dropout_layers.append(
                     keras.layers.Dropout(
                         self.dropout, seed=drop_seed, dtype=self.dtype_policy,

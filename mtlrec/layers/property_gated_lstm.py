@@ -9,8 +9,8 @@ from mtlrec.layers._arg_utils import (
     check_seed,
     combine_masks,
     check_initializer,
-    fresh_initializer,
 )
+from mtlrec.seeding import fresh_initializer
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -47,7 +47,6 @@ class PropertyGatedLSTM(keras.layers.Layer):
     Call: `layer([items (B, T, de), properties (B, T, dp)], mask=(B, T))`.
     """
 
-    _SEED_SALT = "PropertyGatedLSTM"
     # Sequences of a static length up to this are unrolled; longer or unknown use a scan.
     MAX_UNROLL = 64
 
@@ -107,8 +106,8 @@ class PropertyGatedLSTM(keras.layers.Layer):
             )
         return items_shape, props_shape
 
-    def _fresh(self, identifier, offset):
-        return fresh_initializer(identifier, self.seed, self._SEED_SALT, offset)
+    def _fresh(self, identifier, weight_name):
+        return fresh_initializer(identifier, self.seed, weight_name)
 
     def build(self, input_shape):
         items_shape, props_shape = self._split_shapes(input_shape)
@@ -116,17 +115,17 @@ class PropertyGatedLSTM(keras.layers.Layer):
         self.kernel = self.add_weight(
             name="kernel",
             shape=(items_shape[-1], 4 * u),
-            initializer=self._fresh(self.kernel_initializer, 0),
+            initializer=self._fresh(self.kernel_initializer, "kernel"),
         )
         self.recurrent_kernel = self.add_weight(
             name="recurrent_kernel",
             shape=(u, 4 * u),
-            initializer=self._fresh(self.recurrent_initializer, 1),
+            initializer=self._fresh(self.recurrent_initializer, "recurrent_kernel"),
         )
         self.property_kernel = self.add_weight(
             name="property_kernel",
             shape=(props_shape[-1], 3 * u),
-            initializer=self._fresh(self.kernel_initializer, 2),
+            initializer=self._fresh(self.kernel_initializer, "property_kernel"),
         )
 
         def bias_initializer(shape, dtype=None):

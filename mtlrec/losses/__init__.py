@@ -8,8 +8,8 @@ built by ``make_weighting``) turns them into a total and gradients.
 from mtlrec.losses.factory import make_weighting
 from mtlrec.losses.fixed_weighting import FixedWeighting
 from mtlrec.losses.functions import (
-    binary_crossentropy,
-    categorical_crossentropy,
+    binary_crossentropy_from_logits,
+    categorical_crossentropy_from_logits,
     masked_mean,
     task_loss,
     task_losses,
@@ -25,8 +25,8 @@ __all__ = [
     "LossWeighting",
     "PCGrad",
     "UncertaintyWeighting",
-    "binary_crossentropy",
-    "categorical_crossentropy",
+    "binary_crossentropy_from_logits",
+    "categorical_crossentropy_from_logits",
     "make_weighting",
     "masked_mean",
     "project_conflicting",

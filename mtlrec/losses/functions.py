@@ -2,6 +2,9 @@
 
 ``task_losses`` is the one place that turns model outputs into per-task
 scalars; the trainer's loop and a model's ``compute_loss`` both call it.
+Classification losses read the logits a model outputs beside its probabilities
+(``<name>_logit``, see ``mtlrec.tasks.logit_name``) and use the numerically stable
+from-logits forms, so extreme logits keep finite losses and non-zero gradients.
 """
 
 from __future__ import annotations
@@ -10,9 +13,7 @@ from typing import Iterable, Mapping
 
 from keras import ops
 
-from mtlrec.tasks import Task
-
-EPSILON = 1e-7
+from mtlrec.tasks import Task, logit_name
 
 
 def _as_tasks(tasks: Iterable) -> list[Task]:
@@ -39,37 +40,38 @@ def masked_mean(values, mask):
     return ops.sum(values * mask) / ops.maximum(count, 1.0)
 
 
-def binary_crossentropy(labels, probabilities):
-    """Row-wise -[y log p + (1 - y) log(1 - p)] with p clipped to [eps, 1 - eps]."""
-    p = ops.clip(probabilities, EPSILON, 1.0 - EPSILON)
-    return -(labels * ops.log(p) + (1.0 - labels) * ops.log(1.0 - p))
+def binary_crossentropy_from_logits(labels, logits):
+    """Row-wise -[y log sigmoid(z) + (1 - y) log sigmoid(-z)], p = sigmoid(z), computed
+    without forming p (no clipping: the gradient sigmoid(z) - y survives any z)."""
+    return -(labels * ops.log_sigmoid(logits) + (1.0 - labels) * ops.log_sigmoid(-logits))
 
 
-def categorical_crossentropy(labels, probabilities, num_classes: int):
-    """Row-wise -log p[y] for integer class labels and softmax probabilities (B, C)."""
-    probabilities = ops.cast(probabilities, "float32")
-    probabilities = ops.reshape(probabilities, (-1, num_classes))
+def categorical_crossentropy_from_logits(labels, logits, num_classes: int):
+    """Row-wise -log softmax(z)[y] for integer class labels and logits (B, C)."""
+    logits = ops.reshape(ops.cast(logits, "float32"), (-1, num_classes))
     classes = ops.cast(ops.reshape(labels, (-1,)), "int32")
     one_hot = ops.one_hot(classes, num_classes, dtype="float32")
-    p = ops.clip(probabilities, EPSILON, 1.0)
-    return -ops.sum(one_hot * ops.log(p), axis=-1)
+    return -ops.sum(one_hot * ops.log_softmax(logits, axis=-1), axis=-1)
 
 
 def task_loss(task: Task, labels: Mapping, outputs: Mapping):
     """The scalar loss of one task (see ``task_losses``)."""
     if task.parent is not None:
-        # ESMM: the joint probability is learned over the entire space.
+        # ESMM: the joint probability is learned over the entire space, from the joint's
+        # logit (built from log-sigmoids by the model, not from a product of probabilities).
         y = _flat(_lookup(labels, task.label, "label", task))
-        p = _flat(_lookup(outputs, task.joint_name, "joint output", task))
-        return ops.mean(binary_crossentropy(y, p))
+        z = _flat(_lookup(outputs, logit_name(task.joint_name), "joint logit output", task))
+        return ops.mean(binary_crossentropy_from_logits(y, z))
 
     y_raw = _lookup(labels, task.label, "label", task)
-    out = _lookup(outputs, task.name, "output", task)
     if task.kind == "binary":
-        per_row = binary_crossentropy(_flat(y_raw), _flat(out))
+        z = _lookup(outputs, logit_name(task.name), "logit output", task)
+        per_row = binary_crossentropy_from_logits(_flat(y_raw), _flat(z))
     elif task.kind == "multiclass":
-        per_row = categorical_crossentropy(y_raw, out, task.num_classes)
+        z = _lookup(outputs, logit_name(task.name), "logit output", task)
+        per_row = categorical_crossentropy_from_logits(y_raw, z, task.num_classes)
     else:
+        out = _lookup(outputs, task.name, "output", task)
         diff = _flat(out) - _flat(y_raw)
         per_row = diff * diff
     if task.sample_space is None:
@@ -82,18 +84,22 @@ def task_loss(task: Task, labels: Mapping, outputs: Mapping):
 def task_losses(tasks: Iterable, labels: Mapping, outputs: Mapping) -> dict:
     """Per-task scalar losses.
 
-    - binary: BCE on probabilities; multiclass: cross-entropy on softmax
-      probabilities (labels are class ids); regression: MSE on raw values.
+    - binary: BCE from the logits ``outputs[name + "_logit"]``; multiclass:
+      cross-entropy from the logits ``(B, C)`` (labels are class ids); regression:
+      MSE on the raw values ``outputs[name]``.
     - with ``sample_space``: averaged over rows where ``labels[sample_space] == 1``
       only, sum(mask * l) / max(sum(mask), 1), so a batch without such rows
       gives 0, not NaN (PLE section 4.3).
-    - with ``parent`` (ESMM funnel step): BCE(outputs[joint_name], labels[label])
-      over all rows; the conditional output ``outputs[name]`` gets no direct loss.
+    - with ``parent`` (ESMM funnel step): BCE from the joint's logit
+      ``outputs[joint_name + "_logit"]`` against ``labels[label]`` over all rows,
+      i.e. -[y log p + (1 - y) log(1 - p)] with log p = sum of log sigmoid(z) along the
+      chain; the conditional output ``outputs[name]`` gets no direct loss.
 
     Args:
         tasks: ``Task`` objects or task dicts.
         labels: label name -> (B,) tensor.
-        outputs: output name -> (B,), (B, 1) or (B, C) tensor.
+        outputs: output name -> (B,), (B, 1) or (B, C) tensor (a model's outputs
+            dict: the ``_logit`` entries for classification, the values for regression).
 
     Returns:
         dict task name -> float32 scalar tensor, in task order.
@@ -102,8 +108,8 @@ def task_losses(tasks: Iterable, labels: Mapping, outputs: Mapping) -> dict:
 
 
 __all__ = [
-    "binary_crossentropy",
-    "categorical_crossentropy",
+    "binary_crossentropy_from_logits",
+    "categorical_crossentropy_from_logits",
     "masked_mean",
     "task_loss",
     "task_losses",

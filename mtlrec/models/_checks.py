@@ -45,11 +45,6 @@ def seed(value):
     return positive_int("seed", value, minimum=0)
 
 
-def sub_seed(base, offset):
-    """A distinct seed per sublayer, or None (each sublayer draws its own)."""
-    return None if base is None else int(base) * 1000 + int(offset)
-
-
 def names_list(name, value, known, allow_empty=True):
     """A list of names each in `known` (a dict or set of valid names)."""
     if isinstance(value, str):

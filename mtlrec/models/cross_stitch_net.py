@@ -6,6 +6,7 @@ from mtlrec.layers.cross_stitch import CrossStitch
 from mtlrec.layers.mlp import MLP
 from mtlrec.models import _checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
+from mtlrec.seeding import derive_seed
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -60,12 +61,12 @@ class CrossStitchNet(MultiTaskModel):
                 MLP(
                     [width],
                     dropout=dropout,
-                    seed=_checks.sub_seed(self.seed, 10 + 100 * k + depth),
+                    seed=derive_seed(self.seed, f"{name}_column_{depth}"),
                     name=f"{name}_column_{depth}",
                 )
                 for depth, width in enumerate(column_units)
             ]
-            for k, name in enumerate(names)
+            for name in names
         ]
         self.stitches = [
             CrossStitch(self_weight=self_weight, per_channel=per_channel, name=f"cross_stitch_{depth}")

@@ -7,6 +7,7 @@ from mtlrec.layers.mlp import MLP
 from mtlrec.layers.property_gated_lstm import PropertyGatedLSTM
 from mtlrec.models import _checks
 from mtlrec.models.multi_task_model import MultiTaskModel, _plain, schema_inputs
+from mtlrec.seeding import derive_seed, fresh_initializer
 
 FEATURE_ROLES = ("item", "behavior", "properties", "rank")
 
@@ -31,7 +32,8 @@ class DUPN(MultiTaskModel):
       table as the behavior sequence; the `interaction` block applies here
       (`dcn`: cross layers on [r; item]; `fm`: FM over [W_k r, item field embeddings]).
     - the rank task (learning to rank, default: a task named `rank`): per-user weights
-      w(r) = tower(r) over the item ranking features f, score = sigmoid(a <w(r), f> + b).
+      w(r) = tower(r) over the item ranking features f, logit = a <w(r), f> + b,
+      score = sigmoid(logit).
       Its relevance label is the task's label (by default give it `click`); the BCE on
       that label is the paper's pointwise logistic ranking loss.
     - every other task (e.g. purchasing power, 7 classes; follow, binary): a tower on r.
@@ -123,45 +125,56 @@ class DUPN(MultiTaskModel):
         self._rank_task = rank_task
 
         self.lstm = PropertyGatedLSTM(
-            lstm_units, return_sequences=True, seed=_checks.sub_seed(self.seed, 2),
+            lstm_units, return_sequences=True, seed=derive_seed(self.seed, "property_gated_lstm"),
             name="property_gated_lstm",
         )
         self.attention = AttentionPooling(
-            attention_units, seed=_checks.sub_seed(self.seed, 3), name="attention_pooling"
+            attention_units, seed=derive_seed(self.seed, "attention_pooling"),
+            name="attention_pooling",
         )
         self.representation = keras.layers.Dense(
-            representation_dim, activation="relu", name="representation"
+            representation_dim, activation="relu",
+            kernel_initializer=fresh_initializer("glorot_uniform", self.seed, "representation"),
+            name="representation",
         )
         self.fm_projection = None
         if self.interaction is not None and self.interaction["type"] == "fm":
             dims = {self._parsed_schema.table_size(f)[1] for f in self._parsed_schema.categorical}
-            self.fm_projection = keras.layers.Dense(dims.pop(), name="fm_user_projection")
+            self.fm_projection = keras.layers.Dense(
+                dims.pop(),
+                kernel_initializer=fresh_initializer("glorot_uniform", self.seed, "fm_user_projection"),
+                name="fm_user_projection",
+            )
         self.rank_score = None
-        for i, task in enumerate(self.task_specs):
+        for task in self.task_specs:
             if task.name == rank_task:
                 self.towers[task.name] = MLP(
                     tower_units + [len(roles["rank"])],
                     dropout=dropout,
                     output_activation="linear",
-                    seed=_checks.sub_seed(self.seed, 100 + i),
+                    seed=derive_seed(self.seed, f"{task.name}_tower"),
                     name=f"{task.name}_tower",
                 )
                 self.rank_score = keras.layers.Dense(
-                    1, activation="sigmoid", name=f"{task.name}_score"
+                    1,
+                    kernel_initializer=fresh_initializer(
+                        "glorot_uniform", self.seed, f"{task.name}_score"
+                    ),
+                    name=f"{task.name}_score",
                 )
             else:
-                self.towers[task.name] = self._task_tower(task, tower_units, dropout, i)
+                self.towers[task.name] = self._task_tower(task, tower_units, dropout)
 
         # === Functional wiring ===
         inputs = schema_inputs(self.schema)
         user_inputs = {n: inputs[n] for n in roles["user"]}
         item_inputs = {n: inputs[n] for n in roles["item_side"]}
         rep = self._user_representation(user_inputs)
-        heads = self._item_outputs(rep, item_inputs)
+        heads = self._item_logits(rep, item_inputs)
         for task in self.task_specs:
             if task.name not in heads:
-                heads[task.name] = self._output(task, self.towers[task.name](rep))
-        outputs = self._add_joints({t.name: heads[t.name] for t in self.task_specs})
+                heads[task.name] = self._squeeze(task, self.towers[task.name](rep))
+        outputs = self._outputs(heads)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
@@ -246,11 +259,6 @@ class DUPN(MultiTaskModel):
 
     # --- wiring helpers ----------------------------------------------------------------
 
-    def _output(self, task, y):
-        if task.kind == "multiclass":
-            return y
-        return keras.layers.Reshape((), name=f"{task.name}_output")(y)
-
     @staticmethod
     def _concat(tensors, axis=-1):
         return tensors[0] if len(tensors) == 1 else keras.layers.Concatenate(axis=axis)(tensors)
@@ -265,8 +273,8 @@ class DUPN(MultiTaskModel):
         pooled = self.attention([hidden, query, props], mask=mask)
         return self.representation(self._concat([pooled, query]))
 
-    def _item_outputs(self, rep, item_inputs):
-        """Outputs of the item tasks (dict task name -> tensor) for a representation and
+    def _item_logits(self, rep, item_inputs):
+        """Logits of the item tasks (dict task name -> tensor) for a representation and
         candidate-item inputs."""
         outputs = {}
         if not self._item_task_names:
@@ -293,9 +301,9 @@ class DUPN(MultiTaskModel):
                 )["numeric"]
                 weights = self.towers[name](rep)  # per-user weights of the ranking features
                 score = keras.layers.Dot(axes=1)([weights, ranking])
-                outputs[name] = self._output(task, self.rank_score(score))
+                outputs[name] = self._squeeze(task, self.rank_score(score))
             else:
-                outputs[name] = self._output(task, self.towers[name](head_input))
+                outputs[name] = self._squeeze(task, self.towers[name](head_input))
         return outputs
 
     # --- sub-models --------------------------------------------------------------------
@@ -316,7 +324,11 @@ class DUPN(MultiTaskModel):
         rep = keras.Input((self.representation_dim,), name="representation")
         all_inputs = schema_inputs(self.schema)
         item_inputs = {n: all_inputs[n] for n in self._roles["item_side"]}
-        outputs = self._item_outputs(rep, item_inputs)
+        by_name = {t.name: t for t in self.task_specs}
+        outputs = {
+            name: self._probability(by_name[name], z)
+            for name, z in self._item_logits(rep, item_inputs).items()
+        }
         return keras.Model(
             {"representation": rep, **item_inputs}, outputs, name=f"{self.name}_item_scorer"
         )

@@ -5,6 +5,7 @@ import keras
 from mtlrec.layers.mixture_of_experts import MixtureOfExperts
 from mtlrec.models import _checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
+from mtlrec.seeding import derive_seed
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -52,7 +53,7 @@ class MMoE(MultiTaskModel):
             num_tasks=len(self.task_specs),
             dropout=dropout,
             return_gate_weights=True,
-            seed=_checks.sub_seed(self.seed, 2),
+            seed=derive_seed(self.seed, "mixture_of_experts"),
             name="mixture_of_experts",
         )
 

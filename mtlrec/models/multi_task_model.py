@@ -13,10 +13,12 @@ from mtlrec.layers.fm_interaction import FMInteraction
 from mtlrec.layers.mlp import MLP
 from mtlrec.losses import make_weighting, task_losses
 from mtlrec.models import _checks
+from mtlrec.models._funnel_joint import FunnelJoint
 from mtlrec.models._masked_mean import MaskedMean
 from mtlrec.models._partial_feature_embedding import PartialFeatureEmbedding
 from mtlrec.schema import Schema
-from mtlrec.tasks import validate_tasks
+from mtlrec.seeding import derive_seed
+from mtlrec.tasks import funnel_chain, logit_name, validate_tasks
 
 INTERACTIONS = ("fm", "dcn")
 
@@ -96,10 +98,17 @@ class MultiTaskModel(keras.Model):
     - `interaction`: None, `{"type": "fm"}` (`FMInteraction` bi-interaction vector of the
       categorical fields, concatenated to the dense vector) or `{"type": "dcn",
       "num_layers": n, "low_rank": r}` (`CrossNetwork` on the dense vector).
-    - Task heads: an `MLP` tower per task ending in Dense(1, sigmoid) (binary, output
-      `(B,)`), Dense(num_classes, softmax) (multiclass, `(B, C)`) or Dense(1) (regression,
-      `(B,)`). A task with a `parent` outputs its conditional probability under its name
-      and the product along the parent chain under `task.joint_name`.
+    - Task heads: an `MLP` tower per task ending in a linear Dense(1) (binary, logit
+      `(B,)`), Dense(num_classes) (multiclass, logits `(B, C)`) or Dense(1) (regression,
+      `(B,)`). The outputs dict holds each task's probability under its name (sigmoid /
+      softmax; the raw value for regression) and, for binary and multiclass tasks, its
+      logits under `<name>_logit`. A task with a `parent` outputs its conditional
+      probability under its name and the product along the parent chain under
+      `task.joint_name`, with the joint's log-odds under `<joint>_logit`, computed from
+      log-sigmoids (`FunnelJoint`). The losses read the `_logit` entries; serving,
+      `predict` and evaluation publish only `probability_names()`.
+    - Seeds: every weight derives from `seed` by `mtlrec.seeding.derive_seed` along its
+      layer path (embedding tables included); the same seed gives the same weights.
     - `compute_loss`: `mtlrec.losses.task_losses` combined by the `loss_weighting`
       strategy (`make_weighting`; fixed task weights by default) plus `self.losses`, so
       `model.compile(optimizer="adam"); model.fit(dataset)` trains on `(features, labels)`
@@ -163,7 +172,9 @@ class MultiTaskModel(keras.Model):
         self.seed = _checks.seed(seed)
         self._parsed_schema = parsed
         embedding_cls = PartialFeatureEmbedding if partial_embedding else FeatureEmbedding
-        self.feature_embedding = embedding_cls(self.schema, name="feature_embedding")
+        self.feature_embedding = embedding_cls(
+            self.schema, seed=derive_seed(self.seed, "feature_embedding"), name="feature_embedding"
+        )
         self.interaction_layer = None
         if self.interaction is not None and self.interaction["type"] == "fm":
             self.interaction_layer = FMInteraction(name="fm_interaction")
@@ -171,20 +182,19 @@ class MultiTaskModel(keras.Model):
             self.interaction_layer = CrossNetwork(
                 num_layers=self.interaction["num_layers"],
                 low_rank=self.interaction["low_rank"],
-                seed=_checks.sub_seed(self.seed, 1),
+                seed=derive_seed(self.seed, "cross_network"),
                 name="cross_network",
             )
         self.towers = {}
 
-    def _task_tower(self, task, units, dropout, index):
-        kind = task.kind
-        width = task.num_classes if kind == "multiclass" else 1
-        activation = {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}[kind]
+    def _task_tower(self, task, units, dropout):
+        """A tower ending in a linear output layer: the task's logits (or its value)."""
+        width = task.num_classes if task.kind == "multiclass" else 1
         return MLP(
             list(units) + [width],
             dropout=dropout,
-            output_activation=activation,
-            seed=_checks.sub_seed(self.seed, 100 + index),
+            output_activation="linear",
+            seed=derive_seed(self.seed, f"{task.name}_tower"),
             name=f"{task.name}_tower",
         )
 
@@ -207,33 +217,52 @@ class MultiTaskModel(keras.Model):
 
     def _heads(self, task_inputs, tower_units, dropout):
         """task name -> (B, d) tensors -> output dict (with the funnel joint outputs)."""
-        outputs = {}
-        for i, task in enumerate(self.task_specs):
-            tower = self._task_tower(task, tower_units, dropout, i)
+        raw = {}
+        for task in self.task_specs:
+            tower = self._task_tower(task, tower_units, dropout)
             self.towers[task.name] = tower
-            y = tower(task_inputs[task.name])
-            if task.kind != "multiclass":
-                y = keras.layers.Reshape((), name=f"{task.name}_output")(y)
-            outputs[task.name] = y
-        return self._add_joints(outputs)
+            raw[task.name] = self._squeeze(task, tower(task_inputs[task.name]))
+        return self._outputs(raw)
 
-    def _add_joints(self, outputs):
-        by_name = {t.name: t for t in self.task_specs}
-        joints = {}
+    @staticmethod
+    def _squeeze(task, y):
+        """A tower's `(B, 1)` output as `(B,)` (multiclass logits stay `(B, C)`)."""
+        if task.kind == "multiclass":
+            return y
+        return keras.layers.Reshape((), name=f"{task.name}_output")(y)
 
-        def joint(task):  # the probability of reaching `task`'s step from the top
-            if task.parent is None:
-                return outputs[task.name]
-            if task.name not in joints:
-                joints[task.name] = keras.layers.Multiply(name=task.joint_name)(
-                    [outputs[task.name], joint(by_name[task.parent])]
-                )
-            return joints[task.name]
-
+    def _outputs(self, raw):
+        """task name -> its head's logits (value for regression) -> the outputs dict:
+        probabilities under the task and joint names, logits under `<name>_logit`."""
+        outputs = {}
+        for task in self.task_specs:
+            outputs[task.name] = self._probability(task, raw[task.name])
+            if task.kind != "regression":
+                outputs[logit_name(task.name)] = raw[task.name]
         for task in self.task_specs:
             if task.parent is not None:
-                outputs[task.joint_name] = joint(task)
+                chain = funnel_chain(task, self.task_specs)
+                prob, logit = FunnelJoint(name=task.joint_name)([raw[t.name] for t in chain])
+                outputs[task.joint_name] = prob
+                outputs[logit_name(task.joint_name)] = logit
         return outputs
+
+    @staticmethod
+    def _probability(task, z):
+        """sigmoid (binary) or softmax (multiclass) of a head's logits; a regression
+        head's value as it is."""
+        if task.kind == "regression":
+            return z
+        activation = "sigmoid" if task.kind == "binary" else "softmax"
+        return keras.layers.Activation(
+            activation, dtype="float32", name=f"{task.name}_probability"
+        )(z)
+
+    def probability_names(self):
+        """The user-facing outputs, in order: each task's probability (its value for
+        regression) and each funnel joint; not the `<name>_logit` entries."""
+        names = [t.name for t in self.task_specs]
+        return names + [t.joint_name for t in self.task_specs if t.parent is not None]
 
     # === Training ===
 

@@ -5,6 +5,7 @@ import keras
 from mtlrec.layers.cgc import CGC
 from mtlrec.models import _checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
+from mtlrec.seeding import derive_seed
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -68,7 +69,7 @@ class PLE(MultiTaskModel):
                     is_last=last,
                     return_gate_weights=last,
                     dropout=dropout,
-                    seed=_checks.sub_seed(self.seed, 10 + level),
+                    seed=derive_seed(self.seed, f"cgc_{level}"),
                     name=f"cgc_{level}",
                 )
             )

@@ -5,6 +5,7 @@ import keras
 from mtlrec.layers.mlp import MLP
 from mtlrec.models import _checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
+from mtlrec.seeding import derive_seed
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -41,7 +42,7 @@ class SharedBottom(MultiTaskModel):
         tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
         dropout = _checks.rate("dropout", dropout)
         self.bottom = MLP(
-            bottom_units, dropout=dropout, seed=_checks.sub_seed(self.seed, 2), name="shared_bottom"
+            bottom_units, dropout=dropout, seed=derive_seed(self.seed, "shared_bottom"), name="shared_bottom"
         )
 
         # === Functional wiring ===

@@ -6,6 +6,7 @@ from keras import ops
 from mtlrec.layers.mlp import MLP
 from mtlrec.models import _checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
+from mtlrec.seeding import derive_seed
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -63,10 +64,10 @@ class SoftSharing(MultiTaskModel):
             MLP(
                 column_units,
                 dropout=dropout,
-                seed=_checks.sub_seed(self.seed, 10 + k),
+                seed=derive_seed(self.seed, f"{name}_column"),
                 name=f"{name}_column",
             )
-            for k, name in enumerate(names)
+            for name in names
         ]
 
         # === Functional wiring ===

@@ -80,13 +80,13 @@ def _calibration(tasks: list[Task], labels: dict, predictions: dict) -> dict:
 
 def forward_function(model, gate_model=None):
     """A ``tf.function`` features -> (outputs, gate weights), traced once for any batch size."""
-    from mtlrec.training.export import input_signature
+    from mtlrec.training.export import input_signature, probability_outputs
 
     signature = input_signature(model)
 
     @tf.function(input_signature=[signature])
     def forward(features):
-        outputs = dict(model(features, training=False))
+        outputs = dict(probability_outputs(model, model(features, training=False)))
         gates = dict(gate_model(features, training=False)) if gate_model is not None else {}
         return outputs, gates
 

@@ -2,8 +2,9 @@
 
 ``serving_default`` takes the **raw** features of the schema (string or int64
 ids, float32 numerics, padded id lists ``(B, max_len)``) and returns every
-output of the model by name (``(B,)`` for binary and regression outputs,
-``(B, C)`` for multiclass). Hashing and normalisation live inside the model, so
+probability output of the model by name (``model.probability_names()``: ``(B,)``
+for binary and regression outputs, ``(B, C)`` for multiclass; not the ``_logit``
+entries). Hashing and normalisation live inside the model, so
 a server needs no preprocessing code. A DUPN export also has
 ``user_representation`` (user-side features -> ``representation``) and
 ``score_items`` (representation + candidate item features -> scores).
@@ -72,11 +73,20 @@ def _flatten_outputs(outputs) -> dict:
     return out
 
 
+def probability_outputs(model, outputs):
+    """The user-facing part of a model's outputs: ``model.probability_names()`` (the
+    ``<name>_logit`` entries the losses read stay inside); other models' as they are."""
+    names = getattr(model, "probability_names", None)
+    if not callable(names) or not isinstance(outputs, dict):
+        return outputs
+    return {name: outputs[name] for name in names()}
+
+
 def serving_function(model):
-    """The function behind ``serving_default``: raw features -> outputs by name."""
+    """The function behind ``serving_default``: raw features -> probabilities by name."""
 
     def serve(features):
-        return _flatten_outputs(model(features, training=False))
+        return _flatten_outputs(probability_outputs(model, model(features, training=False)))
 
     return serve
 

@@ -76,7 +76,16 @@ def test_every_model_trains_with_fit_and_round_trips(model_type, tiny_funnel, ke
     features, _ = tiny_funnel.batch(64)
     outputs = _numpy(model(features, training=False))
     expected = [t["name"] for t in tasks] + [t["joint"] for t in tasks if "parent" in t]
-    assert sorted(outputs) == sorted(expected)
+    assert model.probability_names() == expected
+    assert sorted(outputs) == sorted(expected + [f"{name}_logit" for name in expected])
+    for name in expected:  # the probabilities are the logits through sigmoid / softmax
+        z = outputs[f"{name}_logit"].astype(np.float64)
+        if z.ndim == 2:
+            want = np.exp(z - z.max(axis=1, keepdims=True))
+            want /= want.sum(axis=1, keepdims=True)
+        else:
+            want = 1 / (1 + np.exp(-z))
+        np.testing.assert_allclose(outputs[name], want, rtol=1e-5, atol=1e-7)
     for task in tasks:
         y = outputs[task["name"]]
         if task.get("kind") == "multiclass":
@@ -194,7 +203,8 @@ def test_longer_funnel_chain_outputs_the_products_down_the_chain():
     ]
     model = ESMM(schema, tasks, tower_units=[])
     out = _numpy(model({"user_id": np.array([1, 2, 3]), "item_id": np.array([4, 5, 6])}))
-    assert sorted(out) == ["buy", "cart", "ctbuy", "ctr", "ctr_cart"]
+    assert model.probability_names() == ["ctr", "cart", "buy", "ctr_cart", "ctbuy"]
+    assert sorted(n for n in out if not n.endswith("_logit")) == ["buy", "cart", "ctbuy", "ctr", "ctr_cart"]
     np.testing.assert_allclose(out["ctr_cart"], out["ctr"] * out["cart"], rtol=1e-6)
     np.testing.assert_allclose(out["ctbuy"], out["ctr"] * out["cart"] * out["buy"], rtol=1e-6)
 
