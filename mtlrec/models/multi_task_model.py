@@ -5,6 +5,7 @@ import copy
 import json
 
 import keras
+import numpy as np
 from keras import ops
 
 from mtlrec.layers.cross_network import CrossNetwork
@@ -16,6 +17,7 @@ from mtlrec.models import _checks
 from mtlrec.models._funnel_joint import FunnelJoint
 from mtlrec.models._masked_mean import MaskedMean
 from mtlrec.models._partial_feature_embedding import PartialFeatureEmbedding
+from mtlrec.models.model_format import MODEL_FORMAT, check_model_format
 from mtlrec.schema import Schema
 from mtlrec.seeding import derive_seed
 from mtlrec.tasks import funnel_chain, logit_name, validate_tasks
@@ -335,6 +337,22 @@ class MultiTaskModel(keras.Model):
         if self.interaction_layer is not None:
             return self.interaction_layer
         return self.feature_embedding
+
+    # === Saving ===
+
+    _FORMAT_KEY = "model_format"
+
+    def save_own_variables(self, store):
+        """The model's own variables plus its `MODEL_FORMAT`, so that a later mtlrec can
+        tell a `.keras` file of another format and refuse it."""
+        super().save_own_variables(store)
+        store[self._FORMAT_KEY] = np.array(MODEL_FORMAT, dtype="int32")
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        found = int(np.asarray(store[self._FORMAT_KEY])) if self._FORMAT_KEY in keys else None
+        check_model_format(found, f"the .keras file of model {self.name!r}")
+        super().load_own_variables({k: store[k] for k in keys if k != self._FORMAT_KEY})
 
     # === Config ===
 

@@ -3,7 +3,8 @@
 Each checkpoint directory holds a ``tf.train.Checkpoint`` (model weights, both
 optimizers with their slots, the loss weighting's variables, the global step)
 and ``meta.json`` (the day, the epoch and batches consumed in it, whether the
-day is complete). It is written into ``.tmp-*``, fsynced and renamed, so a
+day is complete, the ``model_format``: a checkpoint of another format is refused,
+see ``mtlrec.models.model_format``). It is written into ``.tmp-*``, fsynced and renamed, so a
 directory named ``ckpt-<n>`` is always complete; the newest ``keep`` are kept.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from mtlrec.models.model_format import MODEL_FORMAT, check_model_format
 from mtlrec.training import atomic
 from mtlrec.training.errors import RunError
 from mtlrec.training.faults import fault_point
@@ -63,12 +65,7 @@ class CheckpointManager:
         paths = self.checkpoints()
         if not paths:
             return None
-        path = paths[-1]
-        try:
-            meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise RunError(f"{path / META_FILE}: unreadable checkpoint metadata ({err})") from None
-        return path, meta
+        return paths[-1], _read_meta(paths[-1])
 
     def save(self, meta: dict) -> Path | None:
         """Write a new checkpoint with ``meta``; returns its directory (None off-chief)."""
@@ -85,6 +82,7 @@ class CheckpointManager:
         tmp = atomic.temp_dir(self.directory, name)
         try:
             self.checkpoint.write(str(tmp / PREFIX))
+            meta = dict(meta, model_format=MODEL_FORMAT)
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             fault_point("checkpoint.write")
             final = atomic.publish(tmp, self.directory / name)
@@ -96,8 +94,13 @@ class CheckpointManager:
         return final
 
     def restore(self, path) -> None:
-        """Load the checkpoint at ``path`` into the tracked objects."""
+        """Load the checkpoint at ``path`` into the tracked objects (refused, with a
+        RunError, when it was written in another model format)."""
         path = Path(path)
+        try:
+            check_model_format(_read_meta(path).get("model_format"), f"checkpoint {path}")
+        except ValueError as err:
+            raise RunError(str(err)) from None
         try:
             status = self.checkpoint.read(str(path / PREFIX))
             status.assert_existing_objects_matched()
@@ -108,6 +111,13 @@ class CheckpointManager:
                 f"{path}: the checkpoint does not match the model built from the config "
                 f"(was the model, schema or optimizer changed?): {first}"
             ) from None
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise RunError(f"{path / META_FILE}: unreadable checkpoint metadata ({err})") from None
 
 
 def tempfile_root() -> str:

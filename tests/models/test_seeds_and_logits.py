@@ -2,6 +2,7 @@
 and logit-space heads and losses, for every model type."""
 
 import itertools
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -11,6 +12,7 @@ import tensorflow as tf
 from mtlrec.losses import task_losses
 from mtlrec.models import ESMM, build_model
 from mtlrec.models._funnel_joint import FunnelJoint
+from mtlrec.models.model_format import MODEL_FORMAT
 from mtlrec.seeding import derive_seed
 
 FUNNEL_TASKS = [
@@ -162,3 +164,33 @@ def test_esmm_with_pctr_1e_9_trains_without_nan(tiny_funnel):
     assert np.all(np.isfinite(history["loss"]))
     assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
     assert history["loss"][-1] < history["loss"][0]
+
+
+# ------------------------------------------------------------------------- old files
+
+
+def test_a_keras_file_written_before_the_logit_heads_is_refused_with_one_message():
+    """`data/esmm_format1.keras`: an ESMM (tower_units=[4], seed=3, weights moved off their
+    init) saved by mtlrec before issue 12. Keras would match its weights by layer position
+    and load its ctr tower into the cvr tower (and back), silently; it is refused."""
+    path = Path(__file__).parent / "data" / "esmm_format1.keras"
+    message = (
+        "the .keras file of model 'esmm': written by mtlrec before model formats were "
+        f"recorded; this mtlrec reads model format {MODEL_FORMAT} only (issue 12: heads "
+        "output logits, weights seeded by path), and loading the old weights would put "
+        "them into the wrong layers."
+    )
+    with pytest.raises(ValueError) as err:
+        keras.saving.load_model(path, safe_mode=True)
+    assert message in str(err.value)
+
+
+def test_a_keras_file_of_this_format_records_it_and_loads(tmp_path, tiny_funnel):
+    model = ESMM(tiny_funnel.schema, tower_units=[4], seed=5, loss_weighting={"type": "uncertainty"})
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    for a, b in zip(model.weights, restored.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    store = {}
+    model.save_own_variables(store)
+    assert int(store["model_format"]) == MODEL_FORMAT

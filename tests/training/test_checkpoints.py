@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtlrec.models.model_format import MODEL_FORMAT
 from mtlrec.training.checkpoints import CheckpointManager
 from mtlrec.training.errors import RunError
 
@@ -24,7 +25,8 @@ def test_save_keeps_the_newest_and_restores_them(tmp_path):
     names = [p.name for p in manager.checkpoints()]
     assert names == ["ckpt-000002", "ckpt-000003"]
     path, meta = manager.latest()
-    assert path.name == "ckpt-000003" and meta == {"day": "2024-01-01", "steps": 3}
+    assert path.name == "ckpt-000003"
+    assert meta == {"day": "2024-01-01", "steps": 3, "model_format": MODEL_FORMAT}
 
     fresh, fresh_variable, fresh_step = make(tmp_path, value=-1.0)
     fresh.restore(path)
@@ -41,7 +43,7 @@ def test_half_written_checkpoints_are_ignored_and_cleaned(tmp_path):
     assert [p.name for p in manager.checkpoints()] == ["ckpt-000001"]
     again, _, _ = make(tmp_path)
     assert not (tmp_path / "checkpoints" / ".tmp-ckpt-000002.999").exists()
-    assert again.latest()[1] == {"steps": 1}
+    assert again.latest()[1] == {"steps": 1, "model_format": MODEL_FORMAT}
 
 
 def test_a_failed_write_leaves_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -56,7 +58,8 @@ def test_a_failed_write_leaves_the_last_good_checkpoint(tmp_path, monkeypatch):
         manager.save({"steps": 2})
     assert [p.name for p in manager.checkpoints()] == ["ckpt-000001"]
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["ckpt-000001"]
-    assert json.loads((manager.checkpoints()[0] / "meta.json").read_text()) == {"steps": 1}
+    meta = json.loads((manager.checkpoints()[0] / "meta.json").read_text())
+    assert meta == {"steps": 1, "model_format": MODEL_FORMAT}
 
 
 def test_restoring_into_a_different_model_is_a_clear_error(tmp_path):
@@ -67,3 +70,25 @@ def test_restoring_into_a_different_model_is_a_clear_error(tmp_path):
         CheckpointManager(tmp_path / "checkpoints", other).restore(path)
     with pytest.raises(ValueError, match="Received: keep=0"):
         CheckpointManager(tmp_path / "x", other, keep=0)
+
+
+@pytest.mark.parametrize("recorded", [None, 1])
+def test_a_checkpoint_of_an_older_model_format_is_refused(tmp_path, recorded):
+    """Checkpoints written before issue 12 (no model_format in meta.json) would restore
+    their weights into the wrong layers of today's models: refused, one message."""
+    manager, variable, _ = make(tmp_path)
+    path = manager.save({"steps": 1})
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["model_format"]
+    if recorded is not None:
+        meta["model_format"] = recorded
+    (path / "meta.json").write_text(json.dumps(meta))
+    variable.assign([7.0, 7.0, 7.0])
+    written = "before model formats were recorded" if recorded is None else "in model format 1"
+    message = (
+        f"checkpoint {path}: written by mtlrec {written}; this mtlrec reads model format "
+        f"{MODEL_FORMAT} only (issue 12: heads output logits, weights seeded by path)"
+    )
+    with pytest.raises(RunError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        manager.restore(path)
+    np.testing.assert_array_equal(variable.numpy(), [7.0, 7.0, 7.0])

@@ -62,7 +62,8 @@ def test_one_shot_run_writes_the_whole_run_directory(trained_run):
     ctr_stats = next(f for f in schema["numeric"] if f["name"] == "item_hist_ctr")
     assert ctr_stats["mean"] > 0 and ctr_stats["std"] > 0
     model = keras.saving.load_model(run_dir / "checkpoints" / "model.keras", safe_mode=True)
-    assert isinstance(model.output, dict) and set(model.output) == {"ctr", "cvr", "ctcvr"}
+    assert isinstance(model.output, dict) and model.probability_names() == ["ctr", "cvr", "ctcvr"]
+    assert set(model.output) == {"ctr", "cvr", "ctcvr", "ctr_logit", "cvr_logit", "ctcvr_logit"}
     assert not [p for p in run_dir.rglob(".tmp-*")]
 
 
