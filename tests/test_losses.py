@@ -551,7 +551,7 @@ def test_per_task_strategies_need_a_persistent_tape():
             linear_step(strategy, [[1.0], [1.0]], [1.0], persistent=False)
 
 
-def test_pcgrad_densifies_embedding_gradients():
+def test_pcgrad_projects_embedding_gradients_as_if_dense():
     tasks = [{"name": "a", "label": "a"}, {"name": "b", "label": "b"}]
     pc = PCGrad(tasks, seed=0)
     table = keras.Variable(np.ones((4, 2), "float32"))
@@ -559,6 +559,8 @@ def test_pcgrad_densifies_embedding_gradients():
         rows = tf.gather(table, [1, 1, 3])
         losses = {"a": tf.reduce_sum(rows[:, 0]), "b": -tf.reduce_sum(rows[:2, 0]) + tf.reduce_sum(rows[:, 1])}
     (g,), _ = pc.gradients(tape, losses, [table], [])
+    assert isinstance(g, tf.IndexedSlices)
+    g = tf.convert_to_tensor(g)
     # g_a: rows 1 -> (2, 0), 3 -> (1, 0); g_b: row 1 -> (-2, 2), row 3 -> (0, 1)
     ga = np.zeros((4, 2)); ga[1] = [2, 0]; ga[3] = [1, 0]
     gb = np.zeros((4, 2)); gb[1] = [-2, 2]; gb[3] = [0, 1]
@@ -607,3 +609,58 @@ def test_make_weighting_uses_the_given_path():
 def test_strategy_refuses_no_tasks():
     with pytest.raises(ValueError, match=r"Expected at least one task\. Received: tasks=\[\]"):
         FixedWeighting([])
+
+
+# --------------------------------------------------------------------------- W and sparse rows
+
+
+def test_gradnorm_norms_cover_every_expert_of_the_last_shared_layer():
+    """Three experts' output kernels whose task gradients differ: G_k is the norm over all
+    three (the old W, the last rank-2 variable, saw expert 2 only: G_a = 0)."""
+    tasks = [{"name": "a", "label": "a"}, {"name": "b", "label": "b"}]
+    experts = [keras.Variable(np.ones((2, 2), "float32"), name=f"expert_{i}") for i in range(3)]
+    coefs = {"a": [1.0, 0.0, 0.0], "b": [0.0, 1.0, 2.0]}  # grad_W L_k per expert: coef * ones
+
+    def step(gn, balance):
+        with tf.GradientTape(persistent=True) as tape:
+            losses = {
+                n: sum(c * tf.reduce_sum(w) for c, w in zip(cs, experts)) for n, cs in coefs.items()
+            }
+        gn.gradients(tape, losses, experts, [], balance)
+        return np.asarray(gn.weights_var)
+
+    norms = np.array([2.0, math.sqrt(4 * 1 + 4 * 4)])  # ||grad|| over the 3 experts
+    w = 1.0 - 0.1 * np.sign(norms - norms.mean()) * norms  # r = (1, 1): target = mean G
+    want = 2 * w / w.sum()
+    gn = GradNorm(tasks, alpha=1.0, learning_rate=0.1, optimizer="sgd")
+    np.testing.assert_allclose(step(gn, experts), want, rtol=1e-6)
+    only_last = GradNorm(tasks, alpha=1.0, learning_rate=0.1, optimizer="sgd")
+    assert not np.allclose(step(only_last, experts[-1:]), want)
+
+
+def test_pcgrad_projects_the_touched_embedding_rows():
+    """Two rows of a shared table, task gradients g_a = rows (1, 0), (0, 1) and
+    g_b = rows (-1, 1), (0, 0): g_a . g_b = -1 < 0, so
+    g_a' = g_a + 0.5 g_b = (0.5, 0.5), (0, 1); g_b' = g_b + 0.5 g_a = (-0.5, 1), (0, 0.5);
+    the update is (0, 1.5), (0, 1.5) where fixed weighting gives (0, 1), (0, 1)."""
+    tasks = [{"name": "a", "label": "a"}, {"name": "b", "label": "b"}]
+    table = keras.Variable(np.ones((5, 2), "float32"))
+
+    def gradient(strategy):
+        with tf.GradientTape(persistent=True) as tape:
+            rows = tf.gather(table, [3, 1])
+            losses = {
+                "a": tf.reduce_sum(rows * tf.constant([[1.0, 0.0], [0.0, 1.0]])),
+                "b": tf.reduce_sum(rows[:1] * tf.constant([[-1.0, 1.0]])),
+            }
+        (g,), _ = strategy.gradients(tape, losses, [table], [])
+        return g
+
+    g = gradient(PCGrad(tasks, seed=0))
+    assert isinstance(g, tf.IndexedSlices)  # the table's update stays sparse
+    assert sorted(g.indices.numpy().tolist()) == [1, 3]
+    want = np.zeros((5, 2))
+    want[3], want[1] = [0.0, 1.5], [0.0, 1.5]
+    np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(), want, atol=1e-6)
+    fixed = tf.convert_to_tensor(gradient(FixedWeighting(tasks))).numpy()
+    np.testing.assert_allclose(fixed[[3, 1]], [[0.0, 1.0], [0.0, 1.0]])

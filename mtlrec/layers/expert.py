@@ -61,6 +61,10 @@ class Expert(keras.layers.Layer):
     def call(self, inputs, training=None):
         return self.mlp(inputs, training=training)
 
+    def last_layer_variables(self):
+        """The trainable variables of the expert's output layer."""
+        return self.mlp.last_layer_variables()
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.units[-1],)
 

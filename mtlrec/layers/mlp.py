@@ -118,6 +118,12 @@ class MLP(keras.layers.Layer):
                 x = drop(x, training=training)
         return x
 
+    def last_layer_variables(self):
+        """The trainable variables of the last layer (its Dense and batch norm): the
+        layer whose output the MLP returns (GradNorm's W when the MLP is shared)."""
+        layers = [self.dense_layers[-1], self.norm_layers[-1]]
+        return [v for layer in layers if layer is not None for v in layer.trainable_variables]
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.units[-1],)
 

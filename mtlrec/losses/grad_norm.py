@@ -42,8 +42,9 @@ class GradNorm(LossWeighting):
     ||grad_W L_k|| and renormalises so that sum_k w_k = K. A task whose loss
     falls more slowly (larger r_k) gets a larger weight.
 
-    W is the last variable of rank >= 2 in ``shared_vars`` (callers list the
-    shared variables from input to output), or all of them when none has rank 2.
+    W is ``balance_vars``, the whole last shared layer as the model names it
+    (``last_shared_layer_variables()``: every expert's output layer for MMoE/PLE,
+    the bottom's last layer for Shared-Bottom); without it, all of ``shared_vars``.
     L_k(0) is the loss of the first step (with rows in the task's sample space). The initial weights are
     ``task.weight`` rescaled to sum to K.
 
@@ -99,14 +100,7 @@ class GradNorm(LossWeighting):
     def task_weights_tensor(self):
         return ops.convert_to_tensor(self.weights_var)
 
-    @staticmethod
-    def _balance_layer(shared_vars):
-        for v in reversed(list(shared_vars)):
-            if len(v.shape) >= 2:
-                return [v]
-        return list(shared_vars)
-
-    def gradients(self, tape, task_losses, shared_vars, task_vars):
+    def gradients(self, tape, task_losses, shared_vars, task_vars, balance_vars=None):
         self._require_persistent(tape, "GradNorm")
         losses, extras = self._split(task_losses)
         k = self.num_tasks
@@ -115,7 +109,7 @@ class GradNorm(LossWeighting):
         variables = list(shared_vars) + list(task_vars)
         grads = self._weighted_gradients(tape, losses, extras, weights, variables)
 
-        balance = self._balance_layer(shared_vars)
+        balance = list(shared_vars if balance_vars is None else balance_vars)
         norms = []
         for loss in losses:
             if not balance:

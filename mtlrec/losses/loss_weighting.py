@@ -112,7 +112,7 @@ class LossWeighting(keras.layers.Layer):
     def call(self, task_losses):
         return self.combine(task_losses)
 
-    def gradients(self, tape, task_losses: Mapping, shared_vars, task_vars):
+    def gradients(self, tape, task_losses: Mapping, shared_vars, task_vars, balance_vars=None):
         """Gradients of the weighted objective.
 
         Args:
@@ -123,6 +123,9 @@ class LossWeighting(keras.layers.Layer):
             task_vars: task-specific variables (towers); include this
                 strategy's ``trainable_variables`` here (or in ``shared_vars``)
                 to get their gradients too.
+            balance_vars: the variables of the last shared layer
+                (``model.last_shared_layer_variables()``): GradNorm's W; the other
+                strategies ignore it.
 
         Returns:
             (list of gradients aligned with ``shared_vars + task_vars``, with

@@ -3,6 +3,7 @@
 import numbers
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from mtlrec.losses.loss_weighting import LossWeighting, add_gradients, dense_gradient
@@ -46,6 +47,32 @@ def project_conflicting(task_grads, orders):
     return projected
 
 
+def _touched_rows(grads, variable):
+    """The task gradients of one variable as tensors the projection can dot.
+
+    When the tasks' gradients are ``IndexedSlices`` (embedding rows), each becomes a
+    dense ``(U, ...)`` block over the U rows any task touched (repeated ids summed),
+    returned with those row ids; dot products over these blocks equal those over the
+    whole table, whose other rows have zero gradient. Otherwise the dense gradients
+    and None.
+    """
+    present = [g for g in grads if g is not None]
+    if not present or not all(isinstance(g, tf.IndexedSlices) for g in present):
+        return [dense_gradient(g, variable) for g in grads], None
+    rows, position = tf.unique(tf.concat([g.indices for g in present], 0))
+    count = tf.shape(rows)[0]
+    blocks, start = [], 0
+    for g in grads:
+        if g is None:
+            blocks.append(tf.zeros(tf.concat([[count], list(variable.shape[1:])], 0), "float32"))
+            continue
+        end = start + tf.shape(g.indices)[0]
+        values = tf.cast(g.values, "float32")
+        blocks.append(tf.math.unsorted_segment_sum(values, position[start:end], count))
+        start = end
+    return blocks, rows
+
+
 @keras.saving.register_keras_serializable(package="mtlrec")
 class PCGrad(LossWeighting):
     """Projects conflicting task gradients on the shared parameters.
@@ -57,9 +84,11 @@ class PCGrad(LossWeighting):
     sum_k w_k L_k, since no other task's loss depends on them). The objective
     reported is sum_k w_k L_k.
 
-    Shared variables are densified for the projection (an embedding table's
-    ``IndexedSlices`` gradient becomes a full tensor per task), so list the
-    big shared tables in ``task_vars`` if their PCGrad treatment is not wanted.
+    Every shared variable takes part in the projection, embedding tables
+    included: a table's ``IndexedSlices`` gradients are projected on the rows the
+    batch touches (``_touched_rows``), never densified, and its update stays
+    ``IndexedSlices`` on those rows. So for ESMM and Single-Task, whose only shared
+    parameters are the tables, PCGrad differs from fixed weighting.
 
     Args:
         tasks: ``Task`` objects or task dicts.
@@ -84,7 +113,7 @@ class PCGrad(LossWeighting):
         ]
         return ops.stack(rows)
 
-    def gradients(self, tape, task_losses, shared_vars, task_vars):
+    def gradients(self, tape, task_losses, shared_vars, task_vars, balance_vars=None):
         self._require_persistent(tape, "PCGrad")
         losses, extras = self._split(task_losses)
         weights = ops.stop_gradient(self.task_weights_tensor())
@@ -92,12 +121,24 @@ class PCGrad(LossWeighting):
 
         shared_grads = []
         if shared_vars:
-            per_task = []
-            for k, loss in enumerate(losses):
-                g = tape.gradient(loss, shared_vars, output_gradients=weights[k])
-                per_task.append([dense_gradient(gi, v) for gi, v in zip(g, shared_vars)])
+            raw = [
+                tape.gradient(loss, shared_vars, output_gradients=weights[k])
+                for k, loss in enumerate(losses)
+            ]
+            blocks, rows = [], []
+            for v, variable in enumerate(shared_vars):
+                per_variable, touched = _touched_rows([g[v] for g in raw], variable)
+                blocks.append(per_variable)
+                rows.append(touched)
+            per_task = [[b[k] for b in blocks] for k in range(len(losses))]
             projected = project_conflicting(per_task, self.random_orders())
-            shared_grads = [sum(p[v] for p in projected) for v in range(len(shared_vars))]
+            shared_grads = []
+            for v, variable in enumerate(shared_vars):
+                summed = sum(p[v] for p in projected)
+                if rows[v] is not None:
+                    shape = tf.constant(list(variable.shape), dtype=rows[v].dtype)
+                    summed = tf.IndexedSlices(summed, rows[v], shape)
+                shared_grads.append(summed)
             if extras:
                 extra_grads = self._weighted_gradients(tape, [], extras, weights, shared_vars)
                 shared_grads = [add_gradients(a, b) for a, b in zip(shared_grads, extra_grads)]

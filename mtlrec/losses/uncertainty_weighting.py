@@ -55,7 +55,7 @@ class UncertaintyWeighting(LossWeighting):
             total = total + extra
         return total
 
-    def gradients(self, tape, task_losses, shared_vars, task_vars):
+    def gradients(self, tape, task_losses, shared_vars, task_vars, balance_vars=None):
         # The tape need not have recorded s: its gradient is analytic,
         # dL/ds_k = -c_k exp(-s_k) L_k + 1/2.
         losses, extras = self._split(task_losses)

@@ -76,15 +76,10 @@ class MMoE(MultiTaskModel):
         """A model from the same inputs to `{task: (B, num_experts)}` gate weights."""
         return keras.Model(self.input, dict(self._gate_tensors), name=f"{self.name}_gates")
 
-    def _last_shared_layer(self):
-        return self.mixture
-
     def last_shared_layer_variables(self):
-        """The experts' variables (the gates are per task)."""
-        experts = getattr(self.mixture, "experts", None)
-        if not experts:
-            return super().last_shared_layer_variables()
-        return [v for e in experts for v in e.trainable_variables]
+        """GradNorm's W: the output layer of every expert (the last layer the tasks
+        share; the gates are per task)."""
+        return [v for e in self.mixture.experts for v in e.last_layer_variables()]
 
     def get_config(self):
         config = super().get_config()

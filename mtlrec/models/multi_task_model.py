@@ -327,7 +327,8 @@ class MultiTaskModel(keras.Model):
         return [v for v in self.trainable_variables if id(v) not in exclude]
 
     def last_shared_layer_variables(self):
-        """W of GradNorm: the variables of the last layer shared by all tasks."""
+        """W of GradNorm: the variables of the last layer shared by all tasks (here the
+        interaction block or the embedding tables; backbones override it)."""
         return list(self._last_shared_layer().trainable_variables)
 
     def _task_layers(self):

@@ -99,15 +99,12 @@ class PLE(MultiTaskModel):
         `{task: (B, num_task_experts + num_shared_experts)}` (own experts first)."""
         return keras.Model(self.input, dict(self._gate_tensors), name=f"{self.name}_gates")
 
-    def _last_shared_layer(self):
-        return self.levels[-1]
-
     def last_shared_layer_variables(self):
-        """The last level's shared experts (its task experts and gates serve one task)."""
-        shared = getattr(self.levels[-1], "shared_experts", None)
-        if not shared:
-            return super().last_shared_layer_variables()
-        return [v for e in shared for v in e.trainable_variables]
+        """GradNorm's W: the output layer of every expert of the last level, the layer
+        whose outputs the task gates mix (its shared experts and each task's own)."""
+        last = self.levels[-1]
+        experts = list(last.task_experts) + list(last.shared_experts)
+        return [v for e in experts for v in e.last_layer_variables()]
 
     def get_config(self):
         config = super().get_config()

@@ -56,9 +56,9 @@ class SharedBottom(MultiTaskModel):
         self.tower_units = tower_units
         self.dropout = dropout
 
-    def _last_shared_layer(self):
-        dense = getattr(self.bottom, "dense_layers", None)
-        return dense[-1] if dense else self.bottom
+    def last_shared_layer_variables(self):
+        """GradNorm's W: the bottom's last layer."""
+        return self.bottom.last_layer_variables()
 
     def get_config(self):
         config = super().get_config()

@@ -215,17 +215,8 @@ class Trainer:
         known = {id(v) for v in shared + task} | own_ids
         shared += [v for v in trainable if id(v) not in known]  # anything unclassified is shared
         embedding_ids = {id(v) for v in embedding}
-        if type(self.weighting).__name__ == "PCGrad":
-            # PCGrad densifies the shared gradients for its projections; an embedding
-            # table stays sparse (and gets the sum of the task gradients) as a task var.
-            task = [v for v in shared if id(v) in embedding_ids] + task
-            shared = [v for v in shared if id(v) not in embedding_ids]
-        last = _variables(model, "last_shared_layer_variables") or []
-        if last:  # GradNorm balances on the last shared variable of rank >= 2
-            last_ids = {id(v) for v in last}
-            shared = [v for v in shared if id(v) not in last_ids] + [
-                v for v in shared if id(v) in last_ids
-            ]
+        # GradNorm's W, as the model names it (None: GradNorm balances on all shared).
+        self.balance_variables = _variables(model, "last_shared_layer_variables") or None
         self.shared_variables = shared
         self.task_variables = task + own
         everything = self.shared_variables + self.task_variables
@@ -247,7 +238,7 @@ class Trainer:
                     [tf.cast(r, tf.float32) for r in regularization]
                 )
         grads, total = self.weighting.gradients(
-            tape, losses, self.shared_variables, self.task_variables
+            tape, losses, self.shared_variables, self.task_variables, self.balance_variables
         )
         del tape
         dense, embedding = [], []

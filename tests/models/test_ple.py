@@ -35,12 +35,16 @@ def test_levels_and_gate_weights(tiny_funnel, keras_roundtrip, num_levels):
         np.testing.assert_array_equal(np.asarray(again[task]), gates[task])
 
 
-def test_last_shared_variables_are_the_last_levels_shared_experts(tiny_funnel):
+def test_last_shared_variables_are_the_last_levels_expert_output_layers(tiny_funnel):
+    """GradNorm's W: the output layer of every expert the last level's gates mix."""
     model = PLE(tiny_funnel.schema, TASKS, num_levels=2, num_shared_experts=2, expert_units=[6, 5])
     last = model.last_shared_layer_variables()
-    assert len(last) == 2 * 2 * 2  # 2 shared experts x 2 layers x (kernel, bias)
-    level_vars = {id(v) for v in model.levels[-1].trainable_variables}
-    assert {id(v) for v in last} < level_vars
+    level = model.levels[-1]
+    experts = list(level.task_experts) + list(level.shared_experts)
+    assert len(experts) == len(TASKS) * 1 + 2
+    want = [v for e in experts for v in e.mlp.dense_layers[-1].trainable_variables]
+    assert [id(v) for v in last] == [id(v) for v in want]
+    assert [tuple(v.shape) for v in last] == [(6, 5), (5,)] * len(experts)
 
 
 def test_bad_level_count_is_refused(tiny_funnel):

@@ -1,0 +1,70 @@
+"""The trainer hands the loss weightings the variable groups the model names: PCGrad
+projects over every shared parameter (the embedding tables' touched rows included),
+GradNorm balances on the model's last shared layer."""
+
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from mtlrec.data_pipeline import make_dataset
+from mtlrec.losses import FixedWeighting, project_conflicting, task_losses
+from mtlrec.training.config import load_config
+from mtlrec.training.trainer import Trainer
+
+
+def _trainer(write_config, overrides):
+    """A Trainer of the tiny config with `overrides` (the numerics' stats given)."""
+    schema = yaml.safe_load(write_config().read_text())["schema"]
+    for f in schema["numeric"]:
+        if f.get("normalize") == "standardize":
+            f["mean"], f["std"] = 0.08, 0.05
+    config = load_config(write_config(dict(overrides, schema=schema)))
+    return Trainer(config, schema), schema
+
+
+def test_pcgrad_on_esmm_projects_the_embedding_rows(write_config, funnel_root, tiny):
+    trainer, schema = _trainer(write_config, {"loss_weighting": {"type": "pcgrad", "seed": 0}})
+    shared = trainer.shared_variables
+    tables = trainer.model.embedding_variables()
+    # ESMM shares nothing but the tables: before, PCGrad had no shared variable at all
+    assert {id(v) for v in shared} == {id(v) for v in tables}
+
+    features, labels = next(iter(make_dataset(funnel_root, [tiny.days[0]], schema, batch_size=64)))
+    # every row clicked, none converted: the CTR loss pulls pCTR up, the CTCVR loss pulls
+    # pCTR x pCVR down, so the two tasks' gradients on the shared rows conflict
+    labels = {"click": tf.ones_like(labels["click"]), "conversion": tf.zeros_like(labels["click"])}
+    with tf.GradientTape(persistent=True) as tape:
+        losses = task_losses(trainer.tasks, labels, trainer.model(features, training=True))
+    grads, _ = trainer.weighting.gradients(tape, losses, shared, trainer.task_variables)
+    fixed, _ = FixedWeighting(trainer.tasks).gradients(tape, losses, shared, trainer.task_variables)
+    per_task = [
+        [tf.convert_to_tensor(g) for g in tape.gradient(losses[t.name], shared)]
+        for t in trainer.tasks
+    ]
+    for g in grads[: len(shared)]:
+        assert isinstance(g, tf.IndexedSlices)  # sparse rows, not dense tables
+    dense = [tf.convert_to_tensor(g).numpy() for g in grads[: len(shared)]]
+    # two tasks: the visiting order does not matter
+    projected = project_conflicting(per_task, [[0, 1], [1, 0]])
+    want = [sum(p[v] for p in projected).numpy() for v in range(len(shared))]
+    for got, ref in zip(dense, want):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
+    assert sum(float(tf.reduce_sum(a * b)) for a, b in zip(*per_task)) < 0
+    assert any(  # so the update of the touched rows differs from fixed weighting
+        not np.allclose(got, tf.convert_to_tensor(f).numpy())
+        for got, f in zip(dense, fixed[: len(shared)])
+    )
+
+
+def test_gradnorm_balances_on_the_models_last_shared_layer(write_config):
+    trainer, _ = _trainer(
+        write_config,
+        {
+            "model": {"type": "mmoe", "num_experts": 3, "expert_units": [8, 6], "tower_units": [4],
+                      "seed": 1},
+            "loss_weighting": {"type": "gradnorm"},
+        },
+    )
+    experts = trainer.model.mixture.experts
+    want = [v for e in experts for v in e.mlp.dense_layers[-1].trainable_variables]
+    assert [id(v) for v in trainer.balance_variables] == [id(v) for v in want]
