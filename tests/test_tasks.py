@@ -193,6 +193,15 @@ def test_validate_tasks_accepts_schema_object():
             ],
             r"tasks\[2\]\.joint \(task 'cvr'\): joint output name 'ctcvr' is already used by tasks\[1\]",
         ),
+        (
+            [{"name": "ctr_logit", "label": "click"}],
+            r"tasks\[0\]\.name \(task 'ctr_logit'\): output names ending in '_logit' are reserved "
+            r"for the logits beside each probability output, got 'ctr_logit'",
+        ),
+        (
+            [ESMM[0], {**ESMM[1], "joint": "ctcvr_logit"}],
+            r"tasks\[1\]\.joint \(task 'cvr'\): output names ending in '_logit' are reserved",
+        ),
         ([], r"tasks: expected at least one task"),
         ([{"name": "a", "label": "click", "kind": "bin"}], r"tasks\[0\]\.kind: expected one of"),
     ],
