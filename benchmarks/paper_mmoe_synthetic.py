@@ -29,6 +29,7 @@ import numpy as np
 from mtlrec.data_pipeline import mmoe_synthetic
 from mtlrec.layers import MixtureOfExperts
 from mtlrec.models import MMoE, MultiTaskModel, SharedBottom, schema_inputs
+from mtlrec.seeding import derive_seed
 
 DIM = 100
 TASKS = [
@@ -49,7 +50,7 @@ class OMoE(MultiTaskModel):
         self._setup(schema, tasks, seed=seed)
         self.mixture = MixtureOfExperts(
             num_experts, list(expert_units), num_tasks=1,
-            seed=None if seed is None else seed + 2, name="one_gate_mixture",
+            seed=derive_seed(self.seed, "one_gate_mixture"), name="one_gate_mixture",
         )
         inputs = schema_inputs(self.schema)
         (mixed,) = self.mixture(self._embed(inputs))
