@@ -46,11 +46,13 @@ def _setup_logging(verbose: bool, quiet: bool):
 def _knob(text: str):
     import yaml
 
+    from mtlrec import yaml_loader
+
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
     try:
-        return key.strip(), yaml.safe_load(value)
+        return key.strip(), yaml_loader.load(value)
     except yaml.YAMLError as err:  # e.g. a !!python tag: refused by the safe loader
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise argparse.ArgumentTypeError(f"{key.strip()}: not a plain YAML value ({problem})") from None
@@ -147,10 +149,11 @@ def _cmd_generate(args) -> int:
 def _schema_from_file(path) -> dict:
     import yaml
 
+    from mtlrec import yaml_loader
     from mtlrec.training.config import ConfigError
 
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml_loader.load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read a schema: {err}", source=path) from None
     if isinstance(data, dict) and "schema" in data:

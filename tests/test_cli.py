@@ -124,6 +124,8 @@ def test_input_errors_are_one_line_with_exit_codes(tmp_path, data_root, capsys):
         (["report", str(tmp_path / "nothing")], 1, "no metrics to plot"),
         (["generate", "--root", str(tmp_path / "g"), "--days", "1", "--start", DAYS[0], "--rows", "10",
           "--knob", "colour=red"], 2, "colour"),
+        (["generate", "--root", str(tmp_path / "g"), "--days", "1", "--start", DAYS[0], "--rows", "10",
+          "--knob", "relatedness=fast"], 2, "Expected relatedness to be a number. Received: relatedness='fast'"),
         (["evaluate", str(config)], 2, "data.eval_day: no day to evaluate"),
     ]
     for args, code, text in cases:
@@ -175,3 +177,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     (other / "keep.txt").write_text("mine")
     assert main(["demo", "--workdir", str(other)]) == 1
     assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_knob_values_read_numbers_as_yaml_1_2_writes_them():
+    from mtlrec.cli import _knob
+
+    assert _knob("relatedness=8e-1") == ("relatedness", 0.8)
+    assert _knob("num_users=2E3") == ("num_users", 2000.0)
+    assert _knob("scale=.5") == ("scale", 0.5)
+    assert _knob("mode=fast") == ("mode", "fast")

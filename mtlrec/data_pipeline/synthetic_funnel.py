@@ -77,6 +77,9 @@ def _knobs(knobs):
                  "files_per_day", "row_group_size", "dim", "property_dim"):
         if isinstance(k[name], bool) or not isinstance(k[name], (int, np.integer)) or k[name] <= 0:
             raise ValueError(f"Expected {name} to be a positive integer. Received: {name}={k[name]!r}")
+    for name in ("relatedness", "initial_items", "new_items_per_day", "base_ctr", "base_cvr", "base_follow"):
+        if isinstance(k[name], bool) or not isinstance(k[name], (int, float, np.integer, np.floating)):
+            raise ValueError(f"Expected {name} to be a number. Received: {name}={k[name]!r}")
     for name in ("relatedness", "initial_items", "new_items_per_day"):
         if not 0.0 <= k[name] <= 1.0:
             raise ValueError(f"Expected {name} in [0, 1]. Received: {name}={k[name]!r}")

@@ -1,7 +1,7 @@
 """Experiment configs: one YAML file is one reproducible run.
 
-``load_config(path)`` reads the file with ``yaml.safe_load`` (nothing in it is
-evaluated as code), checks every key before any work starts and returns an
+``load_config(path)`` reads the file with ``mtlrec.yaml_loader`` (a safe loader:
+nothing in it is evaluated as code; numbers read as YAML 1.2 writes them, ``1e-3``), checks every key before any work starts and returns an
 ``ExperimentConfig``. A bad config raises ``ConfigError`` naming the file, the
 line, the key path (``training.batch_size``, ``tasks[1].label``) and what was
 expected. Relative paths (``run_dir``, ``data.root``) resolve against the
@@ -40,6 +40,7 @@ from typing import Any, Callable
 
 import yaml
 
+from mtlrec import yaml_loader
 from mtlrec.training.errors import ConfigError
 
 FORMATS = ("parquet", "tfrecord")
@@ -532,7 +533,7 @@ def _resolve(path: str | None, base: Path | None) -> str | None:
 
 
 def config_from_dict(data, source=None, lines=None, base_dir=None) -> ExperimentConfig:
-    """Validate a config mapping (what ``yaml.safe_load`` returns).
+    """Validate a config mapping (what ``yaml_loader.load`` returns).
 
     Args:
         data: the parsed config.
@@ -566,8 +567,8 @@ def config_from_dict(data, source=None, lines=None, base_dir=None) -> Experiment
 
 def _parse(text: str, source) -> tuple[list, list]:
     try:
-        documents = list(yaml.safe_load_all(text))
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        documents = yaml_loader.load_all(text)
+        nodes = yaml_loader.compose_all(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         line = None if mark is None else mark.line + 1

@@ -207,3 +207,25 @@ def test_funnel_defaults_to_click_conversion_only_when_the_schema_has_both(tmp_p
     d["data"]["funnel"] = [["click", "conversion"]]  # set explicitly, it is checked
     with pytest.raises(ConfigError, match=r"data\.funnel\[0\]: 'click' is not a label"):
         config_from_dict(d, base_dir=tmp_path)
+
+
+def test_numbers_read_as_yaml_1_2_writes_them(tmp_path):
+    text = BASE_YAML.replace("dense: {name: adam, learning_rate: 0.01}", "dense: {name: adam, learning_rate: 1e-3}")
+    text = text.replace("embedding: {name: lazy_adam, learning_rate: 0.01}", "embedding: {name: lazy_adam, learning_rate: .5}")
+    text = text.replace("  batch_size: 64\n", "  batch_size: 64\n  shuffle_buffer: 100\n")
+    config = load_config(write(tmp_path, text))
+    assert config.optimizer.dense["learning_rate"] == 0.001
+    assert config.optimizer.embedding["learning_rate"] == 0.5
+
+    from mtlrec import yaml_loader
+
+    assert yaml_loader.load("[1e-3, 1E3, 2e+5, -.5, +1.5e3, .inf, 10, 1_000, 0x1f, '1e3', fast, 1e, e3]") == [
+        0.001, 1000.0, 200000.0, -0.5, 1500.0, float("inf"), 10, 1000, 31, "1e3", "fast", "1e", "e3"
+    ]
+    assert yaml_loader.load("2024-01-01") == datetime.date(2024, 1, 1)
+
+
+def test_a_word_where_a_number_is_expected_is_still_refused(tmp_path):
+    text = BASE_YAML.replace("dense: {name: adam, learning_rate: 0.01}", "dense: {name: adam, learning_rate: fast}")
+    with pytest.raises(ConfigError, match=r"exp\.yaml:24: optimizer\.dense\.learning_rate: expected a positive number, got 'fast'"):
+        load_config(write(tmp_path, text))
