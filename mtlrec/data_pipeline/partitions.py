@@ -1,7 +1,7 @@
 """Day partitions in Hive layout: ``ROOT/dt=YYYY-MM-DD/<files>``.
 
-Data files of a day are ``*.parquet`` or ``*.tfrecord`` / ``*.tfrecord.gz``
-(``tf.train.Example``, ``.gz`` meaning GZIP); names starting with ``.`` or ``_``
+Data files of a day are ``*.parquet`` or ``*.tfrecord`` / ``*.tfrecords`` (and
+their ``.gz`` forms: ``tf.train.Example``, ``.gz`` meaning GZIP); names starting with ``.`` or ``_``
 (temporary files, ``_SUCCESS``) are ignored. Files are read in name order.
 """
 
@@ -12,6 +12,10 @@ import re
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
 
 FORMATS = ("parquet", "tfrecord")
+EXTENSIONS = {
+    "parquet": (".parquet",),
+    "tfrecord": (".tfrecord", ".tfrecords", ".tfrecord.gz", ".tfrecords.gz"),
+}
 _DAY_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -100,21 +104,22 @@ def day_files(root, day, fmt):
     path = day_dir(root, day)
     if not os.path.isdir(path):
         raise DataValidationError(f"day {day} missing (no directory)", file=path)
-    files = sorted(
-        os.path.join(path, n) for n in os.listdir(path)
-        if not n.startswith((".", "_")) and file_format(n) == fmt
-    )
+    names = sorted(os.listdir(path))
+    files = [os.path.join(path, n) for n in names if not n.startswith((".", "_")) and file_format(n) == fmt]
     if not files:
-        raise DataValidationError(f"day {day} is empty: no {fmt} files", file=path)
+        raise DataValidationError(
+            f"day {day} is empty: no {fmt} files (reading names ending {', '.join(EXTENSIONS[fmt])}; "
+            f"files present: {_short(names)})",
+            file=path,
+        )
     return files
 
 
 def file_format(name):
     """'parquet', 'tfrecord' or None, from a file name."""
-    if name.endswith(".parquet"):
-        return "parquet"
-    if name.endswith((".tfrecord", ".tfrecord.gz")):
-        return "tfrecord"
+    for fmt, extensions in EXTENSIONS.items():
+        if os.fspath(name).endswith(extensions):
+            return fmt
     return None
 
 

@@ -78,6 +78,13 @@ def test_tfrecord_matches_parquet_on_hand_data(tmp_path, hand_schema, hand_table
         np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
     for k in la:
         np.testing.assert_array_equal(la[k], lb[k], err_msg=k)
+    # the ".tfrecords" spelling (TensorFlow's tutorials use it) reads the same
+    for path in sorted((tmp_path / "tf" / f"dt={DAY}").iterdir()):
+        path.rename(path.with_name(path.name.replace(".tfrecord", ".tfrecords")))
+    fc, _, sc = collect(make_dataset(tmp_path / "tf", DAY, hand_schema, fmt="tfrecord", **kwargs))
+    assert sc == sa
+    for k in fa:
+        np.testing.assert_array_equal(fa[k], fc[k], err_msg=k)
 
 
 @pytest.mark.parametrize("compression", [None, "GZIP"])

@@ -58,3 +58,19 @@ def test_day_files(root):
     assert err.value.file.endswith("dt=2024-01-02")
     with pytest.raises(ValueError, match="Received: fmt='csv'"):
         day_files(root, "2024-01-02", "csv")
+
+
+def test_tfrecords_names_are_read_and_an_empty_day_names_what_it_saw(tmp_path):
+    d = tmp_path / "dt=2024-01-01"
+    d.mkdir()
+    for name in ("part-0.tfrecords", "part-1.tfrecords.gz", "part-2.tfrecord.gz", "notes.txt", "_SUCCESS"):
+        (d / name).write_bytes(b"x")
+    assert [p.rsplit("/", 1)[1] for p in day_files(tmp_path, "2024-01-01", "tfrecord")] == [
+        "part-0.tfrecords", "part-1.tfrecords.gz", "part-2.tfrecord.gz"
+    ]
+    with pytest.raises(DataValidationError) as err:
+        day_files(tmp_path, "2024-01-01", "parquet")
+    assert str(err.value).endswith(
+        "day 2024-01-01 is empty: no parquet files (reading names ending .parquet; files present: "
+        "_SUCCESS, notes.txt, part-0.tfrecords, part-1.tfrecords.gz, part-2.tfrecord.gz)"
+    )
