@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -112,6 +113,17 @@ def test_every_command_once(tmp_path, data_root, capsys):
     assert main(["convert", "--root", str(data_root), "--day", DAYS[2], "--to", "tfrecord",
                  "--out", str(converted), "--schema", str(config)]) == 0
     assert list((converted / f"dt={DAYS[2]}").glob("*.tfrecord"))
+    capsys.readouterr()
+
+    # predict reads the TFRecord day too, and scores it as the Parquet day
+    tf_scores = tmp_path / "tf_scores.parquet"
+    assert main(["predict", "--model", str(run_dir / "export" / "2"), "--input",
+                 str(converted / f"dt={DAYS[2]}"), "--output", str(tf_scores)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {ROWS} rows to {tf_scores}"
+    a, b = pq.read_table(scores).to_pydict(), pq.read_table(tf_scores).to_pydict()
+    assert a["impression_id"] == b["impression_id"]
+    for name in ("ctr", "cvr"):
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7)
 
 
 def test_input_errors_are_one_line_with_exit_codes(tmp_path, data_root, capsys):

@@ -1,8 +1,9 @@
-"""Batch scoring with an exported SavedModel: Parquet in, Parquet out.
+"""Batch scoring with an exported SavedModel: Parquet or TFRecord in, Parquet out.
 
 ``predict_file(model_dir, input_path, output_path)`` streams the input (one
-Parquet file, or every ``*.parquet`` of a directory such as a day partition, in
-name order) in record batches, feeds the raw columns to ``serving_default``
+Parquet or TFRecord file, or every data file of a directory such as a day
+partition, in name order: the names ``mtlrec.data_pipeline.partitions`` reads)
+in record batches, feeds the raw columns to ``serving_default``
 and writes one output row per input row: the schema's key column (or ``row``,
 the input row number, when the schema has no key or the input lacks it)
 followed by one column per model output. The output is written aside and
@@ -21,26 +22,45 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
+from mtlrec.data_pipeline.partitions import EXTENSIONS, file_format
 from mtlrec.training.export import read_metadata
 
 PAD = {"int64": -1, "string": ""}
 
 
 def input_files(path) -> list[Path]:
-    """The Parquet files to score: ``path`` itself or the ``*.parquet`` under it."""
+    """The files to score: ``path`` itself or the Parquet and TFRecord files under it."""
     path = Path(path)
     if path.is_file():
         return [path]
     if path.is_dir():
         files = sorted(
             p
-            for p in path.rglob("*.parquet")
-            if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+            for p in path.rglob("*")
+            if file_format(p.name) is not None and p.is_file()
+            and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
         )
         if not files:
-            raise DataValidationError("no .parquet files in this directory", file=path)
+            names = ", ".join(e for fmt in EXTENSIONS.values() for e in fmt)
+            raise DataValidationError(f"no data files in this directory (reading names ending {names})", file=path)
         return files
     raise DataValidationError("no such file or directory", file=path)
+
+
+def _record_batches(file: Path, columns: list, sequences: set, batch_size: int):
+    """Arrow record batches of ``columns`` of one Parquet or TFRecord file."""
+    if file_format(file.name) == "tfrecord":
+        from mtlrec.data_pipeline.tfrecord_io import peek_kinds, read_tfrecord_batches
+
+        kinds = {k: v for k, v in peek_kinds(file).items() if k in columns}
+        yield from read_tfrecord_batches(file, kinds, list_columns=sequences, batch_size=batch_size)
+        return
+    try:
+        parquet = pq.ParquetFile(file)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataValidationError(f"not a readable Parquet file ({err})", file=file) from None
+    names = parquet.schema_arrow.names
+    yield from parquet.iter_batches(batch_size=batch_size, columns=[c for c in columns if c in names])
 
 
 def _features_by_kind(schema: dict) -> dict:
@@ -175,17 +195,11 @@ def predict_file(model_dir, input_path, output_path, batch_size: int = 4096) -> 
     writer = None
     rows = 0
     try:
+        sequences = {n for n, spec in inputs.items() if len(spec["shape"]) == 2}
+        columns = list(inputs) + ([key] if key is not None else [])
         for file in files:
-            try:
-                parquet = pq.ParquetFile(file)
-            except (pa.ArrowInvalid, OSError) as err:
-                raise DataValidationError(f"not a readable Parquet file ({err})", file=file) from None
-            names = parquet.schema_arrow.names
-            columns = [n for n in inputs if n in names]
-            use_key = key is not None and key in names
-            if use_key:
-                columns.append(key)
-            for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+            for batch in _record_batches(file, columns, sequences, batch_size):
+                use_key = key is not None and key in batch.schema.names
                 features = batch_inputs(batch, inputs, schema, file)
                 outputs = serve(**{n: tf.constant(v) for n, v in features.items()})
                 table = {}
