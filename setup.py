@@ -12,6 +12,7 @@ setup(
     package_data={"mtlrec": ["defaults/*.yaml"]},
     install_requires=[
         "tensorflow>=2.16,<2.22",
+        "tensorflow-serving-api>=2.16,<2.22",  # PredictionLog protos of the warmup requests
         "keras>=3.3,<4",
         "numpy>=1.26,<3",
         "pandas>=2.0,<3",

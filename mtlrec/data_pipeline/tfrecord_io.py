@@ -43,7 +43,7 @@ def _is_list(t):
     return pa.types.is_list(t) or pa.types.is_large_list(t)
 
 
-def _padded(values, lengths, fill):
+def pad_rows(values, lengths, fill):
     """(n, max(lengths)) array of the flattened `values` split by `lengths`, padded with `fill`."""
     n = len(lengths)
     width = int(lengths.max()) if n else 0
@@ -69,7 +69,7 @@ def _column_lists(arr, kind):
         lengths = np.where(present, np.diff(offsets), 0)
         flat = arr.flatten() if arr.null_count == 0 else pc.list_flatten(arr)
         values = _values_numpy(flat, np_dtype, kind)
-        return lengths, _padded(values, lengths, _fill(kind)), present
+        return lengths, pad_rows(values, lengths, _fill(kind)), present
     values = _values_numpy(arr, np_dtype, kind)
     lengths = present.astype(np.int64)
     return lengths, values.reshape(n, 1), present

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from mtlrec.data_pipeline.columns import EXTRA_FILL
 from mtlrec.data_pipeline.partitions import compression_of
+from mtlrec.data_pipeline.recent_items import last_items
 from mtlrec.data_pipeline.tfrecord_io import peek_kinds
 
 _TF = {"int64": tf.int64, "float": tf.float32, "bytes": tf.string}
@@ -65,26 +66,13 @@ def parse_batch(serialized, plan, spec):
             if values.dtype != tf.string and col.kind.startswith("string"):
                 values = tf.strings.as_string(values)
             width = col.max_len if col.kind.endswith("_seq") else 1
-            x = _last_items(values, x.row_splits, width, _fill(col))
+            x = last_items(values, x.row_splits, width, _fill(col))
             if not col.kind.endswith("_seq"):
                 x = x[:, 0]
         elif col.kind == "float32":
             x = tf.cast(x, tf.float32)
         out[col.name] = x
     return out
-
-
-def _last_items(values, row_splits, width, fill):
-    """(B, width): the last `width` values of each row, padded after them with `fill`
-    (dense index arithmetic; cheaper than slicing a RaggedTensor)."""
-    lengths = row_splits[1:] - row_splits[:-1]
-    kept = tf.minimum(lengths, width)
-    start = row_splits[:-1] + lengths - kept
-    steps = tf.range(width, dtype=row_splits.dtype)
-    mask = steps[None, :] < kept[:, None]
-    index = tf.where(mask, start[:, None] + steps[None, :], 0)
-    values = tf.concat([values, tf.fill([1], tf.constant(fill, values.dtype))], 0)  # never empty
-    return tf.where(mask, tf.gather(values, index), tf.constant(fill, values.dtype))
 
 
 def record_batches(files, batch_size, shuffle_buffer=0, seed=None, repeat=False, skip_batches=0):

@@ -593,10 +593,29 @@ class Experiment:
             "exported_at": _now(),
         }
         path = export_model(
-            self.trainer.model, self.export_dir, keep=self.config.export.keep, metadata=metadata
+            self.trainer.model, self.export_dir, keep=self.config.export.keep, metadata=metadata,
+            warmup=self._warmup_rows(day),
         )
         logger.info("exported %s", path)
         return path
+
+    def _warmup_rows(self, day, rows: int = 3) -> dict | None:
+        """The first ``rows`` rows of ``day`` as model inputs (TF Serving's warmup requests);
+        None when the day can no longer be read."""
+        from mtlrec.data_pipeline import DataValidationError
+
+        if day is None:
+            return None
+        try:
+            dataset = _data().make_dataset(
+                self.config.data.root, [day], self.trainer.schema, fmt=self.config.data.format,
+                batch_size=rows, deterministic=True,
+            )
+            features = next(iter(dataset))[0]
+        except (DataValidationError, StopIteration) as err:
+            logger.warning("export without warmup requests: day %s cannot be read (%s)", day, err)
+            return None
+        return {name: value.numpy() for name, value in features.items()}
 
     def _summary_writer(self):
         if self._writer is None and self.trainer.is_chief:

@@ -8,7 +8,9 @@ and writes one output row per input row: the schema's key column (or ``row``,
 the input row number, when the schema has no key or the input lacks it)
 followed by one column per model output. The output is written aside and
 renamed, so a failed run leaves no partial file. Only TensorFlow and pyarrow
-are needed; the model does its own hashing and normalisation.
+are needed; the model does its own hashing and normalisation, and keeps the
+most recent ``max_len`` items of each id list (lists are sent padded to the
+longest row of a batch).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import pyarrow.parquet as pq
 
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
 from mtlrec.data_pipeline.partitions import EXTENSIONS, file_format
+from mtlrec.data_pipeline.recent_items import fit_padded
+from mtlrec.data_pipeline.tfrecord_io import pad_rows, peek_kinds, read_tfrecord_batches
+from mtlrec.schema import PAD
 from mtlrec.training.export import read_metadata
 
-PAD = {"int64": -1, "string": ""}
 
 
 def input_files(path) -> list[Path]:
@@ -50,8 +54,6 @@ def input_files(path) -> list[Path]:
 def _record_batches(file: Path, columns: list, sequences: set, batch_size: int):
     """Arrow record batches of ``columns`` of one Parquet or TFRecord file."""
     if file_format(file.name) == "tfrecord":
-        from mtlrec.data_pipeline.tfrecord_io import peek_kinds, read_tfrecord_batches
-
         kinds = {k: v for k, v in peek_kinds(file).items() if k in columns}
         yield from read_tfrecord_batches(file, kinds, list_columns=sequences, batch_size=batch_size)
         return
@@ -107,27 +109,19 @@ def _floats(col, default: float, file, name) -> np.ndarray:
     return values
 
 
-def _sequences(col, dtype: str, max_len: int, file, name) -> np.ndarray:
-    """Lists -> (B, max_len): the most recent (last) ``max_len`` ids, padded after them."""
+def _sequences(col, dtype: str, width, file, name) -> np.ndarray:
+    """Lists -> (B, L) padded after their items, L the longest row; an export with a fixed
+    ``width`` (older versions) gets each row's most recent ``width`` items."""
     if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
         raise DataValidationError(f"expected a list of ids, got {col.type}", file=file, column=name)
     pad = PAD[dtype]
     col = pc.fill_null(col, pa.scalar([], type=col.type))
-    offsets = col.offsets.to_numpy()
-    values = _ids(col.flatten(), dtype, pad, file, name)
-    # flatten() drops what the offsets of a sliced array skip; rebase on the first offset
-    offsets = offsets - offsets[0]
-    ends = offsets[1:]
-    starts = np.maximum(offsets[:-1], ends - max_len)
-    lengths = ends - starts
-    steps = np.arange(max_len)
-    index = starts[:, None] + steps[None, :]
-    valid = steps[None, :] < lengths[:, None]
-    if len(values) == 0:
-        out = np.full((len(ends), max_len), pad, dtype=object if dtype == "string" else np.int64)
-        return out
-    gathered = values[np.clip(index, 0, len(values) - 1)]
-    return np.where(valid, gathered, np.array(pad, dtype=gathered.dtype))
+    values = _ids(pc.list_flatten(col), dtype, pad, file, name)
+    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
+    padded = pad_rows(values, lengths, pad)
+    if width is None:
+        return padded
+    return fit_padded(padded, int(width), pad).numpy()
 
 
 def batch_inputs(batch: pa.RecordBatch, inputs: dict, schema: dict, file=None) -> dict:
@@ -139,8 +133,7 @@ def batch_inputs(batch: pa.RecordBatch, inputs: dict, schema: dict, file=None) -
         kind, feature = kinds.get(name, (None, {}))
         dtype = "string" if spec["dtype"] == "string" else spec["dtype"]
         if kind == "sequence" or len(spec["shape"]) == 2:
-            max_len = int(spec["shape"][1])
-            out[name] = _sequences(col, "string" if dtype == "string" else "int64", max_len, file, name)
+            out[name] = _sequences(col, "string" if dtype == "string" else "int64", spec["shape"][1], file, name)
         elif dtype == "string" or dtype == "int64":
             fill = feature.get("default")
             fill = PAD["string" if dtype == "string" else "int64"] if fill is None else fill

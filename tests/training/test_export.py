@@ -85,7 +85,7 @@ def test_export_versions_are_atomic_and_pruned(trained_run, tmp_path):
     signature = tf.saved_model.load(str(root / "3")).signatures["serving_default"]
     assert signature.structured_input_signature[1]["user_id"].dtype == tf.int64
     assert signature.structured_input_signature[1]["scene"].dtype == tf.string
-    assert signature.structured_input_signature[1]["hist_item_id"].shape.as_list() == [None, 4]
+    assert signature.structured_input_signature[1]["hist_item_id"].shape.as_list() == [None, None]  # any length
 
 
 def test_predict_writes_one_row_per_input_row(trained_run, funnel_root, tiny, tmp_path):
