@@ -109,10 +109,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export the latest checkpoint as a new SavedModel version")
     p.add_argument("config")
     p.add_argument("--run-dir")
+    p.add_argument("--force", action="store_true", help="export even if the newest export is that checkpoint")
 
     p = sub.add_parser("predict", help="score a Parquet file or day with an exported model")
     p.add_argument("--model", required=True, help="an export version directory (RUN/export/<n>)")
-    p.add_argument("--input", required=True, help="Parquet file or directory (e.g. a day)")
+    p.add_argument("--input", required=True, help="Parquet or TFRecord file, or a directory (e.g. a day)")
     p.add_argument("--output", required=True, help="output Parquet file")
     p.add_argument("--batch-size", type=int, default=4096)
 
@@ -231,10 +232,16 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_export(args) -> int:
     from mtlrec.training.experiment import Experiment
+    from mtlrec.training.export import read_metadata
 
     config = _load(args.config)
-    path = Experiment(config, run_dir=args.run_dir).export()
-    print(f"exported {path}")
+    experiment = Experiment(config, run_dir=args.run_dir)
+    current = None if args.force else experiment.current_export()
+    if current is not None:
+        print(f"nothing written: the newest export {current} already is the newest checkpoint "
+              f"(global step {read_metadata(current).get('global_step')}); --force exports it again")
+        return 0
+    print(f"exported {experiment.export()}")
     return 0
 
 

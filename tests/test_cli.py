@@ -93,7 +93,13 @@ def test_every_command_once(tmp_path, data_root, capsys):
     assert 0.0 <= result["metrics"]["ctr"]["auc"] <= 1.0
     assert sum(result["expert_utilization"]["cvr"]) == pytest.approx(1.0, abs=1e-4)
 
-    assert main(["export", str(config)]) == 0
+    assert main(["export", str(config)]) == 0  # training just exported this checkpoint
+    assert capsys.readouterr().out.strip() == (
+        f"nothing written: the newest export {run_dir / 'export' / '1'} already is the newest checkpoint "
+        f"(global step 5); --force exports it again"
+    )
+    assert sorted(p.name for p in (run_dir / "export").iterdir()) == ["1"]
+    assert main(["export", str(config), "--force"]) == 0
     assert capsys.readouterr().out.strip() == f"exported {run_dir / 'export' / '2'}"
 
     scores = tmp_path / "scores.parquet"

@@ -93,6 +93,15 @@ class CheckpointManager:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
+    def update_meta(self, meta: dict) -> Path | None:
+        """Replace the newest checkpoint's ``meta`` (its weights are still the model's: the
+        day ended on a periodic checkpoint), instead of a second checkpoint of one step."""
+        if not self.is_chief:
+            return None
+        path = self.checkpoints()[-1]
+        atomic.write_json(path / META_FILE, meta)
+        return path
+
     def restore(self, path) -> None:
         """Load the checkpoint at ``path`` into the tracked objects (refused, with a
         RunError, when it was written in another model format)."""

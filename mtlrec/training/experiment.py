@@ -68,6 +68,7 @@ class Experiment:
         self.trainer = None
         self._lock = None
         self._writer = None
+        self._saved_step = None  # global step of the last checkpoint this process wrote
 
     # ------------------------------------------------------------ paths
 
@@ -453,7 +454,11 @@ class Experiment:
         meta["command"] = command_id
         meta["written_at"] = _now()
         with self._writing(f"a checkpoint (day {position.day}, step {position.steps} of the day)"):
-            path = self.checkpoints.save(meta)
+            if meta["global_step"] == self._saved_step:  # a day ending on a periodic checkpoint
+                path = self.checkpoints.update_meta(meta)
+            else:
+                path = self.checkpoints.save(meta)
+        self._saved_step = meta["global_step"]
         if path is not None:
             logger.info(
                 "checkpoint %s (day %s, step %d of the day)", path.name, position.day, position.steps
@@ -534,6 +539,20 @@ class Experiment:
         self._validate([day])
         self._load_trained()
         return self._evaluate(day)
+
+    def current_export(self) -> Path | None:
+        """The newest export when it already is the newest checkpoint (same day and global
+        step), else None."""
+        from mtlrec.training.checkpoints import CheckpointManager
+        from mtlrec.training.export import latest_export, read_metadata
+
+        latest = CheckpointManager(self.checkpoint_dir, None, is_chief=False).latest()
+        path = latest_export(self.export_dir)
+        if latest is None or path is None or not latest[1].get("completed", False):
+            return None
+        meta = read_metadata(path)
+        same = (meta.get("day"), meta.get("global_step")) == (latest[1].get("day"), latest[1].get("global_step"))
+        return path if same else None
 
     def export(self) -> Path:
         """Export the newest checkpoint as a new SavedModel version."""

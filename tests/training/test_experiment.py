@@ -166,3 +166,17 @@ def test_the_step_is_traced_once_for_full_and_short_batches(write_config):
     assert [e["steps"] for e in state.days] == [4, 4]
     assert [e["examples"] for e in state.days] == [ROWS, ROWS]
     assert state.global_step == int(experiment.trainer.global_step.numpy()) == 8
+
+
+def test_a_day_ending_on_a_periodic_checkpoint_writes_it_once(write_config):
+    path = write_config({"training": {"checkpoint_every": STEPS_PER_DAY}})
+    Experiment(load_config(path)).train(day=DAYS[0])
+    checkpoints = sorted((path.parent / "run" / "checkpoints").glob("ckpt-*"))
+    assert [p.name for p in checkpoints] == ["ckpt-000001"]
+    meta = json.loads((checkpoints[0] / "meta.json").read_text())
+    assert (meta["day"], meta["steps"], meta["global_step"], meta["completed"]) == (
+        DAYS[0], STEPS_PER_DAY, STEPS_PER_DAY, True
+    )
+    # the next day resumes from it as from any end-of-day checkpoint
+    Experiment(load_config(path)).train(day=DAYS[1])
+    assert RunState.load(path.parent / "run").global_step == 2 * STEPS_PER_DAY
