@@ -193,6 +193,9 @@ def _cmd_train(args) -> int:
         strategy = make_strategy(config.training.strategy)
     experiment = Experiment(config, run_dir=args.run_dir, strategy=strategy)
     entries = experiment.train(day=args.day, days=args.days, force=args.force)
+    if not entries:
+        print("nothing to train: the days asked are already trained with this config "
+              "(--force trains them again)")
     for entry in entries:
         print(
             f"trained {entry['day']}: {entry['steps']} steps (global step {entry['global_step']})"

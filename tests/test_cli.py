@@ -83,10 +83,24 @@ def test_every_command_once(tmp_path, data_root, capsys):
     assert f"trained {DAYS[0]}: 5 steps (global step 5), evaluated on {DAYS[1]}, export version 1" in out
     assert "examples/s" in err  # progress lines every log_every steps
 
-    assert main(["train", str(config), "--day", DAYS[0]]) == 1
+    # a scheduler's retry of the finished command: exit 0, nothing written
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    assert main(["train", str(config), "--day", DAYS[0]]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == (
+        "nothing to train: the days asked are already trained with this config (--force trains them again)"
+    )
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+    # the same day with a changed config is refused
+    changed = write_config(tmp_path, data_root, CONFIG.replace("  batch_size: 64", "  batch_size: 32"), "changed.yaml")
+    assert main(["train", str(changed), "--day", DAYS[0]]) == 1
     out, err = capsys.readouterr()
     assert err.strip().count("\n") == 0  # refused before any work: the error line only
-    assert err.startswith(f"mtlrec: error: day {DAYS[0]} is already trained") and "--force" in err
+    assert err.strip() == (
+        f"mtlrec: error: day {DAYS[0]} is already trained in {run_dir} (global step 5) with a config "
+        f"that differs from this one; pass --force to train it again"
+    )
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
 
     assert main(["evaluate", str(config), "--day", DAYS[2], "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -303,6 +303,18 @@ class ExperimentConfig:
             )
         return out
 
+    def training_digest(self) -> str:
+        """A digest of what decides the trained weights (schema, tasks, model, optimizer,
+        loss weighting, training, data format and funnel); paths, days, evaluation and
+        export settings are left out."""
+        import hashlib
+        import json
+
+        data = self.to_dict()
+        kept = {k: data[k] for k in ("schema", "tasks", "model", "optimizer", "loss_weighting", "training")}
+        kept["data"] = {k: data["data"][k] for k in ("format", "funnel", "non_finite_numeric")}
+        return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
 
 _SECTIONS = {
     "data": DataConfig,

@@ -351,7 +351,10 @@ class Experiment:
             if cluster_from_env():  # before TensorFlow runs anything (collectives need it)
                 self.strategy = make_strategy("multi_worker")
         days = self._days(day, days)
-        self._plan(RunState.load(self.run_dir), days, force)  # refuse early, before reading data
+        state = RunState.load(self.run_dir)
+        if not force and self._already_done(state, days):
+            return []
+        self._plan(state, days, force)  # refuse early, before reading data
         # Validate the days and the days they are evaluated on before touching the run dir.
         following = [self._next_day(d) for d in days]
         self._validate(days + sorted({d for d in following if d and d not in days}))
@@ -435,6 +438,20 @@ class Experiment:
         self._close_writer()
         return results
 
+    def _already_done(self, state: RunState, days: list[str]) -> bool:
+        """Every day asked is trained with this config (a scheduler's retry of a finished
+        command): nothing to do."""
+        if state.matches_pending(days):
+            return False
+        digest = self.config.training_digest()
+        if not all(state.is_trained(d) and state.entry(d).get("config") == digest for d in days):
+            return False
+        logger.info(
+            "nothing to train: %s already trained in %s with this config (global step %d); "
+            "--force trains again", ", ".join(days), self.run_dir, state.global_step,
+        )
+        return True
+
     def _plan(self, state: RunState, days: list[str], force: bool) -> list[str]:
         """The days still to train; refuses a trained day unless forced or resuming."""
         if state.matches_pending(days):
@@ -442,9 +459,12 @@ class Experiment:
         trained = [d for d in days if state.is_trained(d)]
         if trained and not force:
             entry = state.entry(trained[0])
+            changed = entry.get("config") not in (None, self.config.training_digest())
             raise RunError(
                 f"day {trained[0]} is already trained in {self.run_dir} (global step "
-                f"{entry.get('global_step')}); pass --force to train it again"
+                f"{entry.get('global_step')})"
+                + (" with a config that differs from this one" if changed else "")
+                + "; pass --force to train it again"
             )
         return list(days)
 
@@ -499,6 +519,7 @@ class Experiment:
             eval_day=eval_day,
             export_version=None if version is None else int(version.name),
             non_finite_replaced=dict(getattr(self, "_non_finite", {}).get(day) or {}),
+            config=self.config.training_digest(),
         )
         state.mark_done(day)
         if chief:

@@ -95,6 +95,12 @@ def test_killed_run_resumes_to_the_clean_result(point, tmp_path, funnel_root, cl
     assert versions(run_dir / "export") == versions(clean_dir / "export") == [1, 2]
     assert not list(run_dir.rglob(".tmp-*"))
 
+    # a scheduler retrying until exit 0 is done now: the same command exits 0, writes nothing
+    state_text = (run_dir / "state.json").read_text()
+    assert main(["train", str(config), "--days", COMMAND_DAYS]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+    assert (run_dir / "state.json").read_text() == state_text and versions(run_dir / "export") == [1, 2]
+
     # the latest export loads and predicts what the uninterrupted run's export predicts
     scores = tmp_path / "scores.parquet"
     assert predict_file(latest_export(run_dir / "export"), funnel_root / f"dt={EVAL_DAY}", scores) == 320

@@ -180,3 +180,23 @@ def test_a_day_ending_on_a_periodic_checkpoint_writes_it_once(write_config):
     # the next day resumes from it as from any end-of-day checkpoint
     Experiment(load_config(path)).train(day=DAYS[1])
     assert RunState.load(path.parent / "run").global_step == 2 * STEPS_PER_DAY
+
+
+def test_a_finished_day_asked_again_with_the_same_config_is_done(write_config):
+    path = write_config()
+    Experiment(load_config(path)).train(day=DAYS[0])
+    run_dir = path.parent / "run"
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    assert Experiment(load_config(path)).train(day=DAYS[0]) == []
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+    assert RunState.load(run_dir).entry(DAYS[0])["config"] == load_config(path).training_digest()
+
+    # evaluation and export settings and paths do not change what was trained
+    same = write_config({"evaluation": {"batch_size": 128}, "export": {"keep": 5}}, name="same.yaml")
+    assert Experiment(load_config(same), run_dir=run_dir).train(day=DAYS[0]) == []
+    changed = write_config({"optimizer": {"dense": {"learning_rate": 0.02}}}, name="changed.yaml")
+    with pytest.raises(RunError, match=rf"day {DAYS[0]} is already trained in .* with a config that differs from this one; pass --force"):
+        Experiment(load_config(changed), run_dir=run_dir).train(day=DAYS[0])
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+    entries = Experiment(load_config(path)).train(day=DAYS[0], force=True)
+    assert [e["times_trained"] for e in entries] == [2]
