@@ -8,6 +8,7 @@ bulk with ``tf.io.encode_proto`` (C++), not one Python proto per row.
 """
 
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -156,21 +157,38 @@ def write_tfrecord(path, table, compression=None):
     return rows
 
 
+def tf_error_detail(err) -> str:
+    """What a TensorFlow data error says, without its internals (``{{function_node ...}}``,
+    ``[Op:...]``): the byte offset of a corrupted record when TensorFlow gives it."""
+    text = (getattr(err, "message", "") or str(err)).strip()
+    text = text.splitlines()[0] if text else type(err).__name__
+    offset = re.search(r"corrupted record at (\d+)", text)
+    if offset:
+        return f"the record at byte offset {offset.group(1)} is corrupted; expected TFRecord-framed tf.train.Example records"
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
+
+
+def corrupt_file_error(err, path) -> DataValidationError:
+    return DataValidationError(f"truncated or corrupt TFRecord file ({tf_error_detail(err)})", file=path)
+
+
 def peek_kinds(path, max_records=256):
     """{key: kind} seen in the first `max_records` examples of a TFRecord file."""
     kinds = {}
     ds = tf.data.TFRecordDataset(path, compression_type=compression_of(path)).take(max_records)
+    index = 0
     try:
-        for record in ds.as_numpy_iterator():
+        for index, record in enumerate(ds.as_numpy_iterator()):
             ex = tf.train.Example.FromString(record)
             for key, feat in ex.features.feature.items():
                 which = feat.WhichOneof("kind")
                 if which is not None:
                     kinds.setdefault(key, which.split("_")[0])
     except (tf.errors.DataLossError, tf.errors.OpError) as e:
-        raise DataValidationError(f"truncated or corrupt TFRecord file ({type(e).__name__}: {e.message.splitlines()[0]})", file=path) from None
-    except Exception as e:  # protobuf DecodeError
-        raise DataValidationError(f"corrupt TFRecord record, not a tf.train.Example ({e})", file=path) from None
+        raise corrupt_file_error(e, path) from None
+    except Exception:  # protobuf DecodeError
+        raise DataValidationError(f"record {index} is not a tf.train.Example", file=path) from None
     return kinds
 
 
@@ -187,7 +205,7 @@ def read_tfrecord_batches(path, kinds, list_columns=(), batch_size=_CHUNK):
         except StopIteration:
             return
         except tf.errors.OpError as e:
-            raise DataValidationError(f"truncated or corrupt TFRecord file ({e.message.splitlines()[0]})", file=path) from None
+            raise corrupt_file_error(e, path) from None
         arrays = {}
         for key, rt in parsed.items():
             values = rt.flat_values.numpy()

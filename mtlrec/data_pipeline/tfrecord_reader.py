@@ -36,21 +36,16 @@ def _fill(col):
 
 
 def parse_spec(plan, stored):
-    """tf.io.parse_example features: FixedLenFeature with the declared default for scalars
-    stored in their output type, RaggedFeature for sequences and for cross-type scalars."""
+    """tf.io.parse_example features: FixedLenFeature for labels (validated: one value per
+    row), RaggedFeature for the rest, so an absent key and an empty list (a common way to
+    write a null) both read as the declared default."""
     spec = {}
     for col in plan:
         dtype = stored[col.name]
-        out_dtype = {"int64": tf.int64, "string": tf.string, "float32": tf.float32}.get(col.kind)
-        if col.kind.endswith("_seq") or (col.kind == "string" and dtype != tf.string):
-            spec[col.name] = tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
-        elif col.role == "label":
+        if col.role == "label":
             spec[col.name] = tf.io.FixedLenFeature([], dtype)
-        elif dtype == out_dtype:
-            spec[col.name] = tf.io.FixedLenFeature([], dtype, default_value=_fill(col))
-        else:  # a float32 column stored as int64: default rounded (NaN -> 0)
-            fill = _fill(col)
-            spec[col.name] = tf.io.FixedLenFeature([], dtype, default_value=0 if fill != fill else int(fill))
+        else:
+            spec[col.name] = tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
     return spec
 
 
@@ -65,6 +60,8 @@ def parse_batch(serialized, plan, spec):
             values = x.flat_values
             if values.dtype != tf.string and col.kind.startswith("string"):
                 values = tf.strings.as_string(values)
+            elif values.dtype != tf.float32 and col.kind == "float32":  # numbers stored as int64
+                values = tf.cast(values, tf.float32)
             width = col.max_len if col.kind.endswith("_seq") else 1
             x = last_items(values, x.row_splits, width, _fill(col))
             if not col.kind.endswith("_seq"):

@@ -10,7 +10,7 @@ from mtlrec.data_pipeline import parquet_reader
 from mtlrec.data_pipeline.columns import column_plan
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
 from mtlrec.data_pipeline.partitions import check_fmt, compression_of, day_dir, day_files
-from mtlrec.data_pipeline.tfrecord_io import peek_kinds
+from mtlrec.data_pipeline.tfrecord_io import corrupt_file_error, peek_kinds, tf_error_detail
 from mtlrec.schema import Schema
 
 _SCAN_BATCH = 65536
@@ -144,16 +144,44 @@ def _scan_parquet(path, plan, schema, pairs, non_finite):
     return rows
 
 
+_LISTS = {"int64": "an int64_list", "bytes": "a bytes_list", "float": "a float_list"}
+_KIND_OF = {tf.int64: "int64", tf.float32: "float", tf.string: "bytes"}
+
+
+def _allowed(col):
+    return " or ".join(_LISTS[k] for k in _ACCEPTED[col.kind])
+
+
+def _first_bad_record(path, plan, spec):
+    """The error naming the first record of `path` that `spec` cannot parse (None if none is
+    found): one that is not a tf.train.Example, or a column stored in another list type."""
+    records = tf.data.TFRecordDataset(str(path), compression_type=compression_of(path))
+    for i, record in enumerate(records.as_numpy_iterator()):
+        try:
+            example = tf.train.Example.FromString(record)
+        except Exception:  # protobuf's DecodeError
+            return DataValidationError(f"record {i} is not a tf.train.Example", file=path)
+        for col in plan:
+            feature = example.features.feature.get(col.name)
+            which = feature.WhichOneof("kind") if feature is not None else None
+            if which is None or which.split("_")[0] == _KIND_OF[spec[col.name].dtype]:
+                continue
+            found = which.split("_")[0]
+            expected = _allowed(col) if found not in _ACCEPTED[col.kind] else \
+                f"{_LISTS[_KIND_OF[spec[col.name].dtype]]} (as in the file's first records)"
+            return DataValidationError(f"record {i} does not read as declared (expected {expected}, found {_LISTS[found]})",
+                                       file=path, column=col.name)
+    return None
+
+
 def _scan_tfrecord(path, plan, schema, pairs, non_finite):
     kinds = peek_kinds(path)
     spec = {}
     for col in plan:
         kind = kinds.get(col.name)
         if kind is not None and kind not in _ACCEPTED[col.kind]:
-            expected = {"int64": "an int64_list", "bytes": "a bytes_list", "float": "a float_list"}
-            allowed = " or ".join(expected[k] for k in _ACCEPTED[col.kind])
-            raise DataValidationError(f"type not readable as declared: expected {allowed} ({col.declared}), "
-                                      f"found {expected[kind]}", file=path, column=col.name)
+            raise DataValidationError(f"type not readable as declared: expected {_allowed(col)} ({col.declared}), "
+                                      f"found {_LISTS[kind]}", file=path, column=col.name)
         dtype = _TF[kind] if kind else _TF[_ACCEPTED[col.kind][0]]
         spec[col.name] = tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
     ds = tf.data.TFRecordDataset(path, compression_type=compression_of(path)).batch(_SCAN_BATCH)
@@ -166,14 +194,17 @@ def _scan_tfrecord(path, plan, schema, pairs, non_finite):
         except StopIteration:
             break
         except tf.errors.DataLossError as e:
-            raise DataValidationError(f"truncated or corrupt TFRecord file ({e.message.splitlines()[0]})", file=path) from None
+            raise corrupt_file_error(e, path) from None
         except tf.errors.InvalidArgumentError as e:
+            bad = _first_bad_record(path, plan, spec)
+            if bad is not None:
+                raise bad from None
             m = re.search(r"Key: ([^\s,.]+)", e.message)
             column = m.group(1) if m else None
-            raise DataValidationError(f"type not readable as declared ({e.message.splitlines()[0][:200]})",
+            raise DataValidationError(f"type not readable as declared ({tf_error_detail(e)[:200]})",
                                       file=path, column=column) from None
         except tf.errors.OpError as e:
-            raise DataValidationError(f"truncated or corrupt TFRecord file ({e.message.splitlines()[0]})", file=path) from None
+            raise corrupt_file_error(e, path) from None
         n = int(parsed[plan[0].name].nrows())
         labels = {}
         for col in plan:

@@ -95,7 +95,8 @@ CASES = [
     ("truncated Parquet file", {}, None, lambda r: _truncate(r, DAY2), DAY2, 1,
      ["file {file}", "truncated or corrupt Parquet file"]),
     ("garbage TFRecord file", {"data": {"format": "tfrecord"}}, None, lambda r: _garbage_tfrecord(r, DAY2),
-     DAY2, 1, ["file {file}", "truncated or corrupt TFRecord file"]),
+     DAY2, 1, ["file {file}: truncated or corrupt TFRecord file (the record at byte offset 0 is corrupted; "
+               "expected TFRecord-framed tf.train.Example records)"]),
     ("empty day directory", {}, None, _empty_day, "2024-01-05", 1, ["{file}", "2024-01-05"]),
     ("day that does not exist", {}, None, None, "2030-01-01", 1, ["2030-01-01", "{root}"]),
     ("NaN numeric refused", {"data": {"non_finite_numeric": "refuse"}}, None,
@@ -179,3 +180,82 @@ def test_inputs_that_are_not_errors(tmp_path, funnel_root, training, capsys):
 
     hashed = tf.strings.to_hash_bucket_fast(tf.constant(odd_ids), 8).numpy()
     assert ((hashed >= 0) & (hashed < 8)).all()
+
+
+def _rewrite_tfrecord(path, edit):
+    """Rewrite a TFRecord file, each ``tf.train.Example`` passed through ``edit(i, example)``
+    (which may return raw bytes to write instead)."""
+    import tensorflow as tf
+
+    records = [tf.train.Example.FromString(r) for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, example in enumerate(records):
+            out = edit(i, example)
+            writer.write(out if isinstance(out, bytes) else example.SerializeToString())
+
+
+def _tfrecord_day(tmp_path, funnel_root, day, schema):
+    from mtlrec.data_pipeline import convert_day
+
+    root = tmp_path / "data"  # the day alone (no following day to evaluate on)
+    convert_day(funnel_root, root, day, schema, "tfrecord")
+    return root, sorted((root / f"dt={day}").glob("*.tfrecord"))
+
+
+def _null(example, name, kind):
+    """The feature present with an empty list: how many writers store a null."""
+    feature = example.features.feature[name]
+    feature.Clear()
+    getattr(feature, kind).SetInParent()
+
+
+def test_an_empty_list_in_a_tfrecord_reads_as_a_null(tmp_path, funnel_root, training, capsys):
+    from mtlrec.data_pipeline import make_dataset
+
+    root, files = _tfrecord_day(tmp_path, funnel_root, DAY1, training.SCHEMA)
+
+    def nulls(i, example):
+        if i < 3:
+            _null(example, "price", "float_list")
+            _null(example, "user_id", "int64_list")
+            _null(example, "hist_item_id", "int64_list")
+
+    _rewrite_tfrecord(files[0], nulls)
+    features, _ = next(iter(make_dataset(root, [DAY1], training.SCHEMA, fmt="tfrecord", batch_size=8)))
+    assert features["price"].numpy()[:3].tolist() == [0.0, 0.0, 0.0]  # price's default
+    assert features["user_id"].numpy()[:3].tolist() == [-1, -1, -1]  # an id's null
+    assert features["hist_item_id"].numpy()[:3].tolist() == [[-1] * 4] * 3
+    config = training.config_file(tmp_path, root, {"data": {"format": "tfrecord"}})
+    capsys.readouterr()
+    assert main(["train", str(config), "--day", DAY1]) == 0, capsys.readouterr().err[-2000:]
+
+
+def test_a_record_that_does_not_parse_is_one_line_naming_file_column_and_record(
+    tmp_path, funnel_root, training, capsys
+):
+    root, files = _tfrecord_day(tmp_path, funnel_root, DAY1, training.SCHEMA)
+
+    def wrong_type(i, example):
+        if i == 300:  # after the records whose types are peeked at
+            _null(example, "price", "bytes_list")
+            example.features.feature["price"].bytes_list.value.append(b"12.5")
+
+    _rewrite_tfrecord(files[0], wrong_type)
+    config = training.config_file(tmp_path, root, {"data": {"format": "tfrecord"}})
+    capsys.readouterr()
+    assert main(["train", str(config), "--day", DAY1]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        f"mtlrec: error: file {files[0]}, column 'price': record 300 does not read as declared "
+        f"(expected an int64_list or a float_list, found a bytes_list)"
+    )
+    assert not (tmp_path / "run").exists()
+
+    def not_an_example(i, example):
+        return b"\xff\x00 not a proto" if i == 5 else None
+
+    _rewrite_tfrecord(files[0], not_an_example)
+    assert main(["train", str(config), "--day", DAY1]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"mtlrec: error: file {files[0]}: record 5 is not a tf.train.Example"
+    assert not (tmp_path / "run").exists()
