@@ -58,7 +58,8 @@ def make_dataset(root, days, schema, fmt="parquet", batch_size=1024, shuffle_buf
     options.deterministic = bool(deterministic) or seed is not None or not shuffle_buffer
 
     if fmt == "parquet":
-        plan = parquet_reader.resolve_plan(plan, parquet_reader.open_parquet(files[0]).schema_arrow, files[0])
+        first = next((f for f in files if parquet_reader.open_parquet(f).metadata.num_rows), files[0])
+        plan = parquet_reader.resolve_plan(plan, parquet_reader.open_parquet(first).schema_arrow, first)
         ds = _parquet_stream(files, plan, batch_size, shuffle_buffer, seed, repeat, skip_batches)
     else:
         plan, stored = tfrecord_reader.resolve_plan(plan, files)

@@ -219,6 +219,8 @@ def decode_block(block, plan):
 
 def _read_batches(path, plan, columns):
     pf = open_parquet(path)
+    if not pf.metadata.num_rows:  # pandas types the columns of a 0-row frame `null`
+        return
     local = resolve_plan(plan, pf.schema_arrow, path)
     try:
         for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns, use_threads=True):

@@ -123,6 +123,8 @@ def _numeric_features(plan):
 
 def _scan_parquet(path, plan, schema, pairs, non_finite):
     pf = parquet_reader.open_parquet(path)
+    if not pf.metadata.num_rows:  # nothing to check (pandas types a 0-row frame's columns `null`)
+        return 0
     local = parquet_reader.resolve_plan(plan, pf.schema_arrow, path)
     columns = [c.name for c in local]
     rows = 0

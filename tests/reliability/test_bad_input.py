@@ -61,6 +61,16 @@ def _garbage_tfrecord(root, day):
     return path
 
 
+def _zero_row_pandas_day(root, day):
+    """The day's file replaced by what pandas writes for a frame with columns and no rows."""
+    import pandas as pd
+
+    path = _part(root, day)
+    pd.DataFrame(columns=pq.read_schema(path).names).to_parquet(path)
+    assert pq.read_schema(path).field("scene").type == pa.null()
+    return root / f"dt={day}"
+
+
 def _empty_day(root):
     (root / "dt=2024-01-05").mkdir()
     return root / "dt=2024-01-05"
@@ -98,6 +108,8 @@ CASES = [
      DAY2, 1, ["file {file}: truncated or corrupt TFRecord file (the record at byte offset 0 is corrupted; "
                "expected TFRecord-framed tf.train.Example records)"]),
     ("empty day directory", {}, None, _empty_day, "2024-01-05", 1, ["{file}", "2024-01-05"]),
+    ("0-row Parquet file from pandas", {}, None, lambda r: _zero_row_pandas_day(r, DAY2), DAY2, 1,
+     ["file {file}: day 2024-01-02 is empty: its files hold no rows"]),
     ("day that does not exist", {}, None, None, "2030-01-01", 1, ["2030-01-01", "{root}"]),
     ("NaN numeric refused", {"data": {"non_finite_numeric": "refuse"}}, None,
      lambda r: _edit(r, DAY2, lambda t: _with_row(t, "price", 9, float("nan"))), DAY2, 1,
@@ -259,3 +271,17 @@ def test_a_record_that_does_not_parse_is_one_line_naming_file_column_and_record(
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == f"mtlrec: error: file {files[0]}: record 5 is not a tf.train.Example"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_zero_row_file_beside_others_is_read_as_no_rows(tmp_path, funnel_root, training):
+    import pandas as pd
+
+    from mtlrec.data_pipeline import make_dataset, validate_day
+
+    root = tmp_path / "data"
+    shutil.copytree(funnel_root / f"dt={DAY1}", root / f"dt={DAY1}")
+    names = pq.read_schema(_part(root, DAY1)).names
+    pd.DataFrame(columns=names).to_parquet(root / f"dt={DAY1}" / "part-0.parquet")  # read first
+    assert validate_day(root, DAY1, training.SCHEMA) == 320
+    rows = sum(int(l["click"].shape[0]) for _, l in make_dataset(root, [DAY1], training.SCHEMA, batch_size=64))
+    assert rows == 320
