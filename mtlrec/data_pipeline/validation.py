@@ -29,7 +29,7 @@ NON_FINITE = ("replace", "refuse")
 
 
 def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion"),),
-                 non_finite="replace", counts=None):
+                 non_finite="replace", counts=None, stats=None, far=None):
     """Check partition `day` under `root`; raise `DataValidationError` naming file and column.
 
     Checked: the day exists and has rows; every file opens and reads to the end (not
@@ -40,7 +40,9 @@ def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion
     Nulls in features are fine: they read as the declared default. NaN or infinite values in
     a numeric feature are counted into `counts` (column -> number, when a dict is given)
     with `non_finite="replace"` (the readers turn them into the feature's default), and
-    refused with `non_finite="refuse"`.
+    refused with `non_finite="refuse"`. `stats` ({column: (mean, std)}, the statistics a
+    standardized feature was trained with): values more than `FAR_STDS` standard deviations
+    from the mean are counted into `far` ({column: (count, largest value)}), not refused.
 
     Returns the number of rows of the day.
     """
@@ -54,7 +56,7 @@ def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion
     rows = 0
     for path in day_files(root, day, fmt):
         scan = _scan_parquet if fmt == "parquet" else _scan_tfrecord
-        rows += scan(path, plan, s, pairs, _NonFinite(non_finite, counts))
+        rows += scan(path, plan, s, pairs, _NonFinite(non_finite, counts, _FarOutside(stats, far)))
     if rows == 0:
         raise DataValidationError(f"day {day} is empty: its files hold no rows", file=day_dir(root, day))
     return rows
@@ -98,13 +100,37 @@ def _check_labels(path, labels, schema, pairs, first_row):
                 file=path, column=child)
 
 
-class _NonFinite:
-    """Counts (or refuses) NaN / infinite values of numeric features."""
+FAR_STDS = 100.0  # a standardized value this far out saturates every unit it feeds
 
-    def __init__(self, policy, counts):
-        self.policy, self.counts = policy, counts
+
+class _FarOutside:
+    """Counts values far outside what a standardized feature's statistics describe."""
+
+    def __init__(self, stats, found):
+        self.stats = stats or {}
+        self.found = {} if found is None else found
+
+    def check(self, column, values):
+        if column not in self.stats:
+            return
+        mean, std = self.stats[column]
+        values = values[np.isfinite(values)]
+        far = values[np.abs(values.astype(np.float64) - mean) > FAR_STDS * std]
+        if far.size:
+            count, largest = self.found.get(column, (0, 0.0))
+            big = float(far[np.argmax(np.abs(far))])
+            self.found[column] = (count + int(far.size), big if abs(big) > abs(largest) else largest)
+
+
+class _NonFinite:
+    """Counts (or refuses) NaN / infinite values of numeric features (and passes the values
+    on to the `_FarOutside` count)."""
+
+    def __init__(self, policy, counts, far):
+        self.policy, self.counts, self.far = policy, counts, far
 
     def check(self, path, column, values, first_row):
+        self.far.check(column, values)
         bad = ~np.isfinite(values)
         if not bad.any():
             return
@@ -227,6 +253,7 @@ def _scan_tfrecord(path, plan, schema, pairs, non_finite):
             elif col.kind == "float32" and kinds.get(col.name) == "float":
                 present = np.flatnonzero(lengths == 1)  # rows that hold a value
                 values = parsed[col.name].flat_values.numpy()
+                non_finite.far.check(col.name, values)
                 bad = ~np.isfinite(values)
                 if bad.any():
                     rows_of = np.full(n, 0.0, dtype=np.float32)

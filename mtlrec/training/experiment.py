@@ -139,9 +139,10 @@ class Experiment:
         data = _data()
         self._non_finite = {}
         self._rows = {}
+        stats = _standardize_stats(self.run_dir / SCHEMA_FILE, self.config.schema)
         for day in days:
             logger.info("validating day %s", day)
-            counts = {}
+            counts, far = {}, {}
             self._rows[day] = data.validate_day(
                 self.config.data.root,
                 day,
@@ -150,7 +151,16 @@ class Experiment:
                 funnel=tuple(tuple(p) for p in self.config.data.funnel),
                 non_finite=self.config.data.non_finite_numeric,
                 counts=counts,
+                stats=stats,
+                far=far,
             )
+            if far:
+                logger.warning(
+                    "day %s: numeric values far outside the training statistics (more than %g "
+                    "standard deviations from the mean; they saturate the model): %s",
+                    day, data.validation.FAR_STDS,
+                    ", ".join(f"{k} {n} values (largest {v:g})" for k, (n, v) in sorted(far.items())),
+                )
             if counts:
                 logger.warning(
                     "day %s: NaN/infinite numeric values replaced by the feature default: %s",
@@ -691,6 +701,17 @@ class Experiment:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _standardize_stats(saved_schema: Path, schema: dict) -> dict:
+    """{column: (mean, std)} of the standardized features, from the run's schema (else the config's)."""
+    if saved_schema.exists():
+        schema = json.loads(saved_schema.read_text(encoding="utf-8"))
+    return {
+        f["name"]: (float(f["mean"]), float(f["std"]))
+        for f in schema.get("numeric", [])
+        if f.get("normalize") == "standardize" and f.get("mean") is not None and f.get("std") is not None
+    }
 
 
 def _without_stats(schema: dict) -> dict:
