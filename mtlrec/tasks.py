@@ -138,6 +138,12 @@ class Task:
             return None
         return self.joint or f"{self.parent}_{self.name}"
 
+    @property
+    def loss_name(self) -> str:
+        """What the task's loss is named in progress lines and plots: the output it is
+        computed on (the joint, e.g. ``ctcvr``, for a funnel step)."""
+        return self.joint_name or self.name
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str = "task") -> "Task":
         """Build from a config mapping; errors name the key path (``tasks[1].kind``)."""

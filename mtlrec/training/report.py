@@ -27,6 +27,19 @@ def _series(rows, metric: str) -> dict:
     return {task: sorted(points) for task, points in out.items()}
 
 
+def _loss_names(run_dir: Path) -> dict:
+    """task -> the name its training loss is plotted under (``ctcvr`` for the ESMM ``cvr``
+    step), from the run's ``config.yaml``; {} when it cannot be read."""
+    from mtlrec import yaml_loader
+    from mtlrec.tasks import Task
+
+    try:
+        tasks = yaml_loader.load((run_dir / "config.yaml").read_text(encoding="utf-8"))["tasks"]
+        return {t.name: t.loss_name for t in (Task.from_dict(d) for d in tasks)}
+    except Exception:  # a report never fails on the config file
+        return {}
+
+
 def _plot_lines(ax, series: dict, title: str, ylabel: str, style="-o") -> bool:
     # Days as positions with day labels (not matplotlib's categorical axis of strings).
     days = sorted({d for points in series.values() for d, _ in points})
@@ -81,7 +94,8 @@ def make_report(run_dir, out_dir=None) -> list[Path]:
         plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    _plot_lines(axes[0], _series(rows, "train_loss"), f"{name}: training loss", "mean loss of the day")
+    losses = {_loss_names(run_dir).get(task, task): points for task, points in _series(rows, "train_loss").items()}
+    _plot_lines(axes[0], losses, f"{name}: training loss", "mean loss of the day")
     _plot_lines(axes[1], _series(rows, "logloss"), f"{name}: evaluation logloss", "logloss")
     save(fig, "loss_by_day.png")
 

@@ -151,6 +151,7 @@ class Trainer:
         self.config = config
         self.schema = schema
         self.tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(config.tasks)]
+        self._loss_names = {t.name: t.loss_name for t in self.tasks}
         from mtlrec.training.sharding import sharding_of
 
         self.strategy = strategy or make_strategy(getattr(config.training, "strategy", "auto"))
@@ -321,7 +322,7 @@ class Trainer:
         pos = dataclasses.replace(position, loss_sums=dict(position.loss_sums))
         cap = training.steps_per_day
         last_time, last_examples = time.perf_counter(), pos.examples
-        window_loss, window_n = 0.0, 0
+        window_loss, window_n, window_tasks = 0.0, 0, {}
         for epoch in range(pos.epoch, training.epochs_per_day):
             if cap is not None and pos.steps >= cap:
                 break
@@ -346,18 +347,23 @@ class Trainer:
                     pos.loss_sums[k] = pos.loss_sums.get(k, 0.0) + v
                 window_loss += total
                 window_n += 1
+                for k, v in per_task.items():
+                    window_tasks[k] = window_tasks.get(k, 0.0) + v
                 if pos.steps % training.log_every == 0:
                     now = time.perf_counter()
                     rate = (pos.examples - last_examples) / max(now - last_time, 1e-9)
-                    self._log(label, pos, step, window_loss / window_n, per_task, rate)
+                    # the total and the task losses: means over the same window of steps
+                    window_means = {k: v / window_n for k, v in window_tasks.items()}
+                    named = {self._loss_names.get(k, k): v for k, v in window_means.items()}
+                    self._log(label, pos, step, window_loss / window_n, named, rate)
                     if summary_writer is not None:
                         with summary_writer.as_default():
                             scalar("train/loss", window_loss / window_n, step)
                             scalar("train/examples_per_second", rate, step)
-                            for k, v in per_task.items():
+                            for k, v in window_means.items():
                                 scalar(f"train/loss_{k}", v, step)
                     last_time, last_examples = now, pos.examples
-                    window_loss, window_n = 0.0, 0
+                    window_loss, window_n, window_tasks = 0.0, 0, {}
                 if on_checkpoint is not None and pos.steps % training.checkpoint_every == 0:
                     on_checkpoint(dataclasses.replace(pos, loss_sums=dict(pos.loss_sums)))
                 if cap is not None and pos.steps >= cap:

@@ -200,3 +200,20 @@ def test_a_finished_day_asked_again_with_the_same_config_is_done(write_config):
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
     entries = Experiment(load_config(path)).train(day=DAYS[0], force=True)
     assert [e["times_trained"] for e in entries] == [2]
+
+
+def test_progress_lines_add_up_and_name_the_joint_loss(write_config, caplog):
+    import logging
+    import re
+
+    from mtlrec.training.report import _loss_names
+
+    path = write_config({"training": {"log_every": 2}})
+    with caplog.at_level(logging.INFO, logger="mtlrec"):
+        Experiment(load_config(path)).train(day=DAYS[0])
+    lines = [r.getMessage() for r in caplog.records if "examples/s" in r.getMessage()]
+    assert len(lines) == STEPS_PER_DAY // 2
+    for line in lines:
+        total, ctr, ctcvr = map(float, re.search(r"loss (\S+) \(ctr (\S+) ctcvr (\S+)\)", line).groups())
+        assert total == pytest.approx(ctr + ctcvr, abs=2e-4)  # fixed weights 1: the same window's sum
+    assert _loss_names(path.parent / "run") == {"ctr": "ctr", "cvr": "ctcvr"}
