@@ -14,9 +14,15 @@ def check_positive_int(name, value, minimum=1):
 
 
 def check_units(name, units):
-    """Raise ValueError unless `units` is a non-empty list of positive ints; return a list."""
+    """Raise ValueError unless `units` is a non-empty list of positive ints; return a list.
+
+    A bare int is refused like any other non-list (every layer taking a list of widths does
+    the same): one layer of 8 units is `[8]`."""
     if isinstance(units, (int, np.integer)) and not isinstance(units, bool):
-        units = [units]
+        raise ValueError(
+            f"Expected {name} to be a non-empty list of positive integers, one width per layer "
+            f"(one layer of {int(units)} units: [{int(units)}]). Received: {name}={units!r}"
+        )
     ok = isinstance(units, (list, tuple)) and len(units) > 0
     ok = ok and all(
         isinstance(u, (int, np.integer)) and not isinstance(u, bool) and u > 0 for u in units

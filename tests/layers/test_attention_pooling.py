@@ -187,6 +187,7 @@ def test_config_round_trip():
     [
         ({"units": -3}, "Received: units=-3"),
         ({"units": "8"}, "Received: units='8'"),
+        ({"units": [8]}, r"Received: units=\[8\]"),  # one width: an int, never a list
         ({"units": 2, "return_weights": 1}, "Received: return_weights=1"),
         ({"units": 2, "seed": "x"}, "Received: seed='x'"),
         ({"units": 2, "kernel_initializer": "nope"}, "Received: kernel_initializer='nope'"),

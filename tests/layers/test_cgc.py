@@ -183,6 +183,7 @@ BAD_ARGUMENTS = [
         "Received: num_task_experts=0, num_shared_experts=0",
     ),
     ({"expert_units": [4, 0]}, r"Received: expert_units=\[4, 0\]"),
+    ({"expert_units": 8}, r"one width per layer \(one layer of 8 units: \[8\]\)\. Received: expert_units=8$"),
     ({"is_last": "no"}, "Received: is_last='no'"),
     ({"expert_activation": "nope"}, "Received: expert_activation='nope'"),
     ({"dropout": 2}, "Received: dropout=2"),

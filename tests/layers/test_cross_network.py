@@ -112,6 +112,7 @@ def test_config_round_trip():
     [
         ({"num_layers": 0}, "Received: num_layers=0"),
         ({"num_layers": -3}, "Received: num_layers=-3"),
+        ({"num_layers": [2]}, r"Received: num_layers=\[2\]"),  # a count: an int, never a list
         ({"low_rank": 0}, "Received: low_rank=0"),
         ({"low_rank": True}, "Received: low_rank=True"),
         ({"seed": -1}, "Received: seed=-1"),

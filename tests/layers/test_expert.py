@@ -103,6 +103,7 @@ def test_gradients_reach_every_weight(rng):
 
 BAD_ARGUMENTS = [
     ({"units": [0]}, r"Received: units=\[0\]"),
+    ({"units": 8}, r"one width per layer \(one layer of 8 units: \[8\]\)\. Received: units=8$"),
     ({"units": "wide"}, "Received: units='wide'"),
     ({"units": [4], "dropout": -0.2}, "Received: dropout=-0.2"),
     ({"units": [4], "activation": "nope"}, "Received: activation='nope'"),

@@ -122,6 +122,7 @@ def test_gradients_reach_weights_and_experts(rng):
 BAD_ARGUMENTS = [
     ({"num_experts": 0}, "Received: num_experts=0"),
     ({"num_experts": 2.0}, "Received: num_experts=2.0"),
+    ({"num_experts": [2]}, r"Received: num_experts=\[2\]"),  # a count: an int, never a list
     ({"num_experts": 2, "return_weights": "yes"}, "Received: return_weights='yes'"),
     ({"num_experts": 2, "use_bias": None}, "Received: use_bias=None"),
     ({"num_experts": 2, "kernel_initializer": "nope"}, "Received: kernel_initializer='nope'"),

@@ -133,6 +133,7 @@ def test_input_must_be_two_dimensional():
 BAD_ARGUMENTS = [
     ({"num_experts": 0}, "Received: num_experts=0"),
     ({"expert_units": [-3]}, r"Received: expert_units=\[-3\]"),
+    ({"expert_units": 8}, r"one width per layer \(one layer of 8 units: \[8\]\)\. Received: expert_units=8$"),
     ({"num_tasks": 0}, "Received: num_tasks=0"),
     ({"expert_activation": "nope"}, "Received: expert_activation='nope'"),
     ({"dropout": 1.0}, "Received: dropout=1.0"),

@@ -163,6 +163,7 @@ def test_gradients_reach_every_weight(rng):
 
 BAD_ARGUMENTS = [
     ({"units": [-3]}, r"Received: units=\[-3\]"),
+    ({"units": 8}, r"one width per layer \(one layer of 8 units: \[8\]\)\. Received: units=8$"),
     ({"units": []}, r"Received: units=\[\]"),
     ({"units": [4, 2.5]}, r"Received: units=\[4, 2.5\]"),
     ({"units": [4], "dropout": 1.5}, "Received: dropout=1.5"),

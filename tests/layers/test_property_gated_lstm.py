@@ -289,6 +289,7 @@ def test_seed_reproducible_and_weights_distinct():
         ({"units": -3}, "Received: units=-3"),
         ({"units": 0}, "Received: units=0"),
         ({"units": 2.5}, "Received: units=2.5"),
+        ({"units": [8]}, r"Received: units=\[8\]"),  # one width: an int, never a list
         ({"units": 2, "return_sequences": "yes"}, "Received: return_sequences='yes'"),
         ({"units": 2, "seed": 1.5}, "Received: seed=1.5"),
         ({"units": 2, "kernel_initializer": "nope"}, "Received: kernel_initializer='nope'"),
