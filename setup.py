@@ -20,6 +20,7 @@ setup(
         "pyyaml>=6.0,<7",
         "scikit-learn>=1.3,<2",
         "matplotlib>=3.7,<4",
+        "tqdm>=4.60,<5",  # progress bars of train, evaluate and predict on a terminal
     ],
     extras_require={
         "dev": ["pytest>=7.4,<10", "pytest-timeout>=2.1,<3"],

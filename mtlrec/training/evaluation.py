@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from mtlrec import metrics
 from mtlrec.tasks import Task
+from mtlrec.training.progress import row_progress
 
 CALIBRATION_BINS = 10
 
@@ -93,7 +94,7 @@ def forward_function(model, gate_model=None):
     return forward
 
 
-def evaluate_model(model, tasks, dataset: tf.data.Dataset, extras=(), gate_model=None):
+def evaluate_model(model, tasks, dataset: tf.data.Dataset, extras=(), gate_model=None, total_rows=None):
     """Run ``model`` over ``dataset`` and compute the metrics of every task.
 
     Args:
@@ -104,6 +105,7 @@ def evaluate_model(model, tasks, dataset: tf.data.Dataset, extras=(), gate_model
         extras: names in the labels dict that are extras for the metrics
             (``user_id``, ``true_ctr``, ``true_cvr``), not labels.
         gate_model: optional model from the same inputs to ``{task: (B, E)}``.
+        total_rows: rows of ``dataset`` when known, for the progress bar.
 
     Returns:
         An ``EvaluationResult``.
@@ -116,6 +118,7 @@ def evaluate_model(model, tasks, dataset: tf.data.Dataset, extras=(), gate_model
 
     label_chunks, pred_chunks, extra_chunks, gate_chunks = {}, {}, {}, {}
     rows = 0
+    bar = row_progress(total_rows, "evaluate")
     for features, labels in dataset:
         outputs, gates = forward({name: features[name] for name in signature_names})
         for name, value in labels.items():
@@ -125,7 +128,10 @@ def evaluate_model(model, tasks, dataset: tf.data.Dataset, extras=(), gate_model
             pred_chunks.setdefault(name, []).append(_numpy(value))
         for name, value in gates.items():
             gate_chunks.setdefault(name, []).append(np.asarray(value))
-        rows += int(tf.shape(next(iter(labels.values())))[0])
+        batch = int(tf.shape(next(iter(labels.values())))[0])
+        rows += batch
+        bar.update(batch)
+    bar.close()
     if rows == 0:
         raise ValueError("evaluation data is empty")
     labels, predictions = _concat(label_chunks), _concat(pred_chunks)

@@ -478,6 +478,15 @@ class Experiment:
             )
         return list(days)
 
+    def _day_rows(self, day) -> int | None:
+        """Rows a day's training reads (its validated rows, every epoch, within steps_per_day)."""
+        rows, training = getattr(self, "_rows", {}).get(day), self.config.training
+        if rows is None:
+            return None
+        total = rows * training.epochs_per_day
+        cap = training.steps_per_day
+        return total if cap is None else min(total, cap * training.batch_size)
+
     def _checkpoint(self, position, command_id: str) -> None:
         meta = dataclasses.asdict(position)
         meta["global_step"] = int(self.trainer.global_step.numpy())
@@ -504,6 +513,7 @@ class Experiment:
                 on_checkpoint=lambda pos: self._checkpoint(pos, pending["id"]),
                 summary_writer=self._summary_writer(),
                 label=self.config.name,
+                total_rows=self._day_rows(day),
             )
             self._checkpoint(position, pending["id"])
         step = int(self.trainer.global_step.numpy())
@@ -608,6 +618,7 @@ class Experiment:
             self._eval_dataset(day),
             extras=self.config.evaluation.extras,
             gate_model=gate_model,
+            total_rows=getattr(self, "_rows", {}).get(day),
         )
 
     def _write_calibration(self, day, eval_day, evaluation) -> None:

@@ -29,6 +29,7 @@ from mtlrec.data_pipeline.recent_items import fit_padded
 from mtlrec.data_pipeline.tfrecord_io import pad_rows, peek_kinds, read_tfrecord_batches
 from mtlrec.schema import PAD
 from mtlrec.training.export import read_metadata
+from mtlrec.training.progress import row_progress
 
 
 
@@ -49,6 +50,16 @@ def input_files(path) -> list[Path]:
             raise DataValidationError(f"no data files in this directory (reading names ending {names})", file=path)
         return files
     raise DataValidationError("no such file or directory", file=path)
+
+
+def _known_rows(files) -> int | None:
+    """Rows of the input from the Parquet footers (None when a TFRecord file is among them)."""
+    if any(file_format(f.name) == "tfrecord" for f in files):
+        return None
+    try:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    except (pa.ArrowInvalid, OSError):
+        return None  # reading the file reports it
 
 
 def _record_batches(file: Path, columns: list, sequences: set, batch_size: int):
@@ -190,6 +201,7 @@ def predict_file(model_dir, input_path, output_path, batch_size: int = 4096) -> 
     try:
         sequences = {n for n, spec in inputs.items() if len(spec["shape"]) == 2}
         columns = list(inputs) + ([key] if key is not None else [])
+        bar = row_progress(_known_rows(files), "predict")
         for file in files:
             for batch in _record_batches(file, columns, sequences, batch_size):
                 use_key = key is not None and key in batch.schema.names
@@ -209,6 +221,8 @@ def predict_file(model_dir, input_path, output_path, batch_size: int = 4096) -> 
                     out = out.cast(writer.schema)
                 writer.write_table(out)
                 rows += batch.num_rows
+                bar.update(batch.num_rows)
+        bar.close()
         if writer is None:  # no rows at all: still an (empty) output with the columns
             empty = {("row" if key is None else key): pa.array([], pa.int64())}
             for name in sorted(serve.structured_outputs):

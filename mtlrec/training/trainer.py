@@ -28,6 +28,7 @@ import tensorflow as tf
 from mtlrec.losses import make_weighting, task_losses
 from mtlrec.optimizers import make_optimizer, split_variables
 from mtlrec.tasks import Task
+from mtlrec.training.progress import row_progress, time_left
 from mtlrec.training.day_position import DayPosition
 from mtlrec.training.errors import NonFiniteLossError
 from mtlrec.training.faults import fault_point
@@ -298,6 +299,7 @@ class Trainer:
         on_checkpoint: Callable[[DayPosition], None] | None = None,
         summary_writer=None,
         label: str = "",
+        total_rows: int | None = None,
     ) -> DayPosition:
         """Train on one day from ``position`` (a fresh day or a resumed one).
 
@@ -310,6 +312,8 @@ class Trainer:
                 ``training.checkpoint_every`` steps of the day.
             summary_writer: optional ``tf.summary`` writer for the loss curves.
             label: prefix of the progress lines (e.g. the experiment name).
+            total_rows: rows of the whole day (all epochs), for rows done of the total
+                and the time left in the progress lines and bar.
 
         Returns:
             The position at the end of the day (``completed=True``).
@@ -323,6 +327,8 @@ class Trainer:
         cap = training.steps_per_day
         last_time, last_examples = time.perf_counter(), pos.examples
         window_loss, window_n, window_tasks = 0.0, 0, {}
+        started, start_examples = time.perf_counter(), pos.examples
+        bar = row_progress(total_rows, f"day {pos.day}", done=pos.examples)
         for epoch in range(pos.epoch, training.epochs_per_day):
             if cap is not None and pos.steps >= cap:
                 break
@@ -343,6 +349,7 @@ class Trainer:
                 pos.batch_in_epoch += 1
                 fault_point("train.step")
                 pos.examples += int(batch)
+                bar.update(int(batch))
                 for k, v in {"loss": total, **per_task}.items():
                     pos.loss_sums[k] = pos.loss_sums.get(k, 0.0) + v
                 window_loss += total
@@ -355,7 +362,9 @@ class Trainer:
                     # the total and the task losses: means over the same window of steps
                     window_means = {k: v / window_n for k, v in window_tasks.items()}
                     named = {self._loss_names.get(k, k): v for k, v in window_means.items()}
-                    self._log(label, pos, step, window_loss / window_n, named, rate)
+                    rows = f"{pos.examples}/{total_rows} rows" if total_rows else f"{pos.examples} rows"
+                    left = time_left(pos.examples - start_examples, (total_rows or 0) - start_examples, now - started)
+                    self._log(label, pos, step, window_loss / window_n, named, rate, ", ".join(filter(None, [rows, left])))
                     if summary_writer is not None:
                         with summary_writer.as_default():
                             scalar("train/loss", window_loss / window_n, step)
@@ -368,6 +377,7 @@ class Trainer:
                     on_checkpoint(dataclasses.replace(pos, loss_sums=dict(pos.loss_sums)))
                 if cap is not None and pos.steps >= cap:
                     break
+        bar.close()
         pos.completed = True
         return pos
 
@@ -390,10 +400,10 @@ class Trainer:
         return self.strategy.experimental_distribute_dataset(make_dataset(epoch, skip))
 
     @staticmethod
-    def _log(label, pos, step, loss, per_task, rate):
+    def _log(label, pos, step, loss, per_task, rate, rows):
         parts = " ".join(f"{k} {v:.4f}" for k, v in per_task.items())
         logger.info(
-            "%sday %s step %d (global %d) loss %.4f (%s) %.0f examples/s",
+            "%sday %s step %d (global %d) loss %.4f (%s) %.0f examples/s, %s",
             f"[{label}] " if label else "",
             pos.day,
             pos.steps,
@@ -401,4 +411,5 @@ class Trainer:
             loss,
             parts,
             rate,
+            rows,
         )

@@ -216,4 +216,7 @@ def test_progress_lines_add_up_and_name_the_joint_loss(write_config, caplog):
     for line in lines:
         total, ctr, ctcvr = map(float, re.search(r"loss (\S+) \(ctr (\S+) ctcvr (\S+)\)", line).groups())
         assert total == pytest.approx(ctr + ctcvr, abs=2e-4)  # fixed weights 1: the same window's sum
+    # rows done of the day's validated rows, and the time left at the rate so far
+    for i, line in enumerate(lines, 1):
+        assert re.search(rf"examples/s, {2 * i * 64}/{ROWS} rows, \d\d:\d\d left$", line), line
     assert _loss_names(path.parent / "run") == {"ctr": "ctr", "cvr": "ctcvr"}
