@@ -37,23 +37,21 @@ def load(text: str):
 
 def load_all(text: str) -> list:
     """Every ``---``-separated document of ``text``."""
-    loader = Loader(text)
-    try:
-        documents = []
-        while loader.check_data():
-            documents.append(loader.get_data())
-        return documents
-    finally:
-        loader.dispose()
+    return _each(text, nodes=False)
 
 
 def compose_all(text: str) -> list:
     """Node trees of every document (for the line of each key)."""
+    return _each(text, nodes=True)
+
+
+def _each(text: str, nodes: bool) -> list:
     loader = Loader(text)
     try:
-        nodes = []
-        while loader.check_node():
-            nodes.append(loader.get_node())
-        return nodes
+        more, take = (loader.check_node, loader.get_node) if nodes else (loader.check_data, loader.get_data)
+        documents = []
+        while more():
+            documents.append(take())
+        return documents
     finally:
         loader.dispose()
