@@ -57,15 +57,14 @@ def parse_batch(serialized, plan, spec):
     for col in plan:
         x = parsed[col.name]
         if isinstance(x, tf.RaggedTensor):
-            values = x.flat_values
-            if values.dtype != tf.string and col.kind.startswith("string"):
-                values = tf.strings.as_string(values)
-            elif values.dtype != tf.float32 and col.kind == "float32":  # numbers stored as int64
-                values = tf.cast(values, tf.float32)
-            width = col.max_len if col.kind.endswith("_seq") else 1
-            x = last_items(values, x.row_splits, width, _fill(col))
-            if not col.kind.endswith("_seq"):
-                x = x[:, 0]
+            if x.dtype != tf.string and col.kind.startswith("string"):
+                x = tf.strings.as_string(x)
+            elif x.dtype != tf.float32 and col.kind == "float32":  # numbers stored as int64
+                x = tf.cast(x, tf.float32)
+            if col.kind.endswith("_seq"):
+                x = last_items(x.flat_values, x.row_splits, col.max_len, _fill(col))
+            else:  # validated: at most one value a row; none (absent or empty) reads as the fill
+                x = x.to_tensor(default_value=_fill(col), shape=[None, 1])[:, 0]
         elif col.kind == "float32":
             x = tf.cast(x, tf.float32)
         out[col.name] = x
