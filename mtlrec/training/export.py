@@ -5,7 +5,8 @@ ids, float32 numerics, id lists ``(B, L)`` padded after their items with -1 or
 "" to any length ``L``: the graph keeps the most recent ``max_len`` items of each
 row, as training reads them) and returns every probability output of the model by
 name (``model.probability_names()``: ``(B,)`` for binary and regression outputs,
-``(B, C)`` for multiclass; not the ``_logit`` entries). Hashing and normalisation live inside the model, so
+``(B, C)`` for multiclass; not the ``_logit`` entries). Hashing and normalisation
+live inside the model, so
 a server needs no preprocessing code. A DUPN export also has
 ``user_representation`` (user-side features -> ``representation``) and
 ``score_items`` (representation + candidate item features -> scores).
@@ -171,8 +172,8 @@ def _trimmed(value, pad):
 
 def warmup_records(rows: dict, specs: dict, model_name: str = "") -> list[bytes]:
     """Serialized ``PredictionLog``s for ``serving_default`` (``specs``: the model's input
-    specs): one request per row (each id
-    list as long as the row's own items) and one request with every row."""
+    specs): one request per row (each id list as long as the row's own items) and one
+    request with every row."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     pads = _sequence_pads(specs)
