@@ -82,8 +82,7 @@ class CheckpointManager:
         tmp = atomic.temp_dir(self.directory, name)
         try:
             self.checkpoint.write(str(tmp / PREFIX))
-            meta = dict(meta, model_format=MODEL_FORMAT)
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            (tmp / META_FILE).write_text(json.dumps(_stamped(meta), indent=2) + "\n", encoding="utf-8")
             fault_point("checkpoint.write")
             final = atomic.publish(tmp, self.directory / name)
         except BaseException:
@@ -99,7 +98,7 @@ class CheckpointManager:
         if not self.is_chief:
             return None
         path = self.checkpoints()[-1]
-        atomic.write_json(path / META_FILE, meta)
+        atomic.write_json(path / META_FILE, _stamped(meta))
         return path
 
     def restore(self, path) -> None:
@@ -120,6 +119,11 @@ class CheckpointManager:
                 f"{path}: the checkpoint does not match the model built from the config "
                 f"(was the model, schema or optimizer changed?): {first}"
             ) from None
+
+
+def _stamped(meta: dict) -> dict:
+    """A checkpoint's meta with the model format its weights are in."""
+    return dict(meta, model_format=MODEL_FORMAT)
 
 
 def _read_meta(path: Path) -> dict:
