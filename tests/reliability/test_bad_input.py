@@ -290,7 +290,8 @@ def test_a_zero_row_file_beside_others_is_read_as_no_rows(tmp_path, funnel_root,
 def test_values_far_outside_the_training_statistics_are_warned_about(tmp_path, funnel_root, training, capsys):
     root = tmp_path / "data"
     shutil.copytree(funnel_root, root)
-    _edit(root, DAY2, lambda t: _with_row(_with_row(t, "item_hist_ctr", 4, 1e30), "item_hist_ctr", 9, -3e12))
+    # item_hist_ctr's std is ~0.05: both are millions of standard deviations out, finite
+    _edit(root, DAY2, lambda t: _with_row(_with_row(t, "item_hist_ctr", 4, 2.5e6), "item_hist_ctr", 9, -3e4))
     config = training.config_file(tmp_path, root)
     capsys.readouterr()
     assert main(["train", str(config), "--day", DAY1]) == 0  # statistics from day 1
@@ -299,5 +300,5 @@ def test_values_far_outside_the_training_statistics_are_warned_about(tmp_path, f
     err = capsys.readouterr().err
     assert (
         f"day {DAY2}: numeric values far outside the training statistics (more than 100 standard deviations "
-        f"from the mean; they saturate the model): item_hist_ctr 2 values (largest 1e+30)"
+        f"from the mean; they saturate the model): item_hist_ctr 2 values (largest 2.5e+06)"
     ) in err
