@@ -21,13 +21,11 @@ import inspect
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-from train_memory import rss_mb
+from train_memory import rss_mb, sample_child
 
 SCHEMA = {
     "categorical": [
@@ -85,26 +83,7 @@ def run_child(rows, args, spill_dir):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", str(rows),
            "--batch-size", str(args.batch_size), "--spill-dir", spill_dir]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    lines, peak, samples = [], 0.0, 0
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    while proc.poll() is None:
-        rss = rss_mb(proc.pid)
-        if rss is not None:
-            peak, samples = max(peak, rss), samples + 1
-        time.sleep(args.sample_ms / 1000)
-    reader.join()
-    events = {}
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        events[event.get("event")] = event
-    if proc.returncode != 0 or "done" not in events:
-        raise SystemExit(f"child failed (exit {proc.returncode}): {''.join(lines)[-2000:]}")
-    return peak, samples, events
+    return sample_child(cmd, env, args.sample_ms)
 
 
 def main():

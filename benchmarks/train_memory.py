@@ -77,6 +77,11 @@ def run_child(args, root, run_dir, steps):
            str(steps or 0), "--batch-size", str(args.batch_size),
            "--shuffle-buffer", str(args.shuffle_buffer)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return sample_child(cmd, env, args.sample_ms)
+
+
+def sample_child(cmd, env, sample_ms):
+    """Run ``cmd``, sample its RSS every ``sample_ms``; (peak MB, samples, its JSON lines by event)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     peak, samples = 0.0, 0
     import threading
@@ -88,7 +93,7 @@ def run_child(args, root, run_dir, steps):
         rss = rss_mb(proc.pid)
         if rss is not None:
             peak, samples = max(peak, rss), samples + 1
-        time.sleep(args.sample_ms / 1000)
+        time.sleep(sample_ms / 1000)
     reader.join()
     events = {}
     for line in lines:

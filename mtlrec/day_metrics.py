@@ -391,22 +391,16 @@ class DayMetrics:
 
     def calibration(self, groups: int = CALIBRATION_BINS) -> dict:
         """Binary output -> ``{"pred", "label", "count"}``: its reliability curve."""
-        return {
-            name: acc.hist.reliability(groups)
-            for name, acc in (self._acc or {}).items()
-            if isinstance(acc, _Binary)
-        }
+        return {name: acc.hist.reliability(groups) for name, acc in self._binaries()}
 
     def max_auc_error(self) -> dict:
         """Binary output -> bound on the distance of its ``auc`` from the exact AUC."""
-        return {
-            name: acc.hist.max_auc_error()
-            for name, acc in (self._acc or {}).items()
-            if isinstance(acc, _Binary)
-        }
+        return {name: acc.hist.max_auc_error() for name, acc in self._binaries()}
 
     def close(self) -> None:
         """Remove spill files (``result()`` already does)."""
-        for acc in (self._acc or {}).values():
-            if isinstance(acc, _Binary):
-                acc.close()
+        for _, acc in self._binaries():
+            acc.close()
+
+    def _binaries(self):
+        return [(name, acc) for name, acc in (self._acc or {}).items() if isinstance(acc, _Binary)]
