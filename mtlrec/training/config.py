@@ -535,6 +535,18 @@ def config_error(config: ExperimentConfig, path: str, message: str) -> ConfigErr
     return _Context(config.source, config.lines).error(path, message)
 
 
+def _refuse_uri(ctx: "_Context", key: str, value) -> None:
+    """Roots are local (or mounted) paths: a ``scheme://`` URI would otherwise resolve as a
+    relative directory named after the scheme."""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]+)://", str(value or ""))
+    if match:
+        raise ctx.error(
+            key,
+            f"expected a local or mounted path, got the URI {value!r} "
+            f"(scheme {match.group(1)!r} is not supported; mount the storage and give its path)",
+        )
+
+
 def _resolve(path: str | None, base: Path | None) -> str | None:
     if path is None:
         return None
@@ -572,6 +584,8 @@ def config_from_dict(data, source=None, lines=None, base_dir=None) -> Experiment
     if base_dir is None:
         base_dir = Path(source).resolve().parent if source is not None else Path.cwd()
     base_dir = Path(base_dir)
+    for key in ("data.root", "run_dir"):
+        _refuse_uri(ctx, key, config.data.root if key == "data.root" else config.run_dir)
     config.data.root = _resolve(config.data.root, base_dir)
     config.run_dir = _resolve(config.run_dir or f"runs/{config.name}", base_dir)
     return config

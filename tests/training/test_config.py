@@ -138,6 +138,19 @@ def test_one_config_per_model_is_shipped():
     assert {"esmm", "mmoe", "ple", "shared_bottom", "cross_stitch", "dupn"} <= stems
 
 
+def test_a_uri_root_is_refused_naming_the_key(tmp_path):
+    path = write(tmp_path, BASE_YAML.replace("root: data", "root: s3://bucket/days"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}:4: data.root: expected a local or mounted path, got the URI 's3://bucket/days' "
+        "(scheme 's3' is not supported; mount the storage and give its path)"
+    )
+    path = write(tmp_path, BASE_YAML.replace("run_dir: run", "run_dir: gs://b/run"))
+    with pytest.raises(ConfigError, match=r":2: run_dir: expected a local or mounted path, got the URI 'gs://b/run'"):
+        load_config(path)
+
+
 # (replace this, with that) in BASE_YAML -> (line, message pattern)
 BAD = {
     "unknown_top_key": (("export:\n  keep: 2\n", "export:\n  keep: 2\ncolour: red\n"), 34, r"colour: unknown key; expected one of name, data"),
