@@ -24,6 +24,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+from keras import ops
 
 from mtlrec import metrics
 from mtlrec.tasks import Task, funnel_chain
@@ -35,13 +36,16 @@ SPILL_MEMORY_ROWS = 500_000
 SPILL_BUCKETS = 64
 
 
-def score_bins(scores, bins: int = SCORE_BINS) -> np.ndarray:
-    """Bin index of each probability: equal-width bins of its logit clipped to +-LOGIT_RANGE."""
-    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-300, 1.0)
-    with np.errstate(divide="ignore"):
-        logit = np.log(p) - np.log1p(-np.minimum(p, 1.0 - 1e-16))
-    scaled = (np.clip(logit, -LOGIT_RANGE, LOGIT_RANGE) + LOGIT_RANGE) / (2 * LOGIT_RANGE)
-    return np.minimum((scaled * bins).astype(np.int64), bins - 1)
+def score_bins(scores, bins: int = SCORE_BINS):
+    """Bin index of each probability: equal-width bins of its logit clipped to +-LOGIT_RANGE.
+
+    Written with ``keras.ops`` so that ``DayMetrics`` (numpy) and
+    ``StreamingTaskMetrics`` (inside a ``tf.function``) bin alike.
+    """
+    p = ops.clip(ops.cast(ops.convert_to_tensor(scores), "float64"), 1e-300, 1.0 - 1e-16)
+    logit = ops.clip(ops.log(p) - ops.log1p(-p), -LOGIT_RANGE, LOGIT_RANGE)
+    scaled = (logit + LOGIT_RANGE) / (2 * LOGIT_RANGE)
+    return ops.minimum(ops.cast(ops.floor(scaled * bins), "int32"), bins - 1)
 
 
 class ScoreHistogram:
@@ -54,7 +58,7 @@ class ScoreHistogram:
 
     def add(self, scores, pos_weight, neg_weight) -> None:
         scores = np.asarray(scores, dtype=np.float64)
-        idx = score_bins(scores, len(self.pos))
+        idx = np.asarray(score_bins(scores, len(self.pos)))
         n = len(self.pos)
         self.pos += np.bincount(idx, weights=pos_weight, minlength=n)
         self.neg += np.bincount(idx, weights=neg_weight, minlength=n)

@@ -2,8 +2,9 @@
 
 The functions take whole arrays (numpy or eager tensors). ``evaluate`` runs
 ``mtlrec.day_metrics.DayMetrics`` over its arrays as one batch, the same code
-that evaluates a day batch by batch; both compute AUC with ``auc_from_counts``
-and GAUC with ``gauc_parts``. A metric that is undefined on the data (AUC with
+that evaluates a day batch by batch, and the in-graph
+``mtlrec.streaming_metrics.StreamingTaskMetrics`` uses the same score bins: all
+compute AUC with ``auc_from_counts`` and GAUC with ``gauc_parts``. A metric that is undefined on the data (AUC with
 one class only, calibration with no positive) is NaN, never an exception.
 """
 

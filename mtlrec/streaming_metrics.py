@@ -7,6 +7,8 @@ from typing import Iterable, Mapping
 import keras
 from keras import ops
 
+from mtlrec.day_metrics import SCORE_BINS, score_bins
+from mtlrec.metrics import auc_from_counts
 from mtlrec.tasks import Task
 
 
@@ -23,6 +25,26 @@ def _need(mapping: Mapping, key: str, what: str, task: Task):
     return mapping[key]
 
 
+class _BinnedAUC(keras.metrics.Metric):
+    """AUC from positive/negative weight per score bin: ``DayMetrics``' bins and formula."""
+
+    def __init__(self, bins, name):
+        super().__init__(name=name)
+        self.bins = bins
+        self.pos = self.add_variable(shape=(bins,), initializer="zeros", name="pos")
+        self.neg = self.add_variable(shape=(bins,), initializer="zeros", name="neg")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        idx = score_bins(y_pred, self.bins)
+        w = ops.ones_like(y_true) if sample_weight is None else sample_weight
+        positive = ops.cast(ops.greater(y_true, 0.5), "float32") * w
+        self.pos.assign_add(ops.segment_sum(positive, idx, num_segments=self.bins))
+        self.neg.assign_add(ops.segment_sum(w - positive, idx, num_segments=self.bins))
+
+    def result(self):  # eager only, like StreamingTaskMetrics.result
+        return auc_from_counts(ops.convert_to_numpy(self.pos), ops.convert_to_numpy(self.neg))
+
+
 class StreamingTaskMetrics:
     """Streaming per-task metrics built on ``keras.metrics``.
 
@@ -31,9 +53,11 @@ class StreamingTaskMetrics:
     rows where its parent's label is 1 for a funnel step, all rows otherwise;
     rows outside get sample weight 0.
 
-    - binary: ``auc`` (``keras.metrics.AUC``) and ``calibration``
-      (sum of predictions / sum of labels); a funnel step also reports its
-      joint output under ``joint_name`` over all rows.
+    - binary: ``auc`` (from counts in ``bins`` logit-spaced score bins, the
+      bins and formula of ``mtlrec.day_metrics.DayMetrics``, so both agree;
+      NaN with one class) and ``calibration`` (sum of predictions / sum of
+      labels); a funnel step also reports its joint output under
+      ``joint_name`` over all rows.
     - multiclass: ``accuracy``; regression: ``mse``.
 
     ``update_state`` is graph-compatible (call it inside the ``tf.function``
@@ -41,24 +65,21 @@ class StreamingTaskMetrics:
 
     Args:
         tasks: ``Task`` objects or task dicts.
-        num_thresholds: thresholds of the AUC approximation.
+        bins: score bins of the AUC (default ``day_metrics.SCORE_BINS``).
     """
 
-    def __init__(self, tasks: Iterable, num_thresholds: int = 200):
+    def __init__(self, tasks: Iterable, bins: int = SCORE_BINS):
         self.tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
-        if not isinstance(num_thresholds, int) or num_thresholds < 2:
-            raise ValueError(
-                "Expected num_thresholds to be an integer > 1. "
-                f"Received: num_thresholds={num_thresholds!r}"
-            )
+        if not isinstance(bins, int) or isinstance(bins, bool) or bins < 2:
+            raise ValueError(f"Expected bins to be an integer > 1. Received: bins={bins!r}")
         self._by_name = {t.name: t for t in self.tasks}
         self._metrics: dict[str, dict[str, keras.metrics.Metric]] = {}
         for task in self.tasks:
             if task.kind == "binary":
-                self._metrics[task.name] = self._binary(task.name, num_thresholds)
+                self._metrics[task.name] = self._binary(task.name, bins)
                 if task.parent is not None:
                     self._metrics[task.joint_name] = self._binary(
-                        task.joint_name, num_thresholds
+                        task.joint_name, bins
                     )
             elif task.kind == "multiclass":
                 self._metrics[task.name] = {
@@ -72,9 +93,9 @@ class StreamingTaskMetrics:
                 }
 
     @staticmethod
-    def _binary(name, num_thresholds):
+    def _binary(name, bins):
         return {
-            "auc": keras.metrics.AUC(num_thresholds=num_thresholds, name=f"{name}_auc"),
+            "auc": _BinnedAUC(bins, name=f"{name}_auc"),
             "pred_sum": keras.metrics.Sum(name=f"{name}_pred_sum"),
             "label_sum": keras.metrics.Sum(name=f"{name}_label_sum"),
         }

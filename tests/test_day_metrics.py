@@ -36,7 +36,7 @@ def batches(n, size):
 
 def test_score_bins_are_monotone_and_clipped():
     p = np.array([0.0, 1e-12, 0.01, 0.5, 0.99, 1.0])
-    idx = score_bins(p, 1000)
+    idx = np.asarray(score_bins(p, 1000))
     assert list(idx) == sorted(idx)
     assert idx[0] == 0 and idx[-1] == 999
     assert idx[3] == 500  # logit 0 is the middle
