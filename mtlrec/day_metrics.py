@@ -290,10 +290,11 @@ class DayMetrics:
         grouped = "user_id" in extras
         acc = {}
         for task in self.tasks:
+            # multiclass and regression keep "count" and per-row sums of the metrics
             if task.kind == "multiclass":
-                acc[task.name] = {"count": 0.0, "correct": 0.0, "logloss_sum": 0.0}
+                acc[task.name] = {"count": 0.0, "accuracy": 0.0, "logloss": 0.0}
             elif task.kind == "regression":
-                acc[task.name] = {"count": 0.0, "sq": 0.0, "abs": 0.0}
+                acc[task.name] = {"count": 0.0, "mse": 0.0, "mae": 0.0}
             else:
                 conditioned = self._condition(task) is not None
                 acc[task.name] = _Binary(
@@ -340,14 +341,14 @@ class DayMetrics:
                 pp = np.clip(pred[space], metrics.EPS, 1.0)
                 pp = pp / pp.sum(axis=1, keepdims=True)
                 acc["count"] += len(yy)
-                acc["correct"] += float(np.sum(pp.argmax(axis=1) == yy))
-                acc["logloss_sum"] -= float(np.log(pp[np.arange(len(yy)), yy]).sum())
+                acc["accuracy"] += float(np.sum(pp.argmax(axis=1) == yy))
+                acc["logloss"] -= float(np.log(pp[np.arange(len(yy)), yy]).sum())
                 continue
             if task.kind == "regression":
                 diff = pred[space] - y[space]
                 acc["count"] += len(diff)
-                acc["sq"] += float(np.sum(diff**2))
-                acc["abs"] += float(np.sum(np.abs(diff)))
+                acc["mse"] += float(np.sum(diff**2))
+                acc["mae"] += float(np.sum(np.abs(diff)))
                 continue
             truth = truths[task.name]
             if truth is not None:
@@ -370,22 +371,13 @@ class DayMetrics:
         if self._acc is None:
             raise ValueError("no rows were given to the metrics")
         out = {}
-        nan = float("nan")
         for task in self.tasks:
             acc = self._acc[task.name]
-            if task.kind == "multiclass":
+            if task.kind in ("multiclass", "regression"):
                 n = acc["count"]
                 out[task.name] = {
-                    "count": float(n),
-                    "accuracy": acc["correct"] / n if n else nan,
-                    "logloss": acc["logloss_sum"] / n if n else nan,
-                }
-            elif task.kind == "regression":
-                n = acc["count"]
-                out[task.name] = {
-                    "count": float(n),
-                    "mse": acc["sq"] / n if n else nan,
-                    "mae": acc["abs"] / n if n else nan,
+                    key: float(n) if key == "count" else (total / n if n else float("nan"))
+                    for key, total in acc.items()
                 }
             else:
                 out[task.name] = acc.result(clicked=self._condition(task) is not None)
