@@ -8,9 +8,12 @@ from mtlrec.data_pipeline.mmoe_synthetic import mmoe_synthetic
 from mtlrec.data_pipeline.dataset import make_dataset
 from mtlrec.data_pipeline.validation import validate_day
 from mtlrec.data_pipeline.convert import convert_day
+from mtlrec.data_pipeline.id_collisions import collision_report, collision_warnings
 
 __all__ = [
     "DataValidationError",
+    "collision_report",
+    "collision_warnings",
     "convert_day",
     "funnel_schema_dict",
     "generate_funnel",

@@ -9,6 +9,7 @@ import tensorflow as tf
 from mtlrec.data_pipeline import parquet_reader
 from mtlrec.data_pipeline.columns import column_plan
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
+from mtlrec.data_pipeline.id_collisions import IdCounter
 from mtlrec.data_pipeline.partitions import check_fmt, compression_of, day_dir, day_files
 from mtlrec.data_pipeline.tfrecord_io import corrupt_file_error, peek_kinds, tf_error_detail
 from mtlrec.schema import Schema
@@ -29,7 +30,7 @@ NON_FINITE = ("replace", "refuse")
 
 
 def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion"),),
-                 non_finite="replace", counts=None, stats=None, far=None):
+                 non_finite="replace", counts=None, stats=None, far=None, id_counts=None):
     """Check partition `day` under `root`; raise `DataValidationError` naming file and column.
 
     Checked: the day exists and has rows; every file opens and reads to the end (not
@@ -43,6 +44,8 @@ def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion
     refused with `non_finite="refuse"`. `stats` ({column: (mean, std)}, the statistics a
     standardized feature was trained with): values more than `FAR_STDS` standard deviations
     from the mean are counted into `far` ({column: (count, largest value)}), not refused.
+    When `id_counts` is a dict it receives the distinct ids of each hashed embedding table
+    (owner feature name -> count; see `id_collisions`).
 
     Returns the number of rows of the day.
     """
@@ -53,12 +56,15 @@ def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion
     s = Schema.from_dict(schema)
     pairs = _funnel_pairs(funnel, s)
     plan = column_plan(s)
+    ids = IdCounter(s) if id_counts is not None else None
     rows = 0
     for path in day_files(root, day, fmt):
         scan = _scan_parquet if fmt == "parquet" else _scan_tfrecord
-        rows += scan(path, plan, s, pairs, _NonFinite(non_finite, counts, _FarOutside(stats, far)))
+        rows += scan(path, plan, s, pairs, _NonFinite(non_finite, counts, _FarOutside(stats, far)), ids)
     if rows == 0:
         raise DataValidationError(f"day {day} is empty: its files hold no rows", file=day_dir(root, day))
+    if ids is not None:
+        id_counts.update(ids.counts())
     return rows
 
 
@@ -147,7 +153,7 @@ def _numeric_features(plan):
     return [c for c in plan if c.role == "feature" and c.kind == "float32"]
 
 
-def _scan_parquet(path, plan, schema, pairs, non_finite):
+def _scan_parquet(path, plan, schema, pairs, non_finite, ids):
     pf = parquet_reader.open_parquet(path)
     if not pf.metadata.num_rows:  # nothing to check (pandas types a 0-row frame's columns `null`)
         return 0
@@ -162,6 +168,8 @@ def _scan_parquet(path, plan, schema, pairs, non_finite):
             for c in _numeric_features(local):
                 values = batch.column(c.name).to_numpy(zero_copy_only=False)
                 non_finite.check(path, c.name, values, rows)
+            for name in ids.columns if ids is not None else ():
+                ids.add(name, batch.column(name))
             rows += batch.num_rows
     except DataValidationError:
         raise
@@ -202,7 +210,7 @@ def _first_bad_record(path, plan, spec):
     return None
 
 
-def _scan_tfrecord(path, plan, schema, pairs, non_finite):
+def _scan_tfrecord(path, plan, schema, pairs, non_finite, ids):
     kinds = peek_kinds(path)
     spec = {}
     for col in plan:
@@ -238,6 +246,10 @@ def _scan_tfrecord(path, plan, schema, pairs, non_finite):
         for col in plan:
             lengths = parsed[col.name].row_lengths().numpy()
             seen[col.name] += int(lengths.sum())
+            if ids is not None and col.name in ids.columns:
+                ids.add(col.name, parsed[col.name].flat_values.numpy())
+                if not col.kind.endswith("_seq") and (lengths == 0).any():
+                    ids.add(col.name, [col.fill])  # a missing id reads as the default, as in Parquet
             if col.kind.endswith("_seq"):
                 continue
             if (lengths > 1).any():

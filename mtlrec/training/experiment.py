@@ -136,13 +136,17 @@ class Experiment:
         return later[0] if later else None
 
     def _validate(self, days) -> None:
+        from mtlrec.schema import Schema
+
         data = _data()
         self._non_finite = {}
         self._rows = {}
         stats = _standardize_stats(self.run_dir / SCHEMA_FILE, self.config.schema)
+        self._id_collisions = {}
+        schema = Schema.from_dict(self.config.schema)
         for day in days:
             logger.info("validating day %s", day)
-            counts, far = {}, {}
+            counts, far, id_counts = {}, {}, {}
             self._rows[day] = data.validate_day(
                 self.config.data.root,
                 day,
@@ -153,7 +157,11 @@ class Experiment:
                 counts=counts,
                 stats=stats,
                 far=far,
+                id_counts=id_counts,
             )
+            self._id_collisions[day] = data.collision_report(schema, id_counts)
+            for line in data.collision_warnings(self._id_collisions[day]):
+                logger.warning("day %s: %s", day, line)
             if far:
                 logger.warning(
                     "day %s: numeric values far outside the training statistics (more than %g "
@@ -540,6 +548,7 @@ class Experiment:
             export_version=None if version is None else int(version.name),
             non_finite_replaced=dict(getattr(self, "_non_finite", {}).get(day) or {}),
             config=self.config.training_digest(),
+            id_collisions=dict(getattr(self, "_id_collisions", {}).get(day) or {}),
         )
         state.mark_done(day)
         if chief:

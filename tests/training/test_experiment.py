@@ -220,3 +220,21 @@ def test_progress_lines_add_up_and_name_the_joint_loss(write_config, caplog):
     for i, line in enumerate(lines, 1):
         assert re.search(rf"examples/s, {2 * i * 64}/{ROWS} rows, \d\d:\d\d left$", line), line
     assert _loss_names(path.parent / "run") == {"ctr": "ctr", "cvr": "ctcvr"}
+
+
+def test_state_records_each_days_distinct_ids_against_its_buckets(trained_run, funnel_root):
+    import pyarrow.parquet as pq
+
+    _, run_dir = trained_run
+    for entry in RunState.load(run_dir).days:
+        table = pq.read_table(funnel_root / f"dt={entry['day']}")
+        users = set(table.column("user_id").to_pylist())
+        items = set(table.column("item_id").to_pylist())
+        items |= {i for seq in table.column("hist_item_id").to_pylist() for i in seq or ()}
+        report = entry["id_collisions"]
+        assert report["user_id"]["distinct_ids"] == len(users)
+        assert report["item_id"]["distinct_ids"] == len(items)
+        assert report["item_id"]["features"] == ["item_id", "hist_item_id"]
+        assert report["user_id"]["num_buckets"] == 128
+        share = 1 - (1 - 1 / 128) ** (len(users) - 1)
+        assert report["user_id"]["expected_shared_share"] == pytest.approx(share, abs=1e-6)
