@@ -91,6 +91,8 @@ def run_one(name, p, repeat, args):
     data_seed = 1000 * (repeat + 1)
     n = args.train_size + args.test_size
     x, y1, y2 = mmoe_synthetic(n, p, dim=DIM, seed=data_seed)
+    if args.standardize:  # by the training rows' mean and std
+        y1, y2 = ((y - y[: args.train_size].mean()) / y[: args.train_size].std() for y in (y1, y2))
     features = pc.dense_features(x)
     labels = {"y1": y1, "y2": y2}
     train = pc.take(features, slice(0, args.train_size)), pc.take(labels, slice(0, args.train_size))
@@ -118,6 +120,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--learning-rate", type=float, default=2e-3)
+    ap.add_argument("--standardize", action="store_true",
+                    help="standardise both targets by the training rows' mean and std")
     ap.add_argument("--experts", type=int, default=8)
     ap.add_argument("--expert-units", type=int, default=16)
     ap.add_argument("--tower-units", type=int, default=8)

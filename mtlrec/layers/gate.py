@@ -6,6 +6,13 @@ from keras import ops
 from mtlrec.layers import _core_utils as cu
 from mtlrec.seeding import fresh_initializer
 
+#: the default gate kernel: logits of std ~0.1 for any input width (fan-in scaled), so
+#: every gate starts close to uniform over its experts (see the class docstring)
+NEAR_UNIFORM = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 0.01, "mode": "fan_in", "distribution": "truncated_normal"},
+}
+
 
 @keras.saving.register_keras_serializable(package="mtlrec")
 class Gate(keras.layers.Layer):
@@ -13,11 +20,19 @@ class Gate(keras.layers.Layer):
 
     g(x) = softmax(W x + b) over the E experts;  output = sum_i g_i(x) f_i(x).
 
+    W starts small (`NEAR_UNIFORM`: Var(W x) ~ 0.01 Var(x)), so at the first step every
+    expert gets about 1/E of every example and the gates learn where to route from the
+    task gradients. A Glorot kernel on a 100-wide input gives logits of std ~1.4: each
+    region of the input space is routed to one or two experts by the random draw, those
+    experts see only that region, and on the MMoE paper's synthetic task some seeds
+    stall for many epochs (see docs/results.md, MMoE synthetic data).
+
     Args:
         num_experts: E, the number of experts mixed.
         return_weights: also return g(x) (B, E), e.g. to inspect expert utilization.
         use_bias: add the bias b.
-        kernel_initializer: initializer of W (name, config or instance; copied).
+        kernel_initializer: initializer of W (name, config or instance; copied);
+            default `NEAR_UNIFORM`.
         seed: optional non-negative int for the kernel initializer.
 
     Inputs `[gate_input (B, d), experts (B, E, h)]`; output `(B, h)`, or
@@ -29,7 +44,7 @@ class Gate(keras.layers.Layer):
         num_experts,
         return_weights=False,
         use_bias=True,
-        kernel_initializer="glorot_uniform",
+        kernel_initializer=None,
         seed=None,
         **kwargs,
     ):
@@ -37,6 +52,8 @@ class Gate(keras.layers.Layer):
         self.num_experts = cu.check_positive_int("num_experts", num_experts)
         self.return_weights = cu.check_bool("return_weights", return_weights)
         self.use_bias = cu.check_bool("use_bias", use_bias)
+        if kernel_initializer is None:
+            kernel_initializer = dict(NEAR_UNIFORM, config=dict(NEAR_UNIFORM["config"]))
         self.kernel_initializer = cu.check_initializer("kernel_initializer", kernel_initializer)
         self.seed = cu.check_seed(seed)
 

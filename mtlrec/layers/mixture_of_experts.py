@@ -15,6 +15,12 @@ class MixtureOfExperts(keras.layers.Layer):
 
     f_i(x), i = 1..n;  g^k(x) = softmax(W_k x);  h^k = sum_i g^k_i(x) f_i(x).
 
+    The experts normalise their pre-activations by default (`batch_norm=True`: Dense ->
+    BatchNormalization -> activation), so each expert unit is active on part of every batch
+    whatever the scale of the input (raw numerics, small embeddings) and of the draw; with
+    the near-uniform initial gates (`Gate`) this is what makes MMoE train reliably on the
+    paper's synthetic task (docs/results.md, MMoE synthetic data).
+
     With `seed`, each expert and gate is seeded with `mtlrec.seeding.derive_seed(seed,
     <its name>)` ("expert_<i>", "gate_<k>"), so all start differently and reproducibly;
     with `seed=None` each draws fresh initializers.
@@ -25,6 +31,7 @@ class MixtureOfExperts(keras.layers.Layer):
         num_tasks: number of tasks (gates).
         expert_activation: activation of the expert layers.
         dropout: dropout rate inside the experts.
+        batch_norm: BatchNormalization before each expert activation (default True).
         return_gate_weights: also return every task's gate weights g^k(x) (B, n).
         seed: optional non-negative int.
 
@@ -41,6 +48,7 @@ class MixtureOfExperts(keras.layers.Layer):
         dropout=0.0,
         return_gate_weights=False,
         seed=None,
+        batch_norm=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -51,6 +59,7 @@ class MixtureOfExperts(keras.layers.Layer):
         self.expert_activation = expert_activation
         self.dropout = cu.check_rate("dropout", dropout)
         self.return_gate_weights = cu.check_bool("return_gate_weights", return_gate_weights)
+        self.batch_norm = cu.check_bool("batch_norm", batch_norm)
         self.seed = cu.check_seed(seed)
 
     def build(self, input_shape):
@@ -65,6 +74,7 @@ class MixtureOfExperts(keras.layers.Layer):
                 self.expert_units,
                 activation=self.expert_activation,
                 dropout=self.dropout,
+                batch_norm=self.batch_norm,
                 seed=derive_seed(self.seed, f"expert_{i}"),
                 dtype=self.dtype_policy,
                 name=f"expert_{i}",
@@ -113,6 +123,7 @@ class MixtureOfExperts(keras.layers.Layer):
                 "dropout": self.dropout,
                 "return_gate_weights": self.return_gate_weights,
                 "seed": self.seed,
+                "batch_norm": self.batch_norm,
             }
         )
         return config

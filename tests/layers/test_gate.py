@@ -67,6 +67,14 @@ def test_seeds():
     assert not np.allclose(c.kernel, d.kernel)
 
 
+def test_default_kernel_is_fan_in_scaled_and_small():
+    """Var(W) = 0.01 / fan_in: logits W x of std 0.1 for unit-variance inputs of any width."""
+    gate = Gate(64, seed=2)
+    gate.build([(None, 1000), (None, 64, 3)])
+    assert np.asarray(gate.kernel).std() == pytest.approx(np.sqrt(0.01 / 1000), rel=0.03)
+    assert gate.get_config()["kernel_initializer"]["class_name"] == "VarianceScaling"
+
+
 def test_compute_output_shape():
     shapes = [(None, 4), (None, 3, 7)]
     assert Gate(3).compute_output_shape(shapes) == (None, 7)

@@ -40,7 +40,8 @@ def test_without_gate_weights_returns_only_outputs(rng):
 
 def build_by_hand():
     """3 linear experts with kernels 1, 2, 3 on x = ones(1, 2): outputs 2, 4, 6."""
-    layer = MixtureOfExperts(3, [1], 2, expert_activation="linear", return_gate_weights=True)
+    layer = MixtureOfExperts(3, [1], 2, expert_activation="linear", return_gate_weights=True,
+                             batch_norm=False)
     layer.build((None, 2))
     for i, expert in enumerate(layer.experts):
         expert.mlp.dense_layers[0].kernel.assign(np.full((2, 1), i + 1.0))
@@ -55,6 +56,27 @@ def test_zero_gates_average_the_experts_by_hand():
     for out, w in zip(outputs, weights):
         np.testing.assert_allclose(out, [[4.0]], rtol=1e-6)  # (2 + 4 + 6) / 3
         np.testing.assert_allclose(w, [[1 / 3] * 3], rtol=1e-6)
+
+
+def test_experts_normalise_their_pre_activations_by_default(rng):
+    layer = MixtureOfExperts(3, [4], 2, expert_activation="linear", seed=1)
+    x = (5.0 + 20.0 * rng.normal(size=(64, 6))).astype("float32")  # far from unit scale
+    layer(x)
+    for expert in layer.experts:
+        out = np.asarray(expert(x, training=True))  # linear: the batch-normalised values
+        np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(out.std(axis=0), 1.0, rtol=1e-2)
+    assert not MixtureOfExperts(3, [4], 2, batch_norm=False).get_config()["batch_norm"]
+
+
+def test_gates_start_close_to_uniform(rng):
+    """Near-uniform initial gates: every expert gets about 1/n of every example."""
+    layer = MixtureOfExperts(8, [4], 2, return_gate_weights=True, seed=3)
+    _, weights = layer(rng.normal(size=(256, 100)).astype("float32"))
+    for w in weights:
+        assert np.abs(np.asarray(w) - 1 / 8).max() < 0.05
+    kernels = [np.asarray(g.kernel) for g in layer.gates]
+    assert not np.array_equal(kernels[0], kernels[1])  # still drawn per gate
 
 
 def test_each_task_has_its_own_gate_and_weights_show_utilization():
@@ -115,7 +137,7 @@ def test_gradients_reach_every_weight(rng):
     x = rng.normal(size=(16, 4)).astype("float32")
     targets = [rng.normal(size=(16, 6)).astype("float32") for _ in range(2)]
     layer.build((None, 4))
-    assert len(layer.trainable_weights) == 3 * 2 + 2 * 2
+    assert len(layer.trainable_weights) == 3 * 3 + 2 * 2  # experts: kernel, BN gamma, beta
     with tf.GradientTape() as tape:
         outputs = layer(x, training=True)
         loss = sum(keras.ops.mean((o - t) ** 2) for o, t in zip(outputs, targets))
