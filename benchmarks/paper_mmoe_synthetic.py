@@ -128,7 +128,7 @@ def main():
     ap.add_argument("--bottom-units", type=int, default=None,
                     help="Shared-Bottom width (default: matched to MMoE's parameter count)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
-                    help="a subset for quick investigations (needs all three to write docs/)")
+                    help="a subset (needs MMoE and Shared-Bottom to write docs/)")
     ap.add_argument("--tag", default="",
                     help="write a separate results section and plot for a variant run (e.g. an investigation)")
     ap.add_argument("--no-write", action="store_true", help="do not touch docs/")
@@ -157,18 +157,19 @@ def main():
     def values(name, p, key="test_mse"):
         return [r[key] for r in runs if r["model"] == name and r["p"] == p]
 
-    if args.models != list(MODELS):
+    models = [m for m in MODELS if m in args.models]
+    if not {"MMoE", "Shared-Bottom"} <= set(models):
         for p in args.correlations:
-            print(f"p={p}: " + ", ".join(f"{m} {pc.fmt_mean_std(values(m, p))}" for m in args.models))
+            print(f"p={p}: " + ", ".join(f"{m} {pc.fmt_mean_std(values(m, p))}" for m in models))
         return
     rows = []
     for p in args.correlations:
         sb = np.mean(values("Shared-Bottom", p))
         wins = sum(a <= b for a, b in zip(values("MMoE", p), values("Shared-Bottom", p)))
         rows.append([f"{p:.1f}", f"{np.mean(values('MMoE', p, 'label_corr')):.2f}"]
-                    + [pc.fmt_mean_std(values(m, p)) for m in MODELS]
+                    + [pc.fmt_mean_std(values(m, p)) for m in models]
                     + [f"{np.mean(values('MMoE', p)) - sb:+.4f}", f"{wins}/{args.repeats}"])
-    header = ["p", "label corr.", "MMoE", "OMoE", "Shared-Bottom", "MMoE − SB", "MMoE ≤ SB runs"]
+    header = ["p", "label corr.", *models, "MMoE − SB", "MMoE ≤ SB runs"]
     table = pc.markdown_table(header, rows)
     print(table)
 
@@ -177,7 +178,7 @@ def main():
     plt = pc.pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = {"MMoE": "tab:blue", "OMoE": "tab:green", "Shared-Bottom": "tab:red"}
-    for i, m in enumerate(MODELS):
+    for i, m in enumerate(models):
         means = [np.mean(values(m, p)) for p in args.correlations]
         stds = [pc.mean_std(values(m, p))[1] for p in args.correlations]
         xs = np.array(args.correlations) + (i - 1) * 0.012
@@ -188,7 +189,7 @@ def main():
     ax.legend()
     ax.grid(alpha=0.3)
     p_curve = min(args.correlations)
-    for m in MODELS:
+    for m in models:
         curves = np.array(values(m, p_curve, "train_curve"))
         ax2.plot(np.arange(1, curves.shape[1] + 1), curves.mean(axis=0) / 2, label=m, color=colors[m])
     ax2.set_xlabel("epoch")
@@ -203,7 +204,7 @@ def main():
 `benchmarks/paper_mmoe_synthetic.py`: Ma et al., KDD 2018, section 3. Two regression
 tasks from `mmoe_synthetic` (input dim {DIM}, 10 sine terms, noise std 0.1) with task
 correlation p = cos(w1, w2); {args.train_size:,} training and {args.test_size:,} test rows;
-{args.repeats} repeats, each with fresh data (x, the unit vectors and the sine terms; the same
+{"both targets standardised by the training rows' mean and std; " if args.standardize else ""}{args.repeats} repeats, each with fresh data (x, the unit vectors and the sine terms; the same
 for every p within a repeat, so only the angle between w1 and w2 changes) and fresh
 initialisation; Adam (lr
 {args.learning_rate}), batch {args.batch_size}, {args.epochs} epochs, `model.fit` on the sum of

@@ -37,6 +37,7 @@ from mtlrec.data_pipeline import funnel_schema_dict, generate_funnel
 from mtlrec.metrics import auc, calibration, truth_auc
 from mtlrec.training.config import config_from_dict
 from mtlrec.training.experiment import Experiment
+from train_throughput import deepctr_available, tasks_section
 
 IDS = ("user_id", "user_age", "user_gender", "item_id", "item_category", "item_brand",
        "item_shop", "scene", "hour", "position")
@@ -50,15 +51,6 @@ METRICS = (
     ("ctr_calibration", "CTR calib."),
     ("ctcvr_calibration", "CTCVR calib."),
 )
-
-
-def deepctr_available():
-    try:
-        import deepctr
-        from deepctr.models import ESMM, MMOE, PLE  # noqa: F401
-    except Exception as err:  # noqa: BLE001 (any import failure means "not available")
-        return False, f"{type(err).__name__}: {err}"
-    return True, getattr(deepctr, "__version__", "?")
 
 
 def make_days(root, args):
@@ -94,14 +86,6 @@ def model_config(model, args):
             "num_shared_experts": max(1, args.experts // 2), **experts}
 
 
-def tasks_config(model):
-    if model == "esmm":
-        return [{"name": "ctr", "label": "click"},
-                {"name": "cvr", "label": "conversion", "parent": "ctr", "joint": "ctcvr"}]
-    return [{"name": "ctr", "label": "click"},
-            {"name": "cvr", "label": "conversion", "sample_space": "click"}]
-
-
 def with_overrides(config, overrides):
     """`config` with each `key.path=json` of `overrides` set (for variant runs)."""
     for item in overrides:
@@ -120,7 +104,7 @@ def run_mtlrec(model, root, days, schema, test, seed, args, run_dir):
         "run_dir": str(run_dir),
         "data": {"root": str(root)},
         "schema": schema,
-        "tasks": tasks_config(model),
+        "tasks": tasks_section(model),
         "model": model_config(model, args),
         "training": {"batch_size": args.batch_size, "epochs_per_day": args.epochs, "seed": seed,
                      "log_every": 10**9, "checkpoint_every": 10**9},
