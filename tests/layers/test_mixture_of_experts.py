@@ -73,8 +73,8 @@ def test_gates_start_close_to_uniform(rng):
     """Near-uniform initial gates: every expert gets about 1/n of every example."""
     layer = MixtureOfExperts(8, [4], 2, return_gate_weights=True, seed=3)
     _, weights = layer(rng.normal(size=(256, 100)).astype("float32"))
-    for w in weights:
-        assert np.abs(np.asarray(w) - 1 / 8).max() < 0.05
+    for w in weights:  # logits of std ~0.1: every weight within half of 1/8 of it
+        assert np.abs(np.asarray(w) - 1 / 8).max() < 1 / 16
     kernels = [np.asarray(g.kernel) for g in layer.gates]
     assert not np.array_equal(kernels[0], kernels[1])  # still drawn per gate
 
