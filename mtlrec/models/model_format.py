@@ -6,9 +6,12 @@ from the model seed by path. Files written before it (unmarked, format 1) do not
 correctly into today's models: Keras and `tf.train.Checkpoint` match weights by layer
 position, and the new layers shift it (towers' weights land in other towers), silently.
 So they are refused with one message instead.
+
+Format 3 (issue 12): MMoE's experts batch-normalise their pre-activations (new weights
+in every expert, which would shift a format-2 MMoE's weights the same way).
 """
 
-MODEL_FORMAT = 2
+MODEL_FORMAT = 3
 
 
 def check_model_format(found, where):
@@ -19,7 +22,8 @@ def check_model_format(found, where):
     written = "before model formats were recorded" if found is None else f"in model format {found}"
     raise ValueError(
         f"{where}: written by mtlrec {written}; this mtlrec reads model format {MODEL_FORMAT} "
-        "only (issue 12: heads output logits, weights seeded by path), and loading the old "
+        "only (issue 12: heads output logits, weights seeded by path, MMoE experts "
+        "batch-normalised), and loading the old "
         "weights would put them into the wrong layers. Retrain into a new run directory "
         "(or build the model anew and train it)."
     )

@@ -177,7 +177,8 @@ def test_a_keras_file_written_before_the_logit_heads_is_refused_with_one_message
     message = (
         "the .keras file of model 'esmm': written by mtlrec before model formats were "
         f"recorded; this mtlrec reads model format {MODEL_FORMAT} only (issue 12: heads "
-        "output logits, weights seeded by path), and loading the old weights would put "
+        "output logits, weights seeded by path, MMoE experts batch-normalised), and loading "
+        "the old weights would put "
         "them into the wrong layers."
     )
     with pytest.raises(ValueError) as err:

@@ -87,7 +87,8 @@ def test_a_checkpoint_of_an_older_model_format_is_refused(tmp_path, recorded):
     written = "before model formats were recorded" if recorded is None else "in model format 1"
     message = (
         f"checkpoint {path}: written by mtlrec {written}; this mtlrec reads model format "
-        f"{MODEL_FORMAT} only (issue 12: heads output logits, weights seeded by path)"
+        f"{MODEL_FORMAT} only (issue 12: heads output logits, weights seeded by path, "
+        "MMoE experts batch-normalised)"
     )
     with pytest.raises(RunError, match=message.replace("(", r"\(").replace(")", r"\)")):
         manager.restore(path)
