@@ -4,6 +4,7 @@
 from mtlrec.layers.mlp import MLP
 from mtlrec.layers.expert import Expert
 from mtlrec.layers.gate import Gate
+from mtlrec.layers.dselect_k_gate import DSelectKGate
 from mtlrec.layers.mixture_of_experts import MixtureOfExperts
 from mtlrec.layers.cgc import CGC
 from mtlrec.layers.cross_stitch import CrossStitch

@@ -5,7 +5,7 @@ from keras import ops
 
 from mtlrec.layers import _core_utils as cu
 from mtlrec.layers.expert import Expert
-from mtlrec.layers.gate import Gate
+from mtlrec.layers._gate_config import check_gate, make_gate
 from mtlrec.seeding import derive_seed
 
 
@@ -22,6 +22,9 @@ class CGC(keras.layers.Layer):
     Stacking levels (the last with `is_last=True`) gives PLE (progressive layered
     extraction).
 
+    `gate={"type": "dselect_k", "k": 2}` makes every gate (the tasks' and the shared one)
+    a `DSelectKGate` (Hazimeh et al., 2021) instead of the softmax `Gate`.
+
     With `seed`, every expert and gate is seeded with `mtlrec.seeding.derive_seed(seed,
     <its name>)`; PLE seeds each level the same way from the model seed, so no two
     experts of any level start alike. With `seed=None` each draws fresh initializers.
@@ -35,6 +38,7 @@ class CGC(keras.layers.Layer):
         return_gate_weights: also return each task gate's weights (B, m_t + m_s).
         expert_activation: activation of the expert layers.
         dropout: dropout rate inside the experts.
+        gate: None or `{"type": "softmax"}`, or `{"type": "dselect_k", "k": 2, ...}`.
         seed: optional non-negative int.
 
     Inputs: `x (B, d)` (first level: the input of every task and of the shared part) or
@@ -52,6 +56,7 @@ class CGC(keras.layers.Layer):
         return_gate_weights=False,
         expert_activation="relu",
         dropout=0.0,
+        gate=None,
         seed=None,
         **kwargs,
     ):
@@ -72,6 +77,7 @@ class CGC(keras.layers.Layer):
         cu.check_activation("expert_activation", expert_activation)
         self.expert_activation = expert_activation
         self.dropout = cu.check_rate("dropout", dropout)
+        self.gate = check_gate(gate)
         self.seed = cu.check_seed(seed)
 
     def _input_shapes(self, input_shape):
@@ -119,7 +125,8 @@ class CGC(keras.layers.Layer):
         ]
         self.task_gates = []
         for k in range(n_tasks):
-            gate = Gate(
+            gate = make_gate(
+                self.gate,
                 m_t + m_s,
                 return_weights=True,
                 seed=derive_seed(self.seed, f"task_{k}_gate"),
@@ -132,8 +139,10 @@ class CGC(keras.layers.Layer):
             self.shared_gate = None
         else:
             total = n_tasks * m_t + m_s
-            self.shared_gate = Gate(
+            self.shared_gate = make_gate(
+                self.gate,
                 total,
+                return_weights=False,
                 seed=derive_seed(self.seed, "shared_gate"),
                 dtype=self.dtype_policy,
                 name="shared_gate",
@@ -184,6 +193,7 @@ class CGC(keras.layers.Layer):
                 "return_gate_weights": self.return_gate_weights,
                 "expert_activation": cu.serialize_identifier(self.expert_activation),
                 "dropout": self.dropout,
+                "gate": dict(self.gate),
                 "seed": self.seed,
             }
         )

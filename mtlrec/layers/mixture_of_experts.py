@@ -5,7 +5,7 @@ from keras import ops
 
 from mtlrec.layers import _core_utils as cu
 from mtlrec.layers.expert import Expert
-from mtlrec.layers.gate import Gate
+from mtlrec.layers._gate_config import check_gate, make_gate
 from mtlrec.seeding import derive_seed
 
 
@@ -21,6 +21,9 @@ class MixtureOfExperts(keras.layers.Layer):
     the near-uniform initial gates (`Gate`) this is what makes MMoE train reliably on the
     paper's synthetic task (docs/results.md, MMoE synthetic data).
 
+    `gate={"type": "dselect_k", "k": 2}` replaces each softmax `Gate` by a
+    `DSelectKGate` (Hazimeh et al., 2021), which mixes at most k experts per example.
+
     With `seed`, each expert and gate is seeded with `mtlrec.seeding.derive_seed(seed,
     <its name>)` ("expert_<i>", "gate_<k>"), so all start differently and reproducibly;
     with `seed=None` each draws fresh initializers.
@@ -33,6 +36,8 @@ class MixtureOfExperts(keras.layers.Layer):
         dropout: dropout rate inside the experts.
         batch_norm: BatchNormalization before each expert activation (default True).
         return_gate_weights: also return every task's gate weights g^k(x) (B, n).
+        gate: None or `{"type": "softmax"}` (the MMoE gate), or `{"type": "dselect_k",
+            "k": 2, "gamma": 1.0, "entropy_reg": 0.1}` (options optional).
         seed: optional non-negative int.
 
     Input `(B, d)`; output a list of `num_tasks` tensors `(B, h)`, or
@@ -47,6 +52,7 @@ class MixtureOfExperts(keras.layers.Layer):
         expert_activation="relu",
         dropout=0.0,
         return_gate_weights=False,
+        gate=None,
         seed=None,
         batch_norm=True,
         **kwargs,
@@ -60,6 +66,7 @@ class MixtureOfExperts(keras.layers.Layer):
         self.dropout = cu.check_rate("dropout", dropout)
         self.return_gate_weights = cu.check_bool("return_gate_weights", return_gate_weights)
         self.batch_norm = cu.check_bool("batch_norm", batch_norm)
+        self.gate = check_gate(gate)
         self.seed = cu.check_seed(seed)
 
     def build(self, input_shape):
@@ -84,7 +91,8 @@ class MixtureOfExperts(keras.layers.Layer):
         experts_shape = (input_shape[0], self.num_experts, self.expert_units[-1])
         self.gates = []
         for k in range(self.num_tasks):
-            gate = Gate(
+            gate = make_gate(
+                self.gate,
                 self.num_experts,
                 return_weights=True,
                 seed=derive_seed(self.seed, f"gate_{k}"),
@@ -122,6 +130,7 @@ class MixtureOfExperts(keras.layers.Layer):
                 "expert_activation": cu.serialize_identifier(self.expert_activation),
                 "dropout": self.dropout,
                 "return_gate_weights": self.return_gate_weights,
+                "gate": dict(self.gate),
                 "seed": self.seed,
                 "batch_norm": self.batch_norm,
             }

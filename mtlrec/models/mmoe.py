@@ -3,6 +3,7 @@
 import keras
 
 from mtlrec.layers.mixture_of_experts import MixtureOfExperts
+from mtlrec.layers._gate_config import check_gate
 from mtlrec.models import _checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
 from mtlrec.seeding import derive_seed
@@ -25,6 +26,8 @@ class MMoE(MultiTaskModel):
         dropout: dropout rate inside the experts and towers.
         interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
+        gate: None (softmax gates) or `{"type": "dselect_k", "k": 2}` (DSelect-k gates,
+            options `gamma`, `entropy_reg`; see `mtlrec.layers.DSelectKGate`).
         seed: optional int for the initializers.
     """
 
@@ -38,6 +41,7 @@ class MMoE(MultiTaskModel):
         dropout=0.0,
         interaction=None,
         loss_weighting=None,
+        gate=None,
         seed=None,
         **kwargs,
     ):
@@ -47,12 +51,14 @@ class MMoE(MultiTaskModel):
         expert_units = _checks.units_list("expert_units", expert_units)
         tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
         dropout = _checks.rate("dropout", dropout)
+        gate = check_gate(gate)
         self.mixture = MixtureOfExperts(
             num_experts,
             expert_units,
             num_tasks=len(self.task_specs),
             dropout=dropout,
             return_gate_weights=True,
+            gate=gate,
             seed=derive_seed(self.seed, "mixture_of_experts"),
             name="mixture_of_experts",
         )
@@ -69,6 +75,7 @@ class MMoE(MultiTaskModel):
         self.expert_units = expert_units
         self.tower_units = tower_units
         self.dropout = dropout
+        self.gate = gate
         # Symbolic tensors for gate_model(); not state, so kept out of Keras tracking.
         object.__setattr__(self, "_gate_tensors", dict(zip(names, gate_weights)))
 
@@ -89,6 +96,7 @@ class MMoE(MultiTaskModel):
                 "expert_units": list(self.expert_units),
                 "tower_units": list(self.tower_units),
                 "dropout": self.dropout,
+                "gate": dict(self.gate),
             }
         )
         return config

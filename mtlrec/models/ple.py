@@ -3,6 +3,7 @@
 import keras
 
 from mtlrec.layers.cgc import CGC
+from mtlrec.layers._gate_config import check_gate
 from mtlrec.models import _checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
 from mtlrec.seeding import derive_seed
@@ -31,6 +32,8 @@ class PLE(MultiTaskModel):
         dropout: dropout rate inside the experts and towers.
         interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
+        gate: None (softmax gates) or `{"type": "dselect_k", "k": 2}` (DSelect-k gates,
+            options `gamma`, `entropy_reg`; see `mtlrec.layers.DSelectKGate`).
         seed: optional int for the initializers.
     """
 
@@ -46,6 +49,7 @@ class PLE(MultiTaskModel):
         dropout=0.0,
         interaction=None,
         loss_weighting=None,
+        gate=None,
         seed=None,
         **kwargs,
     ):
@@ -57,6 +61,7 @@ class PLE(MultiTaskModel):
         expert_units = _checks.units_list("expert_units", expert_units)
         tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
         dropout = _checks.rate("dropout", dropout)
+        gate = check_gate(gate)
         self.levels = []
         for level in range(num_levels):
             last = level == num_levels - 1
@@ -69,6 +74,7 @@ class PLE(MultiTaskModel):
                     is_last=last,
                     return_gate_weights=last,
                     dropout=dropout,
+                    gate=gate,
                     seed=derive_seed(self.seed, f"cgc_{level}"),
                     name=f"cgc_{level}",
                 )
@@ -91,6 +97,7 @@ class PLE(MultiTaskModel):
         self.expert_units = expert_units
         self.tower_units = tower_units
         self.dropout = dropout
+        self.gate = gate
         # Symbolic tensors for gate_model(); not state, so kept out of Keras tracking.
         object.__setattr__(self, "_gate_tensors", dict(zip(names, gate_weights)))
 
@@ -116,6 +123,7 @@ class PLE(MultiTaskModel):
                 "expert_units": list(self.expert_units),
                 "tower_units": list(self.tower_units),
                 "dropout": self.dropout,
+                "gate": dict(self.gate),
             }
         )
         return config

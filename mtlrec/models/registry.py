@@ -63,8 +63,8 @@ def build_model(model_config, schema, tasks):
     except ValueError as err:
         message = str(err)
         for key in options:
-            if any(mark in message for mark in (f"Received: {key}=", f"Received: {key}.")) or (
-                message.startswith(f"{key}.")
-            ):
+            if message.startswith((f"{key}.", f"{key}:")):  # already a key path
+                raise ValueError(f"model.{message}") from err
+            if any(mark in message for mark in (f"Received: {key}=", f"Received: {key}.")):
                 raise ValueError(f"model.{key}: {message}") from err
         raise ValueError(f"model: {message}") from err

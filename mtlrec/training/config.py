@@ -480,6 +480,13 @@ def _check_model(model: dict, ctx: _Context) -> None:
             expected = None if isinstance(value, (list, tuple)) else "a list"
         if expected:
             raise ctx.error(f"model.{key}", f"expected {expected}, got {_show(value)}")
+    if model.get("gate") is not None:
+        from mtlrec.layers._gate_config import check_gate
+
+        try:
+            check_gate(model["gate"], "model.gate")
+        except ValueError as err:
+            raise ctx.wrap(err, "model.gate") from None
 
 
 def _check_names(config: ExperimentConfig, ctx: _Context) -> None:
