@@ -8,6 +8,7 @@ from mtlrec.layers.dselect_k_gate import DSelectKGate
 from mtlrec.layers.mixture_of_experts import MixtureOfExperts
 from mtlrec.layers.cgc import CGC
 from mtlrec.layers.cross_stitch import CrossStitch
+from mtlrec.layers.information_transfer import InformationTransfer
 
 # sequence and interaction layers
 from mtlrec.layers.property_gated_lstm import PropertyGatedLSTM
