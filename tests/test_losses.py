@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from mtlrec.losses import (
+    MetaBalance,
     FixedWeighting,
     GradNorm,
     PCGrad,
@@ -568,6 +569,74 @@ def test_pcgrad_projects_embedding_gradients_as_if_dense():
     np.testing.assert_allclose(np.asarray(g), want, atol=1e-6)
 
 
+# --------------------------------------------------------------------------- MetaBalance
+
+
+def test_metabalance_hand_computed_steps():
+    tasks = [{"name": "a", "label": "a"}, {"name": "b", "label": "b"}]
+    mb = MetaBalance(tasks, target="a", relax_factor=0.5, beta=0.5)
+    assert mb.requires_custom_step and mb.trainable_variables == []
+    w = keras.Variable(np.ones(2, "float32"))
+    head = keras.Variable(np.ones(1, "float32"))
+
+    def step(coef_b):
+        with tf.GradientTape(persistent=True) as tape:
+            losses = {"a": 3.0 * w[0] + 4.0 * w[1] + head[0], "b": coef_b * w[0]}
+        return mb.gradients(tape, losses, [w], [head])
+
+    # step 1: ||g_a|| = 5, ||g_b|| = 1; m = 0.5 * (5, 1) = (2.5, 0.5); ratio 5;
+    # scale 0.5 * 5 + 0.5 = 3: update (3, 4) + 3 * (1, 0) = (6, 4)
+    (g_w, g_head), total = step(1.0)
+    np.testing.assert_allclose(g_w, [6.0, 4.0], rtol=1e-6)
+    np.testing.assert_allclose(g_head, [1.0])  # a task variable: its task's gradient
+    assert float(total) == pytest.approx(3 + 4 + 1 + 1)
+    # step 2: ||g_b|| = 2; m = (0.5 * 2.5 + 2.5, 0.5 * 0.5 + 1) = (3.75, 1.25); ratio 3;
+    # scale 0.5 * 3 + 0.5 = 2: update (3, 4) + 2 * (2, 0) = (7, 4)
+    (g_w, _), _ = step(2.0)
+    np.testing.assert_allclose(g_w, [7.0, 4.0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(mb.norms), [[3.75], [1.25]], rtol=1e-6)
+
+
+def test_metabalance_relax_factor_one_matches_the_target_norm_per_variable():
+    tasks = [{"name": "t", "label": "t"}, {"name": "x", "label": "x", "weight": 2.0}]
+    mb = MetaBalance(tasks, target="t", relax_factor=1.0, beta=0.0)
+    u = keras.Variable(np.ones(2, "float32"))
+    v = keras.Variable(np.ones(3, "float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        # per variable: ||g_t|| = (1, 2); ||g_x|| = 2 * (10, 0.5) (weight 2)
+        losses = {"t": u[0] + 2.0 * v[1], "x": 10.0 * u[1] + 0.5 * v[2]}
+    (g_u, g_v), total = mb.gradients(tape, losses, [u, v], [])
+    np.testing.assert_allclose(g_u, [1.0, 1.0], rtol=1e-6)  # (0, 20) scaled to norm 1
+    np.testing.assert_allclose(g_v, [0.0, 2.0, 2.0], rtol=1e-6)  # (0, 0, 1) scaled to norm 2
+    assert float(total) == pytest.approx(3.0 + 2 * 10.5)
+
+
+def test_metabalance_keeps_embedding_gradients_sparse():
+    tasks = [{"name": "a", "label": "a"}, {"name": "b", "label": "b"}]
+    mb = MetaBalance(tasks, target="a", relax_factor=1.0, beta=0.0)
+    table = keras.Variable(np.ones((4, 2), "float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        losses = {
+            "a": 3.0 * tf.reduce_sum(tf.gather(table, [0])),  # norm 3 sqrt 2
+            "b": tf.reduce_sum(tf.gather(table, [2, 2])),  # row 2 -> (2, 2): norm 2 sqrt 2
+        }
+    (g,), _ = mb.gradients(tape, losses, [table], [])
+    assert isinstance(g, tf.IndexedSlices)
+    want = np.zeros((4, 2))
+    want[0] = 3.0
+    want[2] = 3.0  # (2, 2) x 3/2
+    np.testing.assert_allclose(tf.convert_to_tensor(g), want, rtol=1e-6)
+
+
+def test_metabalance_config_and_state():
+    mb = make_weighting({"type": "metabalance", "target": "cvr", "beta": 0.8}, ESMM)
+    assert (type(mb), mb.target, mb.relax_factor, mb.beta) == (MetaBalance, "cvr", 0.7, 0.8)
+    config = mb.get_config()
+    assert (config["target"], config["relax_factor"], config["beta"]) == ("cvr", 0.7, 0.8)
+    mb.prepare([keras.Variable(np.ones(2, "float32"))] * 3)
+    assert tuple(mb.norms.shape) == (2, 3) and mb.non_trainable_variables == [mb.norms]
+
+
 # --------------------------------------------------------------------------- make_weighting
 
 
@@ -585,7 +654,7 @@ def test_make_weighting_types():
 @pytest.mark.parametrize(
     "config, match",
     [
-        ({"type": "dwa"}, r"loss_weighting\.type: expected one of fixed, uncertainty, gradnorm, pcgrad, got 'dwa'"),
+        ({"type": "dwa"}, r"loss_weighting\.type: expected one of fixed, uncertainty, gradnorm, pcgrad, metabalance, got 'dwa'"),
         ({"type": "fixed", "alpha": 1.0}, r"loss_weighting\.alpha: unknown key for type 'fixed' \(allowed: none\)"),
         ({"type": "pcgrad", "alpha": 1.0}, r"loss_weighting\.alpha: unknown key for type 'pcgrad' \(allowed: seed\)"),
         ({"type": "gradnorm", "alpha": -1}, r"loss_weighting\.alpha: .*Received: alpha=-1"),
@@ -593,6 +662,10 @@ def test_make_weighting_types():
         ({"type": "gradnorm", "optimizer": "rmsprop"}, r"loss_weighting\.optimizer: .*Received: optimizer='rmsprop'"),
         ({"type": "uncertainty", "init_log_var": "0"}, r"loss_weighting\.init_log_var: .*Received"),
         ({"type": "pcgrad", "seed": 1.5}, r"loss_weighting\.seed: .*Received: seed=1\.5"),
+        ({"type": "metabalance", "target": "ctcvr"}, r"loss_weighting\.target: .*\['ctr', 'cvr'\]\. Received: target='ctcvr'"),
+        ({"type": "metabalance", "target": "ctr", "relax_factor": 0}, r"loss_weighting\.relax_factor: .*\(0, 1\]\. Received: relax_factor=0"),
+        ({"type": "metabalance", "target": "ctr", "beta": 1.0}, r"loss_weighting\.beta: .*\[0, 1\)\. Received: beta=1\.0"),
+        ({"type": "metabalance", "target": "ctr", "seed": 1}, r"loss_weighting\.seed: unknown key for type 'metabalance' \(allowed: target, relax_factor, beta\)"),
         (["fixed"], r"loss_weighting: expected a mapping, got list"),
     ],
 )

@@ -2,7 +2,7 @@
 
 ``task_losses`` turns outputs into per-task scalars; a strategy
 (``FixedWeighting``, ``UncertaintyWeighting``, ``GradNorm``, ``PCGrad``,
-built by ``make_weighting``) turns them into a total and gradients.
+``MetaBalance``, built by ``make_weighting``) turns them into a total and gradients.
 """
 
 from mtlrec.losses.factory import make_weighting
@@ -16,6 +16,7 @@ from mtlrec.losses.functions import (
 )
 from mtlrec.losses.grad_norm import GradNorm
 from mtlrec.losses.loss_weighting import LossWeighting
+from mtlrec.losses.meta_balance import MetaBalance
 from mtlrec.losses.pc_grad import PCGrad, project_conflicting
 from mtlrec.losses.uncertainty_weighting import UncertaintyWeighting
 
@@ -23,6 +24,7 @@ __all__ = [
     "FixedWeighting",
     "GradNorm",
     "LossWeighting",
+    "MetaBalance",
     "PCGrad",
     "UncertaintyWeighting",
     "binary_crossentropy_from_logits",

@@ -6,6 +6,7 @@ from typing import Iterable, Mapping
 
 from mtlrec.losses.fixed_weighting import FixedWeighting
 from mtlrec.losses.grad_norm import GradNorm
+from mtlrec.losses.meta_balance import MetaBalance
 from mtlrec.losses.pc_grad import PCGrad
 from mtlrec.losses.uncertainty_weighting import UncertaintyWeighting
 
@@ -14,6 +15,7 @@ STRATEGIES = {
     "uncertainty": (UncertaintyWeighting, ("init_log_var",)),
     "gradnorm": (GradNorm, ("alpha", "learning_rate", "optimizer")),
     "pcgrad": (PCGrad, ("seed",)),
+    "metabalance": (MetaBalance, ("target", "relax_factor", "beta")),
 }
 
 
@@ -22,7 +24,8 @@ def make_weighting(config: Mapping | None, tasks: Iterable, path: str = "loss_we
 
     ``type`` is one of ``fixed`` (default when the config is None or has no
     type), ``uncertainty`` (``init_log_var``), ``gradnorm`` (``alpha``,
-    ``learning_rate``, ``optimizer``), ``pcgrad`` (``seed``). Unknown types,
+    ``learning_rate``, ``optimizer``), ``pcgrad`` (``seed``), ``metabalance``
+    (``target``, ``relax_factor``, ``beta``). Unknown types,
     unknown keys and bad values raise ValueError naming ``<path>.<key>``.
     """
     if config is None:

@@ -3,27 +3,15 @@
 import numbers
 
 import keras
-import tensorflow as tf
 from keras import ops
 
-from mtlrec.losses.loss_weighting import LossWeighting
+from mtlrec.losses.loss_weighting import LossWeighting, squared_norm
 
 _OPTIMIZERS = ("adam", "sgd")
 
 
 def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _squared_norm(grad):
-    """||grad||^2; an embedding's ``IndexedSlices`` stays sparse (rows summed per index)."""
-    if grad is None:
-        return ops.zeros((), dtype="float32")
-    if isinstance(grad, tf.IndexedSlices):
-        unique, position = tf.unique(grad.indices)
-        rows = tf.math.unsorted_segment_sum(grad.values, position, tf.shape(unique)[0])
-        return ops.sum(ops.square(ops.cast(rows, "float32")))
-    return ops.sum(ops.square(ops.cast(grad, "float32")))
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -116,7 +104,7 @@ class GradNorm(LossWeighting):
                 norms.append(ops.zeros((), dtype="float32"))
                 continue
             g = tape.gradient(loss, balance)
-            norms.append(ops.sqrt(sum(_squared_norm(gi) for gi in g)))
+            norms.append(ops.sqrt(sum(squared_norm(gi) for gi in g)))
         norms = ops.stop_gradient(ops.stack(norms))  # ||grad_W L_k||
         g_norms = weights * norms  # G_k
 

@@ -20,6 +20,26 @@ def dense_gradient(grad, variable):
     return ops.cast(grad, "float32")
 
 
+def squared_norm(grad):
+    """||grad||^2; an embedding's ``IndexedSlices`` stays sparse (rows summed per index)."""
+    if grad is None:
+        return ops.zeros((), dtype="float32")
+    if isinstance(grad, tf.IndexedSlices):
+        unique, position = tf.unique(grad.indices)
+        rows = tf.math.unsorted_segment_sum(grad.values, position, tf.shape(unique)[0])
+        return ops.sum(ops.square(ops.cast(rows, "float32")))
+    return ops.sum(ops.square(ops.cast(grad, "float32")))
+
+
+def scale_gradient(grad, scale):
+    """grad * scale, keeping an ``IndexedSlices`` sparse (None stays None)."""
+    if grad is None:
+        return None
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(grad.values * ops.cast(scale, grad.values.dtype), grad.indices, grad.dense_shape)
+    return grad * ops.cast(scale, grad.dtype)
+
+
 def add_gradients(a, b):
     """a + b where either may be None (None + None stays None)."""
     if a is None:
@@ -111,6 +131,11 @@ class LossWeighting(keras.layers.Layer):
 
     def call(self, task_losses):
         return self.combine(task_losses)
+
+    def prepare(self, shared_vars):
+        """Create any state that depends on the shared variables (MetaBalance keeps one
+        moving average per task and shared variable). The trainer calls it once, before
+        its checkpoint is made; the base strategies need nothing."""
 
     def gradients(self, tape, task_losses: Mapping, shared_vars, task_vars, balance_vars=None):
         """Gradients of the weighted objective.

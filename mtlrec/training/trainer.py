@@ -221,6 +221,7 @@ class Trainer:
         self.balance_variables = _variables(model, "last_shared_layer_variables") or None
         self.shared_variables = shared
         self.task_variables = task + own
+        self.weighting.prepare(self.shared_variables)
         everything = self.shared_variables + self.task_variables
         self.embedding_variables = [v for v in everything if id(v) in embedding_ids]
         self.dense_variables = [v for v in everything if id(v) not in embedding_ids]

@@ -168,6 +168,7 @@ BAD = {
     "weighting_type": (("{type: fixed}", "{type: fancy}"), 26, r"loss_weighting\.type: expected one of fixed"),
     "bad_day": (("  format: parquet\n", "  format: parquet\n  train_days: 2024-13-01:2024-01-02\n"), 6, r"data\.train_days: expected a day range"),
     "yaml_syntax": (("batch_size: 64", "batch_size: [64"), None, r"invalid YAML: "),
+    "metabalance_target": (("{type: fixed}", "{type: metabalance, target: purchase}"), 26, r"loss_weighting\.target: Expected target to be one of the task names \['ctr', 'cvr'\]\. Received: target='purchase'"),
     "gate_option": (("type: esmm\n  tower_units: [8]", "type: mmoe\n  gate: {type: dselect_k, k: 0}"), 22, r"model\.gate\.k: Expected k to be an integer >= 1\. Received: k=0"),
     "gate_type": (("type: esmm\n  tower_units: [8]", "type: ple\n  gate: {type: top_k}"), 22, r"model\.gate\.type: expected one of softmax, dselect_k, got 'top_k'"),
     "section_type": (("evaluation:\n  extras: [true_ctr]", "evaluation: fast"), 30, r"evaluation: expected a mapping with keys batch_size, extras, got 'fast'"),

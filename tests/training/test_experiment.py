@@ -1,7 +1,9 @@
 import json
 
 import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from mtlrec.training.config import load_config
 from mtlrec.training.errors import NonFiniteLossError, RunError
@@ -238,3 +240,20 @@ def test_state_records_each_days_distinct_ids_against_its_buckets(trained_run, f
         assert report["user_id"]["num_buckets"] == 128
         share = 1 - (1 - 1 / 128) ** (len(users) - 1)
         assert report["user_id"]["expected_shared_share"] == pytest.approx(share, abs=1e-6)
+
+
+def test_metabalance_trains_through_the_trainer_and_its_averages_checkpoint(write_config):
+    path = write_config({"loss_weighting": {"type": "metabalance", "target": "cvr", "relax_factor": 0.5}})
+    experiment = Experiment(load_config(path))
+    experiment.train(day=DAYS[0])
+    weighting = experiment.trainer.weighting
+    assert type(weighting).__name__ == "MetaBalance"
+    averages = np.asarray(weighting.norms)
+    assert averages.shape == (2, len(experiment.trainer.shared_variables))
+    assert np.all(np.isfinite(averages)) and np.all(averages[0] > 0)
+    checkpoint, _ = experiment.checkpoints.latest()
+    from mtlrec.training.checkpoints import PREFIX
+
+    reader = tf.train.load_checkpoint(str(checkpoint / PREFIX))
+    (key,) = [k for k in reader.get_variable_to_shape_map() if k.startswith("weighting/")]
+    np.testing.assert_array_equal(reader.get_tensor(key), averages)
