@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from mtlrec.layers import _core_utils as cu
+from mtlrec.seeding import fresh_initializer
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -46,11 +47,11 @@ class InformationTransfer(keras.layers.Layer):
             )
         return shapes
 
-    def _dense(self, name, fan_in, units, offset):
+    def _dense(self, name, fan_in, units):
         kernel = self.add_weight(
             name=f"{name}_kernel",
             shape=(fan_in, units),
-            initializer=cu.fresh_initializer(self.kernel_initializer, self.seed, offset),
+            initializer=fresh_initializer(self.kernel_initializer, self.seed, f"{name}_kernel"),
         )
         bias = self.add_weight(name=f"{name}_bias", shape=(units,), initializer="zeros")
         return kernel, bias
@@ -58,10 +59,10 @@ class InformationTransfer(keras.layers.Layer):
     def build(self, input_shape):
         previous_shape, own_shape = self._split_shapes(input_shape)
         d = own_shape[-1]
-        self.transfer = self._dense("transfer", previous_shape[-1], d, 0)
-        self.query = self._dense("query", d, d, 1)
-        self.key = self._dense("key", d, d, 2)
-        self.value = self._dense("value", d, d, 3)
+        self.transfer = self._dense("transfer", previous_shape[-1], d)
+        self.query = self._dense("query", d, d)
+        self.key = self._dense("key", d, d)
+        self.value = self._dense("value", d, d)
 
     @staticmethod
     def _apply(dense, x):

@@ -9,11 +9,15 @@ from mtlrec.models.ple import PLE
 from mtlrec.models.cross_stitch_net import CrossStitchNet
 from mtlrec.models.soft_sharing import SoftSharing
 from mtlrec.models.dupn import DUPN
+from mtlrec.models.aitm import AITM
+from mtlrec.models.escm2 import ESCM2
 from mtlrec.models.registry import MODELS, build_model
 
 __all__ = [
+    "AITM",
     "CrossStitchNet",
     "DUPN",
+    "ESCM2",
     "ESMM",
     "MMoE",
     "MODELS",

@@ -111,8 +111,9 @@ class MultiTaskModel(keras.Model):
       `predict` and evaluation publish only `probability_names()`.
     - Seeds: every weight derives from `seed` by `mtlrec.seeding.derive_seed` along its
       layer path (embedding tables included); the same seed gives the same weights.
-    - `compute_loss`: `mtlrec.losses.task_losses` combined by the `loss_weighting`
-      strategy (`make_weighting`; fixed task weights by default) plus `self.losses`, so
+    - `compute_loss`: `mtlrec.losses.task_losses` and the model's `auxiliary_losses`
+      combined by the `loss_weighting` strategy (`make_weighting`; fixed task weights by
+      default) plus `self.losses`, so
       `model.compile(optimizer="adam"); model.fit(dataset)` trains on `(features, labels)`
       batches. GradNorm and PCGrad need per-task gradients: use the trainer's step with
       `shared_variables()`, `task_variables()` and `last_shared_layer_variables()`.
@@ -301,10 +302,16 @@ class MultiTaskModel(keras.Model):
         per_task = task_losses(self.task_specs, y, y_pred)
         for tracker, task in zip(self.task_loss_trackers, self.task_specs):
             tracker.update_state(per_task[task.name])
-        total = self.weighting.combine(per_task)
+        total = self.weighting.combine({**per_task, **self.auxiliary_losses(y, y_pred)})
         for extra in self.losses:
             total = total + ops.cast(extra, total.dtype)
         return total
+
+    def auxiliary_losses(self, labels, outputs):
+        """Loss terms beside the tasks' own (AITM's calibrator, ESCM²'s counterfactual
+        risk): name -> scalar, added to the objective with weight 1 by every loss
+        weighting, here and in the trainer's step. None by default."""
+        return {}
 
     # === Variable groups (for the trainer's PCGrad / GradNorm step) ===
 

@@ -1,9 +1,12 @@
 """Build a model from the `model` section of a config."""
 
 import inspect
+import keyword
 
+from mtlrec.models.aitm import AITM
 from mtlrec.models.cross_stitch_net import CrossStitchNet
 from mtlrec.models.dupn import DUPN
+from mtlrec.models.escm2 import ESCM2
 from mtlrec.models.esmm import ESMM
 from mtlrec.models.mmoe import MMoE
 from mtlrec.models.ple import PLE
@@ -20,14 +23,28 @@ MODELS = {
     "cross_stitch": CrossStitchNet,
     "soft_sharing": SoftSharing,
     "dupn": DUPN,
+    "aitm": AITM,
+    "escm2": ESCM2,
 }
+
+
+def config_key(parameter):
+    """The config key of a constructor parameter: a Python keyword's parameter carries a
+    trailing underscore (AITM's `lambda_`), its config key does not (`lambda`)."""
+    if parameter.endswith("_") and keyword.iskeyword(parameter[:-1]):
+        return parameter[:-1]
+    return parameter
+
+
+def _parameter(key):
+    return f"{key}_" if keyword.iskeyword(key) else key
 
 
 def hyperparameters(model_type):
     """The keys a `model` config of `model_type` may set besides `type`."""
     params = inspect.signature(MODELS[model_type].__init__).parameters
     return [
-        name
+        config_key(name)
         for name, p in params.items()
         if name not in ("self", "schema", "tasks") and p.kind is p.POSITIONAL_OR_KEYWORD
     ]
@@ -37,7 +54,7 @@ def build_model(model_config, schema, tasks):
     """A model from `{"type": <name>, <hyperparameters>}`, the schema dict and task dicts.
 
     `type` is one of single_task, shared_bottom, esmm, mmoe, ple, cross_stitch,
-    soft_sharing, dupn; the other keys are that model's constructor arguments
+    soft_sharing, dupn, aitm, escm2; the other keys are that model's constructor arguments
     (e.g. `num_experts`, `tower_units`, `interaction`). An unknown type or key raises
     ValueError naming `model.type` / `model.<key>`; a bad value raises the model's
     ValueError prefixed with `model:`.
@@ -59,7 +76,9 @@ def build_model(model_config, schema, tasks):
                 f"(allowed: {', '.join(allowed)})"
             )
     try:
-        return MODELS[model_type](schema=schema, tasks=tasks, **options)
+        return MODELS[model_type](
+            schema=schema, tasks=tasks, **{_parameter(k): v for k, v in options.items()}
+        )
     except ValueError as err:
         message = str(err)
         for key in options:

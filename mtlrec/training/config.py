@@ -449,8 +449,10 @@ def _check_model(model: dict, ctx: _Context) -> None:
         for n, p in params.items()
     ):
         return  # a model that takes **kwargs only: its constructor checks them
+    from mtlrec.models.registry import config_key
+
     allowed = {
-        n: p.default
+        config_key(n): p.default
         for n, p in params.items()
         if n not in _NOT_HYPERPARAMETERS
         and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)

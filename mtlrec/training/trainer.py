@@ -233,7 +233,10 @@ class Trainer:
         replicas = self.strategy.num_replicas_in_sync
         with tf.GradientTape(persistent=True) as tape:
             outputs = self.model(features, training=True)
-            losses = task_losses(self.tasks, labels, outputs)
+            losses = {
+                **task_losses(self.tasks, labels, outputs),
+                **self.model.auxiliary_losses(labels, outputs),
+            }
             regularization = self.model.losses
             if regularization:
                 losses = dict(losses)

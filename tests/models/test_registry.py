@@ -13,7 +13,7 @@ TASKS = [
 
 def test_model_types():
     assert sorted(MODELS) == sorted(
-        ["single_task", "shared_bottom", "esmm", "mmoe", "ple", "cross_stitch", "soft_sharing", "dupn"]
+        ["single_task", "shared_bottom", "esmm", "mmoe", "ple", "cross_stitch", "soft_sharing", "dupn", "aitm", "escm2"]
     )
     assert hyperparameters("mmoe") == [
         "num_experts", "expert_units", "tower_units", "dropout", "interaction", "loss_weighting", "gate",
