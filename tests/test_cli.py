@@ -218,3 +218,61 @@ def test_knob_values_read_numbers_as_yaml_1_2_writes_them():
     assert _knob("num_users=2E3") == ("num_users", 2000.0)
     assert _knob("scale=.5") == ("scale", 0.5)
     assert _knob("mode=fast") == ("mode", "fast")
+
+
+NEW_MODELS = {
+    "aitm": (
+        "  - {{name: ctr, label: click}}\n  - {{name: ctcvr, label: conversion}}\n",
+        "  type: aitm\n  tower_units: [4]\n  lambda: 0.6\n  seed: 2\n",
+        "loss_weighting: {{type: fixed}}\n",
+        ["ctr", "ctcvr"],
+    ),
+    "escm2_dr": (
+        "  - {{name: ctr, label: click}}\n  - {{name: cvr, label: conversion, parent: ctr, joint: ctcvr}}\n",
+        "  type: escm2\n  variant: dr\n  tower_units: [4]\n  seed: 2\n",
+        "loss_weighting: {{type: fixed}}\n",
+        ["ctr", "cvr", "ctcvr"],
+    ),
+    "mmoe_dselect_k_metabalance": (
+        "  - {{name: ctr, label: click}}\n  - {{name: cvr, label: conversion, sample_space: click}}\n",
+        "  type: mmoe\n  num_experts: 4\n  expert_units: [4]\n  tower_units: []\n"
+        "  gate: {{type: dselect_k, k: 2}}\n  seed: 2\n",
+        "loss_weighting: {{type: metabalance, target: cvr}}\n",
+        ["ctr", "cvr"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NEW_MODELS))
+def test_new_models_train_evaluate_export_predict(tmp_path, data_root, capsys, case):
+    tasks, model, weighting, outputs = NEW_MODELS[case]
+    text = CONFIG.replace(
+        "  - {{name: ctr, label: click}}\n  - {{name: cvr, label: conversion, sample_space: click}}\n", tasks
+    )
+    text = text.replace(
+        "  type: mmoe\n  num_experts: 2\n  expert_units: [8]\n  tower_units: [4]\n  seed: 2\n",
+        model,
+    )
+    text = text.replace("training:\n", weighting + "training:\n")
+    config = write_config(tmp_path, data_root, text)
+    run_dir = tmp_path / "run"
+    capsys.readouterr()
+
+    assert main(["train", str(config), "--day", DAYS[0]]) == 0
+    assert f"trained {DAYS[0]}: 5 steps" in capsys.readouterr().out
+    assert main(["evaluate", str(config), "--day", DAYS[1], "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for task in outputs[:2]:
+        assert 0.0 <= result["metrics"][task]["auc"] <= 1.0
+    if case.startswith("mmoe"):
+        assert len(result["expert_utilization"]["cvr"]) == 4
+    assert main(["export", str(config)]) == 0
+    export = run_dir / "export" / "2"
+    assert capsys.readouterr().out.strip() == f"exported {export}"
+    scores = tmp_path / "scores.parquet"
+    assert main(["predict", "--model", str(export), "--input", str(data_root / f"dt={DAYS[2]}"),
+                 "--output", str(scores)]) == 0
+    table = pq.read_table(scores)
+    assert table.column_names[0] == "impression_id"
+    assert sorted(table.column_names[1:]) == sorted(outputs)  # not the DR imputation
+    assert table.num_rows == ROWS
