@@ -108,3 +108,26 @@ def as_shape_list(input_shape):
         return [tuple(s) for s in input_shape]
     except TypeError:
         return None
+
+
+def gate_shapes(owner, num_experts, input_shape):
+    """(gate_input shape, experts shape) of a gate's `[gate_input (B, d), experts (B, E, h)]`
+    input; ValueError naming `owner` (the gate class) for anything else."""
+    shapes = as_shape_list(input_shape)
+    if shapes is None or len(shapes) != 2:
+        raise ValueError(
+            f"{owner} expects inputs [gate_input (B, d), experts (B, E, h)]. "
+            f"Received input shape: {input_shape}"
+        )
+    gate_shape, experts_shape = shapes
+    if len(experts_shape) != 3 or experts_shape[1] not in (None, num_experts):
+        raise ValueError(
+            f"{owner} expects experts of shape (B, {num_experts}, h) "
+            f"(num_experts={num_experts}). Received: experts shape={experts_shape}"
+        )
+    if len(gate_shape) != 2 or gate_shape[-1] is None:
+        raise ValueError(
+            f"{owner} expects a gate input of shape (B, d) with a known d. "
+            f"Received: gate_input shape={gate_shape}"
+        )
+    return gate_shape, experts_shape

@@ -58,24 +58,7 @@ class Gate(keras.layers.Layer):
         self.seed = cu.check_seed(seed)
 
     def _split_shapes(self, input_shape):
-        shapes = cu.as_shape_list(input_shape)
-        if shapes is None or len(shapes) != 2:
-            raise ValueError(
-                "Gate expects inputs [gate_input (B, d), experts (B, E, h)]. "
-                f"Received input shape: {input_shape}"
-            )
-        gate_shape, experts_shape = shapes
-        if len(experts_shape) != 3 or experts_shape[1] not in (None, self.num_experts):
-            raise ValueError(
-                f"Gate expects experts of shape (B, {self.num_experts}, h) "
-                f"(num_experts={self.num_experts}). Received: experts shape={experts_shape}"
-            )
-        if len(gate_shape) != 2 or gate_shape[-1] is None:
-            raise ValueError(
-                "Gate expects a gate input of shape (B, d) with a known d. "
-                f"Received: gate_input shape={gate_shape}"
-            )
-        return gate_shape, experts_shape
+        return cu.gate_shapes(type(self).__name__, self.num_experts, input_shape)
 
     def build(self, input_shape):
         gate_shape, _ = self._split_shapes(input_shape)

@@ -175,6 +175,20 @@ class LossWeighting(keras.layers.Layer):
         output_grads += [ops.ones((), dtype="float32") for _ in extras]
         return list(tape.gradient(targets, variables, output_gradients=output_grads))
 
+    def _finish(self, tape, losses, extras, weights, shared_vars, shared_grads, task_vars):
+        """(gradients, total) of a strategy that made `shared_grads` from the per-task
+        gradients (PCGrad, MetaBalance): the extra terms' gradients (weight 1) are added to
+        the shared ones, the task variables get the plain weighted gradients, and the total
+        is sum_k w_k L_k + extras."""
+        if shared_vars and extras:
+            extra_grads = self._weighted_gradients(tape, [], extras, weights, shared_vars)
+            shared_grads = [add_gradients(a, b) for a, b in zip(shared_grads, extra_grads)]
+        own_grads = self._weighted_gradients(tape, losses, extras, weights, task_vars)
+        total = ops.sum(weights * ops.stop_gradient(ops.stack(losses)))
+        for extra in extras:
+            total = total + extra
+        return list(shared_grads) + own_grads, total
+
     @staticmethod
     def _require_persistent(tape, name):
         if not getattr(tape, "_persistent", True):

@@ -80,12 +80,12 @@ class MetaBalance(LossWeighting):
         self.prepare(shared_vars)
         target = self.task_names.index(self.target)
 
-        per_task = [
-            tape.gradient(loss, shared_vars, output_gradients=weights[k])
-            for k, loss in enumerate(losses)
-        ] if shared_vars else []
         shared_grads = []
         if shared_vars:
+            per_task = [
+                tape.gradient(loss, shared_vars, output_gradients=weights[k])
+                for k, loss in enumerate(losses)
+            ]
             norms = ops.stack(
                 [ops.stack([ops.sqrt(squared_norm(g)) for g in grads]) for grads in per_task]
             )  # (K, V)
@@ -94,20 +94,12 @@ class MetaBalance(LossWeighting):
             ratio = averages[target] / ops.maximum(averages, 1e-12)
             scales = self.relax_factor * ratio + (1 - self.relax_factor)  # (K, V)
             for v in range(len(shared_vars)):
-                total = per_task[target][v]
+                summed = per_task[target][v]
                 for k in range(self.num_tasks):
                     if k != target:
-                        total = add_gradients(total, scale_gradient(per_task[k][v], scales[k, v]))
-                shared_grads.append(total)
-            if extras:
-                extra_grads = self._weighted_gradients(tape, [], extras, weights, shared_vars)
-                shared_grads = [add_gradients(a, b) for a, b in zip(shared_grads, extra_grads)]
-        own_grads = self._weighted_gradients(tape, losses, extras, weights, task_vars)
-
-        total = ops.sum(weights * ops.stop_gradient(ops.stack(losses)))
-        for extra in extras:
-            total = total + extra
-        return shared_grads + own_grads, total
+                        summed = add_gradients(summed, scale_gradient(per_task[k][v], scales[k, v]))
+                shared_grads.append(summed)
+        return self._finish(tape, losses, extras, weights, shared_vars, shared_grads, task_vars)
 
     def get_config(self):
         config = super().get_config()

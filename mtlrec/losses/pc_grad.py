@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from mtlrec.losses.loss_weighting import LossWeighting, add_gradients, dense_gradient
+from mtlrec.losses.loss_weighting import LossWeighting, dense_gradient
 
 
 def project_conflicting(task_grads, orders):
@@ -139,15 +139,7 @@ class PCGrad(LossWeighting):
                     shape = tf.constant(list(variable.shape), dtype=rows[v].dtype)
                     summed = tf.IndexedSlices(summed, rows[v], shape)
                 shared_grads.append(summed)
-            if extras:
-                extra_grads = self._weighted_gradients(tape, [], extras, weights, shared_vars)
-                shared_grads = [add_gradients(a, b) for a, b in zip(shared_grads, extra_grads)]
-        own_grads = self._weighted_gradients(tape, losses, extras, weights, task_vars)
-
-        total = ops.sum(weights * ops.stop_gradient(ops.stack(losses)))
-        for extra in extras:
-            total = total + extra
-        return shared_grads + own_grads, total
+        return self._finish(tape, losses, extras, weights, shared_vars, shared_grads, task_vars)
 
     def get_config(self):
         config = super().get_config()
