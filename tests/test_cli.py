@@ -274,5 +274,5 @@ def test_new_models_train_evaluate_export_predict(tmp_path, data_root, capsys, c
                  "--output", str(scores)]) == 0
     table = pq.read_table(scores)
     assert table.column_names[0] == "impression_id"
-    assert sorted(table.column_names[1:]) == sorted(outputs)  # not the DR imputation
+    assert sorted(table.column_names[1:]) == sorted(outputs)  # not the logits, not the DR imputation
     assert table.num_rows == ROWS
