@@ -41,7 +41,7 @@ class AITM(MultiTaskModel):
         tasks: two or more binary task dicts without `parent`, in funnel order; default
             `ctr` (click) -> `ctcvr` (conversion).
         tower_units: widths of each step's tower f_t (the last is the width of z_t).
-        lambda_: the calibrator's weight (config key `lambda`; the paper's 0.6).
+        lambda_: the calibrator's weight, >= 0 (config key `lambda`).
         dropout: dropout rate inside the towers.
         interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
