@@ -266,7 +266,7 @@ def test_new_models_train_evaluate_export_predict(tmp_path, data_root, capsys, c
         assert 0.0 <= result["metrics"][task]["auc"] <= 1.0
     if case.startswith("mmoe"):
         assert len(result["expert_utilization"]["cvr"]) == 4
-    assert main(["export", str(config)]) == 0
+    assert main(["export", str(config), "--force"]) == 0  # training exported version 1
     export = run_dir / "export" / "2"
     assert capsys.readouterr().out.strip() == f"exported {export}"
     scores = tmp_path / "scores.parquet"
