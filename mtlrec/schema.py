@@ -26,6 +26,8 @@ ID_DTYPES = ("int64", "string")
 NUMERIC_DTYPES = ("float32", "float64", "int32", "int64")
 NORMALIZATIONS = ("none", "log1p", "standardize")
 LABEL_KINDS = ("binary", "multiclass", "regression")
+#: How ids become table rows (see `LookupSpec`).
+LOOKUPS = ("hash", "identity", "dynamic")
 #: Padding value of sequences (and the default of a null id), by dtype.
 PAD = {"int64": -1, "string": ""}
 
@@ -95,6 +97,60 @@ def _drop_none(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 
 
+#: Schema keys of a table's lookup (besides `num_buckets`).
+LOOKUP_KEYS = ("lookup", "oov_buckets", "min_count", "ttl_days")
+
+
+@dataclass(frozen=True)
+class LookupSpec:
+    """How the ids of a table become rows.
+
+    - `hash`: FarmHash of the id into `num_buckets` rows (ids may share a row).
+    - `identity`: int64 ids in [0, num_buckets) are the row; any other id reads one of
+      `oov_buckets` extra rows (hashed), and is counted as out of vocabulary.
+    - `dynamic`: a collision-free id -> row map of capacity `num_buckets`, kept by the run.
+      An id gets its own row once seen `min_count` times (counted over days); ids not
+      (yet) admitted, and ids past capacity, read one of `oov_buckets` hashed rows.
+      `ttl_days`: the rows of ids not seen for that many days are freed at the start of
+      a day; when the table is full, the least frequently seen ids give their rows to
+      more frequent waiting ones.
+    """
+
+    lookup: str = "hash"
+    oov_buckets: int | None = None
+    min_count: int | None = None
+    ttl_days: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping, path: str, dtype: str) -> "LookupSpec":
+        lookup = _choice(d, "lookup", path, LOOKUPS, "hash")
+        if lookup == "identity" and dtype != "int64":
+            _fail(f"{path}.lookup", "hash or dynamic for string ids (identity needs dtype int64)", lookup)
+        for key, needs in (("oov_buckets", ("identity", "dynamic")), ("min_count", ("dynamic",)), ("ttl_days", ("dynamic",))):
+            if d.get(key) is not None and lookup not in needs:
+                raise ValueError(f"{path}.{key}: only allowed with lookup: {' or '.join(needs)}, got lookup {lookup!r}")
+        return cls(
+            lookup=lookup,
+            oov_buckets=_pos_int(d, "oov_buckets", path, optional=True),
+            min_count=_pos_int(d, "min_count", path, optional=True),
+            ttl_days=_pos_int(d, "ttl_days", path, optional=True),
+        )
+
+    @property
+    def oov_rows(self) -> int:
+        """Rows after the `num_buckets` ones: out-of-vocabulary (not admitted) ids."""
+        return 0 if self.lookup == "hash" else (self.oov_buckets or 1)
+
+    @property
+    def admission_count(self) -> int:
+        return self.min_count or 1
+
+    def to_dict(self) -> dict:
+        if self.lookup == "hash":
+            return {}
+        return _drop_none(dataclasses.asdict(self))
+
+
 @dataclass
 class CategoricalFeature:
     """An id feature hashed into `num_buckets` rows of a `dim`-wide table.
@@ -110,12 +166,13 @@ class CategoricalFeature:
     dim: int | None = None
     shared_with: str | None = None
     default: int | str | None = None
+    lookup: LookupSpec = field(default_factory=LookupSpec)
 
     KEYS = ("name", "dtype", "num_buckets", "dim", "shared_with", "default")
 
     @classmethod
     def from_dict(cls, d: Mapping, path: str) -> "CategoricalFeature":
-        _check_keys(d, path, cls.KEYS, ("name",))
+        _check_keys(d, path, cls.KEYS + LOOKUP_KEYS, ("name",))
         dtype = _choice(d, "dtype", path, ID_DTYPES, "int64")
         shared = d.get("shared_with")
         if shared is not None and not isinstance(shared, str):
@@ -127,6 +184,7 @@ class CategoricalFeature:
             dim=_pos_int(d, "dim", path, optional=shared is not None),
             shared_with=shared,
             default=_id_default(d, path, dtype),
+            lookup=_lookup_of(d, path, dtype, shared),
         )
 
     @property
@@ -134,7 +192,15 @@ class CategoricalFeature:
         return PAD[self.dtype] if self.default is None else self.default
 
     def to_dict(self) -> dict:
-        return _drop_none({k: getattr(self, k) for k in self.KEYS})
+        return {**_drop_none({k: getattr(self, k) for k in self.KEYS}), **self.lookup.to_dict()}
+
+
+def _lookup_of(d: Mapping, path: str, dtype: str, shared: str | None) -> LookupSpec:
+    if shared is not None:
+        for key in LOOKUP_KEYS:
+            if d.get(key) is not None:
+                raise ValueError(f"{path}.{key}: not allowed with shared_with (the lookup is that of {shared!r}'s table)")
+    return LookupSpec.from_dict(d, path, dtype)
 
 
 @dataclass
@@ -179,25 +245,28 @@ class SequenceFeature:
     shared_with: str | None = None
     num_buckets: int | None = None
     dim: int | None = None
+    lookup: LookupSpec = field(default_factory=LookupSpec)
 
     KEYS = ("name", "dtype", "max_len", "shared_with", "num_buckets", "dim")
 
     @classmethod
     def from_dict(cls, d: Mapping, path: str) -> "SequenceFeature":
-        _check_keys(d, path, cls.KEYS, ("name", "max_len"))
+        _check_keys(d, path, cls.KEYS + LOOKUP_KEYS, ("name", "max_len"))
         shared = d.get("shared_with")
         if shared is not None and not isinstance(shared, str):
             _fail(f"{path}.shared_with", "a categorical feature name or null", shared)
         for key in ("num_buckets", "dim"):
             if shared is None and d.get(key) is None:
                 raise ValueError(f"{path}.{key}: expected a positive integer (or shared_with a categorical feature), got None")
+        dtype = _choice(d, "dtype", path, ID_DTYPES, "int64")
         return cls(
             name=_name(d, path),
-            dtype=_choice(d, "dtype", path, ID_DTYPES, "int64"),
+            dtype=dtype,
             max_len=_pos_int(d, "max_len", path),
             shared_with=shared,
             num_buckets=_pos_int(d, "num_buckets", path, optional=shared is not None),
             dim=_pos_int(d, "dim", path, optional=shared is not None),
+            lookup=_lookup_of(d, path, dtype, shared),
         )
 
     @property
@@ -205,7 +274,7 @@ class SequenceFeature:
         return PAD[self.dtype]
 
     def to_dict(self) -> dict:
-        return _drop_none({k: getattr(self, k) for k in self.KEYS})
+        return {**_drop_none({k: getattr(self, k) for k in self.KEYS}), **self.lookup.to_dict()}
 
 
 @dataclass
@@ -330,6 +399,12 @@ class Schema:
         if feature.shared_with is None:
             return feature
         return next(f for f in self.categorical if f.name == feature.shared_with)
+
+    def lookup_of(self, feature) -> LookupSpec:
+        """The lookup of the table `feature` reads (its owner's when shared)."""
+        if isinstance(feature, SequenceFeature) and feature.shared_with is None:
+            return feature.lookup
+        return self.table_of(feature).lookup
 
     def table_size(self, feature) -> tuple[int, int]:
         """(num_buckets, dim) of the table `feature` looks up."""

@@ -1,37 +1,41 @@
-"""Schema-driven input layer: hashed ids -> embeddings, normalised numerics, sequences + masks."""
+"""Schema-driven input layer: ids -> rows -> embeddings, normalised numerics, sequences + masks."""
+
+import zlib
 
 import keras
 import tensorflow as tf
 from keras import ops
 
 from mtlrec.layers import _core_utils as cu
+from mtlrec.layers._id_hashing import hash_ids
+from mtlrec.layers.dynamic_id_map import DynamicIdMap
 from mtlrec.schema import Schema
 from mtlrec.seeding import derive_seed
 from mtlrec.sparse_reads import gather_rows
 
+__all__ = ["FeatureEmbedding", "hash_ids"]
 
-def hash_ids(ids, num_buckets):
-    """Bucket of each id in [0, num_buckets): FarmHash Fingerprint64 of the id's string form.
-
-    Integers are hashed through their decimal string, so `123` and `"123"` share a bucket.
-    The result depends only on the id and `num_buckets` (not on the process, seed or
-    platform), which keeps exported models and later training days consistent.
-    """
-    ids = tf.convert_to_tensor(ids)
-    if ids.dtype != tf.string:
-        ids = tf.strings.as_string(ids)
-    return tf.strings.to_hash_bucket_fast(ids, num_buckets)
+#: Range of the uniform initialisation of every table row (and of re-initialised rows).
+INIT_RANGE = 0.05
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
 class FeatureEmbedding(keras.layers.Layer):
     """Turns a dict of raw features into model inputs, as declared by a schema.
 
-    Categorical and sequence ids (int or string) are hashed inside the layer
-    (`hash_ids`) and looked up in embedding tables: one table per categorical
-    feature without `shared_with` and per sequence feature with its own
-    `num_buckets`; a `shared_with` feature reads its owner's table. Tables live in
-    `self.tables` (owner name -> variable named `embedding_<owner>`).
+    Categorical and sequence ids (int or string) become rows inside the layer, by
+    their table's `lookup` (`mtlrec.schema.LookupSpec`): `hash` (`hash_ids` into
+    `num_buckets` rows), `identity` (the id is the row; other ids read
+    `oov_buckets` hashed rows after them) or `dynamic` (a `DynamicIdMap` per table in
+    `self.id_maps`, capacity `num_buckets`, then `oov_buckets` rows). One table per
+    categorical feature without `shared_with` and per sequence feature with its own
+    `num_buckets`; a `shared_with` feature reads its owner's table (and map). Tables
+    live in `self.tables` (owner name -> variable named `embedding_<owner>`).
+
+    Training keeps the `identity` and `dynamic` lookups' state with `observe`
+    (counts, admissions; once per global batch, before the forward pass) and
+    `start_day` (expiry and eviction, re-initialising the freed rows); calling the
+    layer only reads it.
     Numerics: `none` x, `log1p` sign(x)·log(1+|x|), `standardize` (x - mean) / std.
     Sequences `(B, T)` padded with -1 / "" give embeddings `(B, T, dim)` (zero at
     padded steps) and a mask `(B, T)` (True on real steps).
@@ -67,32 +71,146 @@ class FeatureEmbedding(keras.layers.Layer):
         self.schema = parsed.to_dict()
         self.seed = cu.check_seed(seed)
         self.tables = {}
+        self.id_maps = {}
+        self.lookup_counts = {}
+
+    def _owners(self):
+        s = self._schema
+        return [f for f in s.categorical if f.shared_with is None] + [f for f in s.sequence if f.shared_with is None]
 
     def build(self, input_shape=None):
         s = self._schema
-        owners = [f for f in s.categorical if f.shared_with is None]
-        owners += [f for f in s.sequence if f.shared_with is None]
-        for f in owners:
+        for f in self._owners():
             num_buckets, dim = s.table_size(f)
+            lookup = s.lookup_of(f)
             self.tables[f.name] = self.add_weight(
-                shape=(num_buckets, dim),
+                shape=(num_buckets + lookup.oov_rows, dim),
                 initializer=keras.initializers.RandomUniform(
-                    -0.05, 0.05, seed=derive_seed(self.seed, f"embedding_{f.name}")
+                    -INIT_RANGE, INIT_RANGE, seed=derive_seed(self.seed, f"embedding_{f.name}")
                 ),
                 name=f"embedding_{f.name}",
             )
+            if lookup.lookup == "dynamic":
+                id_map = DynamicIdMap(
+                    key_dtype=f.dtype,
+                    capacity=num_buckets,
+                    oov_buckets=lookup.oov_rows,
+                    min_count=lookup.admission_count,
+                    ttl_days=lookup.ttl_days,
+                    name=f"id_map_{f.name}",
+                )
+                id_map.build()
+                self.id_maps[f.name] = id_map
+            elif lookup.lookup == "identity":  # (lookups, out of range) since the day began
+                self.lookup_counts[f.name] = self.add_weight(
+                    shape=(2,), dtype="int64", initializer="zeros", trainable=False, name=f"lookups_{f.name}"
+                )
         self.built = True
 
+    @staticmethod
+    def _owner(feature):
+        return feature.name if feature.shared_with is None else feature.shared_with
+
     def _table(self, feature):
-        owner = feature.name if feature.shared_with is None else feature.shared_with
-        return self.tables[owner]
+        return self.tables[self._owner(feature)]
+
+    def _rows(self, feature, ids):
+        num_buckets, _ = self._schema.table_size(feature)
+        lookup = self._schema.lookup_of(feature).lookup
+        if lookup == "dynamic":
+            return self.id_maps[self._owner(feature)].rows(ids)
+        if lookup == "identity":
+            oov = num_buckets + hash_ids(ids, self._schema.lookup_of(feature).oov_rows)
+            return tf.where(self._in_range(ids, num_buckets), tf.cast(ids, tf.int64), oov)
+        return hash_ids(ids, num_buckets)
+
+    @staticmethod
+    def _in_range(ids, num_buckets):
+        return tf.logical_and(ids >= 0, ids < num_buckets)
 
     def _lookup(self, feature, ids):
-        num_buckets, _ = self._schema.table_size(feature)
         # A ResourceGather reads only the looked-up rows (ops.take, or tf.gather on a
         # mirrored variable, would read the whole table densely: a full copy per step once
         # a lazy optimizer has updated it sparsely); its gradient is IndexedSlices.
-        return gather_rows(self._table(feature), hash_ids(ids, num_buckets))
+        return gather_rows(self._table(feature), self._rows(feature, ids))
+
+    # ------------------------------------------------------------ lookup state (training)
+
+    @property
+    def has_lookup_state(self) -> bool:
+        """Whether some table has an `identity` or `dynamic` lookup (state kept by training)."""
+        return bool(self.id_maps or self.lookup_counts)
+
+    def _ids_by_table(self, features):
+        """Owner name -> 1-D ids of every feature reading that table (pads of sequences dropped)."""
+        s = self._schema
+        out = {}
+        for f in s.categorical + s.sequence:
+            owner = self._owner(f)
+            if owner not in self.id_maps and owner not in self.lookup_counts or f.name not in features:
+                continue
+            ids = tf.reshape(tf.convert_to_tensor(features[f.name]), [-1])
+            if f in s.sequence:
+                ids = tf.boolean_mask(ids, tf.not_equal(ids, f.pad))
+            out.setdefault(owner, []).append(ids)
+        return {owner: tf.concat(parts, axis=0) for owner, parts in out.items()}
+
+    def observe(self, features):
+        """Count one global batch's ids (data order) and admit the dynamic tables' new ids.
+
+        Call once per training step, before the forward pass, on the whole batch.
+        """
+        for owner, ids in self._ids_by_table(features).items():
+            if owner in self.id_maps:
+                self.id_maps[owner].observe(ids)
+            else:
+                num_buckets, _ = self._schema.table_size(self._schema_feature(owner))
+                outside = tf.reduce_sum(tf.cast(tf.logical_not(self._in_range(ids, num_buckets)), tf.int64))
+                self.lookup_counts[owner].assign_add(tf.stack([tf.size(ids, tf.int64), outside]))
+
+    def _schema_feature(self, owner):
+        return next(f for f in self._owners() if f.name == owner)
+
+    def start_day(self, day, seed=0):
+        """Open `day` (an integer day number) in every dynamic table: expire and evict ids,
+        re-initialise the freed rows (uniform, seeded by `seed`, the table and the day).
+
+        Returns:
+            `{table variable name: freed rows}` for the tables that freed rows: their
+            optimizer slots must be reset too (`mtlrec.optimizers.reset_slot_rows`).
+        """
+        for counts in self.lookup_counts.values():
+            counts.assign(tf.zeros([2], tf.int64))
+        freed = {}
+        for owner, id_map in self.id_maps.items():
+            rows = id_map.start_day(day)
+            if int(tf.size(rows)) == 0:
+                continue
+            table = self.tables[owner]
+            row_seed = tf.constant([zlib.crc32(f"{seed}:{owner}".encode()), int(day)], tf.int64)
+            values = tf.random.stateless_uniform(
+                [int(tf.size(rows)), table.shape[-1]], seed=row_seed, minval=-INIT_RANGE, maxval=INIT_RANGE, dtype=table.dtype
+            )
+            table.value.scatter_update(tf.IndexedSlices(values, rows))  # the tf.Variable
+            freed[owner] = rows
+        return freed
+
+    def lookup_report(self) -> dict:
+        """Table name -> this day's lookup figures (`dynamic` and `identity` tables)."""
+        out = {}
+        for owner, id_map in self.id_maps.items():
+            report = id_map.report()
+            report["oov_share"] = report["oov_lookups"] / report["lookups"] if report["lookups"] else 0.0
+            out[owner] = {"lookup": "dynamic", **report}
+        for owner, counts in self.lookup_counts.items():
+            lookups, outside = (int(v) for v in counts.numpy())
+            out[owner] = {
+                "lookup": "identity",
+                "lookups": lookups,
+                "oov_lookups": outside,
+                "oov_share": outside / lookups if lookups else 0.0,
+            }
+        return out
 
     @staticmethod
     def _scalar(features, name):

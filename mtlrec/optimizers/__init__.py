@@ -12,8 +12,9 @@ import keras
 
 from mtlrec.optimizers.lazy_adagrad import LazyAdagrad
 from mtlrec.optimizers.lazy_adam import LazyAdam
+from mtlrec.optimizers.slot_rows import reset_slot_rows
 
-__all__ = ["LazyAdam", "LazyAdagrad", "OPTIMIZERS", "make_optimizer", "split_variables"]
+__all__ = ["LazyAdam", "LazyAdagrad", "OPTIMIZERS", "make_optimizer", "reset_slot_rows", "split_variables"]
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,

@@ -185,6 +185,7 @@ class Experiment:
         wanted = Schema.from_dict(self.config.schema).to_dict()
         if path.exists():
             saved = json.loads(path.read_text(encoding="utf-8"))
+            _refuse_lookup_change(path, saved, wanted)
             if _without_stats(saved) != _without_stats(wanted):
                 raise RunError(
                     f"{path}: the config's schema differs from the schema this run "
@@ -525,6 +526,14 @@ class Experiment:
             )
             self._checkpoint(position, pending["id"])
         step = int(self.trainer.global_step.numpy())
+        tables = self.trainer.lookup_report()
+        for name, figures in tables.items():
+            if figures.get("overflow_lookups"):
+                logger.warning(
+                    "day %s: table %s is full (%d of %d rows in use): %d lookups of ids due for "
+                    "admission read out-of-vocabulary rows; raise num_buckets or set ttl_days",
+                    day, name, figures["rows_in_use"], figures["capacity"], figures["overflow_lookups"],
+                )
         evaluation = None
         if chief:
             with self._writing(MODEL_FILE):
@@ -534,7 +543,7 @@ class Experiment:
             with self._writing(f"the metrics of day {day}"):
                 if evaluation is not None:
                     self._write_calibration(day, eval_day, evaluation)
-                rows = metric_rows(day, step, evaluation, position.mean_losses())
+                rows = metric_rows(day, step, evaluation, position.mean_losses(), tables)
                 write_day_metrics(self.run_dir, day, rows)
                 self._tensorboard(step, evaluation, position.mean_losses())
         with self._writing(f"the export of day {day}"):
@@ -549,6 +558,7 @@ class Experiment:
             non_finite_replaced=dict(getattr(self, "_non_finite", {}).get(day) or {}),
             config=self.config.training_digest(),
             id_collisions=dict(getattr(self, "_id_collisions", {}).get(day) or {}),
+            **({"tables": tables} if tables else {}),
         )
         state.mark_done(day)
         if chief:
@@ -732,6 +742,20 @@ def _standardize_stats(saved_schema: Path, schema: dict) -> dict:
         for f in schema.get("numeric", [])
         if f.get("normalize") == "standardize" and f.get("mean") is not None and f.get("std") is not None
     }
+
+
+def _refuse_lookup_change(path, saved: dict, wanted: dict) -> None:
+    """One clear error when a feature's lookup differs from the one the run was trained with."""
+    from mtlrec.schema import Schema
+
+    before = {f.name: f.lookup.lookup for f in Schema.from_dict(saved).features if hasattr(f, "lookup")}
+    for f in Schema.from_dict(wanted).features:
+        if hasattr(f, "lookup") and f.name in before and before[f.name] != f.lookup.lookup:
+            raise RunError(
+                f"{path}: feature {f.name!r} was trained with lookup {before[f.name]}, the config "
+                f"asks for {f.lookup.lookup}; changing a feature's lookup on an existing run is "
+                f"refused (its rows would no longer mean the same ids); use a new run_dir"
+            )
 
 
 def _without_stats(schema: dict) -> dict:

@@ -1,7 +1,7 @@
 """``metrics.csv`` of a run: one row per (day, task, metric), rewritten atomically.
 
 Columns: ``day`` (the trained day), ``task`` (a task, a joint output such as
-``ctcvr``, or ``all``), ``metric`` (``auc``, ``logloss``, ``calibration``, ...,
+``ctcvr``, ``all``, or ``table:<name>`` for an identity/dynamic lookup), ``metric`` (``auc``, ``logloss``, ``calibration``, ...,
 ``train_loss``, ``expert_<i>``), ``value``, ``step`` (global step after the day).
 Writing a day again (a resumed or forced day) replaces its rows, so a crash
 between writing the metrics and recording the day never duplicates them.
@@ -33,9 +33,18 @@ def read_metrics(run_dir) -> list[dict]:
     return rows
 
 
-def metric_rows(day: str, step: int, evaluation=None, train_losses=None) -> list[dict]:
-    """Rows for one trained day from an ``EvaluationResult`` and the day's mean losses."""
+#: Figures of an identity/dynamic table's day written to ``metrics.csv`` (task ``table:<name>``).
+TABLE_METRICS = ("rows_in_use", "capacity", "admitted", "evicted", "lookups", "oov_share", "overflow_lookups")
+
+
+def metric_rows(day: str, step: int, evaluation=None, train_losses=None, tables=None) -> list[dict]:
+    """Rows for one trained day from an ``EvaluationResult``, the day's mean losses and the
+    day's figures of the identity/dynamic lookups (``Trainer.lookup_report``)."""
     rows = []
+    for name, figures in (tables or {}).items():
+        for metric in TABLE_METRICS:
+            if metric in figures:
+                rows.append({"day": day, "task": f"table:{name}", "metric": metric, "value": figures[metric], "step": step})
     for name, value in (train_losses or {}).items():
         task = "all" if name == "loss" else name
         rows.append({"day": day, "task": task, "metric": "train_loss", "value": value, "step": step})

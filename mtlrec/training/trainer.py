@@ -14,6 +14,7 @@ including the weighting's own trainable variables, by the dense optimizer.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ import keras
 import tensorflow as tf
 
 from mtlrec.losses import make_weighting, task_losses
-from mtlrec.optimizers import make_optimizer, split_variables
+from mtlrec.optimizers import make_optimizer, reset_slot_rows, split_variables
 from mtlrec.tasks import Task
 from mtlrec.training.progress import row_progress, time_left
 from mtlrec.training.day_position import DayPosition
@@ -137,6 +138,17 @@ def _unique(variables):
     return out
 
 
+def _lookup_state_layers(model) -> list:
+    """The model's `FeatureEmbedding` layers whose lookups keep state while training."""
+    from mtlrec.layers import FeatureEmbedding
+
+    found = []
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, FeatureEmbedding) and layer.has_lookup_state and layer not in found:
+            found.append(layer)
+    return found
+
+
 class Trainer:
     """Builds the model, optimizers and loss weighting of a config and trains on days.
 
@@ -182,6 +194,12 @@ class Trainer:
             )
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self._split_variables()
+            self.lookup_layers = _lookup_state_layers(self.model)
+            if self.lookup_layers and self.sharding.active:
+                raise ValueError(
+                    "schema: lookup identity/dynamic is not supported with a multi-worker strategy "
+                    "(each worker would count and admit the ids of its own shard)"
+                )
             if self.embedding_variables:
                 self.embedding_optimizer.build(self.embedding_variables)
             if self.dense_variables:
@@ -279,7 +297,14 @@ class Trainer:
         strategy = self.strategy
         global_step = self.global_step
 
+        lookup_layers = self.lookup_layers
+
         def step(features, labels):
+            if lookup_layers:  # admissions on the global batch in data order, before any lookup
+                local = strategy.experimental_local_results(features)
+                merged = {k: tf.concat([part[k] for part in local], axis=0) for k in local[0]}
+                for layer in lookup_layers:
+                    layer.observe(merged)
             total, per_task, batch = strategy.run(self._replica_step, args=(features, labels))
             mean = tf.distribute.ReduceOp.MEAN
             total = strategy.reduce(mean, total, axis=None)
@@ -328,6 +353,8 @@ class Trainer:
         """
         training = self.config.training
         pos = dataclasses.replace(position, loss_sums=dict(position.loss_sums))
+        if pos.steps == 0 and pos.epoch == 0 and pos.batch_in_epoch == 0:
+            self.start_day(pos.day)
         cap = training.steps_per_day
         last_time, last_examples = time.perf_counter(), pos.examples
         window_loss, window_n, window_tasks = 0.0, 0, {}
@@ -384,6 +411,23 @@ class Trainer:
         bar.close()
         pos.completed = True
         return pos
+
+    def start_day(self, day: str) -> None:
+        """Open ``day`` in the identity/dynamic lookups (before its first step; a resumed
+        day was opened before its checkpoint): expired and evicted ids free their rows,
+        which get fresh seeded values and reset optimizer slots."""
+        number = datetime.date.fromisoformat(day).toordinal()
+        for layer in self.lookup_layers:
+            for owner, rows in layer.start_day(number, seed=self.config.training.seed).items():
+                reset_slot_rows(self.embedding_optimizer, layer.tables[owner], rows)
+                logger.info("day %s: table %s: %d rows freed", day, owner, int(tf.size(rows)))
+
+    def lookup_report(self) -> dict:
+        """Table name -> the day's figures of its identity/dynamic lookup."""
+        report = {}
+        for layer in self.lookup_layers:
+            report.update(layer.lookup_report())
+        return report
 
     def _step_for(self, dataset):
         """The step traced for ``dataset``'s element spec (one trace per spec, reused by
