@@ -155,6 +155,14 @@ class FeatureEmbedding(keras.layers.Layer):
             out.setdefault(owner, []).append(ids)
         return {owner: tf.concat(parts, axis=0) for owner, parts in out.items()}
 
+    def lookup_state(self) -> dict:
+        """The state of the identity/dynamic lookups by name, for a `tf.train.Checkpoint`
+        (Keras keeps layer weights out of TensorFlow's object graph; the trainer's
+        checkpoint reaches the trainable tables through the optimizers, this state here)."""
+        state = {f"id_map_{owner}": id_map for owner, id_map in self.id_maps.items()}
+        state.update({f"lookups_{owner}": counts for owner, counts in self.lookup_counts.items()})
+        return state
+
     def observe(self, features):
         """Count one global batch's ids (data order) and admit the dynamic tables' new ids.
 

@@ -210,6 +210,7 @@ class Trainer:
             embedding_optimizer=self.embedding_optimizer,
             weighting=self.weighting,
             global_step=self.global_step,
+            **self._lookup_checkpoint(),
         )
         self._step_fns = {}
 
@@ -411,6 +412,13 @@ class Trainer:
         bar.close()
         pos.completed = True
         return pos
+
+    def _lookup_checkpoint(self) -> dict:
+        """``{"lookups": ...}``: the id maps and lookup counters (nothing without them)."""
+        state = {}
+        for i, layer in enumerate(self.lookup_layers):
+            state.update({f"{i}_{name}": value for name, value in layer.lookup_state().items()})
+        return {"lookups": tf.train.Checkpoint(**state)} if state else {}
 
     def start_day(self, day: str) -> None:
         """Open ``day`` in the identity/dynamic lookups (before its first step; a resumed
