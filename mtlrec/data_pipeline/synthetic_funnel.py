@@ -51,6 +51,9 @@ KNOBS = {
     "popularity_drift": 0.3,  # std of the daily random-walk step of item popularity
     "initial_items": 0.8,  # fraction of items live on the first day
     "new_items_per_day": 0.02,  # fraction of num_items released each later day
+    "retired_items_per_day": 0.0,  # fraction of num_items (oldest first) that stop appearing each later day
+    "initial_users": 1.0,  # fraction of users active on the first day
+    "new_users_per_day": 0.0,  # fraction of num_users who arrive each later day
     "files_per_day": 1,
     "row_group_size": 65536,
     "compression": None,  # parquet codec (default snappy) / "GZIP" for tfrecord
@@ -77,10 +80,12 @@ def _knobs(knobs):
                  "files_per_day", "row_group_size", "dim", "property_dim"):
         if isinstance(k[name], bool) or not isinstance(k[name], (int, np.integer)) or k[name] <= 0:
             raise ValueError(f"Expected {name} to be a positive integer. Received: {name}={k[name]!r}")
-    for name in ("relatedness", "initial_items", "new_items_per_day", "base_ctr", "base_cvr", "base_follow"):
+    fractions = ("relatedness", "initial_items", "new_items_per_day", "retired_items_per_day",
+                 "initial_users", "new_users_per_day")
+    for name in fractions + ("base_ctr", "base_cvr", "base_follow"):
         if isinstance(k[name], bool) or not isinstance(k[name], (int, float, np.integer, np.floating)):
             raise ValueError(f"Expected {name} to be a number. Received: {name}={k[name]!r}")
-    for name in ("relatedness", "initial_items", "new_items_per_day"):
+    for name in fractions:
         if not 0.0 <= k[name] <= 1.0:
             raise ValueError(f"Expected {name} in [0, 1]. Received: {name}={k[name]!r}")
     for name in ("base_ctr", "base_cvr", "base_follow"):
@@ -217,6 +222,16 @@ class _World:
         first = max(1, int(round(self.k["initial_items"] * I)))
         return min(I, first + day_index * int(round(self.k["new_items_per_day"] * I)))
 
+    def retired_items(self, day_index):
+        """Items [0, retired) no longer appear on the day (impressions or histories)."""
+        I = self.k["num_items"]
+        return min(self.live_items(day_index) - 1, day_index * int(round(self.k["retired_items_per_day"] * I)))
+
+    def active_users(self, day_index):
+        U = self.k["num_users"]
+        first = max(1, int(round(self.k["initial_users"] * U)))
+        return min(U, first + day_index * int(round(self.k["new_users_per_day"] * U)))
+
     def popularity(self, seed, day_index):
         """Item popularity on a day: pop0 + random walk; new items start a little boosted."""
         pop = self.pop0.copy()
@@ -233,11 +248,12 @@ class _World:
         idx = np.arange(I)
         return np.where(idx < first, 0, (idx - first) // per_day + 1)
 
-    def user_pools(self, rng, live, pool_size):
+    def user_pools(self, rng, live, pool_size, retired=0):
         """(U, pool_size) items each user interacted with: Gumbel top-k over signal*u.v
-        among 2*pool_size random live candidates (users in chunks: bounded memory)."""
+        among 2*pool_size random candidates of the live items [retired, live) (users in
+        chunks: bounded memory)."""
         U = self.k["num_users"]
-        cand = rng.integers(0, live, (U, pool_size * 2))
+        cand = rng.integers(retired, live, (U, pool_size * 2))
         gumbel = rng.gumbel(size=cand.shape).astype(np.float32)
         u, v = self.u.astype(np.float32), self.v.astype(np.float32)
         pools = np.empty((U, pool_size), dtype=np.int64)
@@ -259,11 +275,11 @@ def _impressions(world, seed, day_index, part, n, pop, pools, first_row):
     k = world.k
     rng = np.random.default_rng([seed, 2, day_index, part])
     U, T = k["num_users"], k["max_len"]
-    live = world.live_items(day_index)
-    us = rng.integers(0, U, n)
-    weights = np.exp(pop[:live] - pop[:live].max())
+    live, retired = world.live_items(day_index), world.retired_items(day_index)
+    us = rng.integers(0, world.active_users(day_index), n)
+    weights = np.exp(pop[retired:live] - pop[retired:live].max())
     cdf = np.cumsum(weights)
-    its = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1]), live - 1)
+    its = retired + np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1]), live - retired - 1)
     scene = (rng.random(n) < 0.6).astype(np.int64)  # 0 search, 1 recommend
     hour = rng.choice(NUM_HOURS, n, p=world.hour_weights)
     pos = world._positions(rng, n)
@@ -341,7 +357,9 @@ def generate_funnel(root, start_day, num_days, rows_per_day, seed=0, fmt="parque
         day = (start + datetime.timedelta(days=d)).isoformat()
         days.append(day)
         pop = world.popularity(seed, d)
-        pools = world.user_pools(np.random.default_rng([seed, 3, d]), world.live_items(d), pool_size)
+        pools = world.user_pools(
+            np.random.default_rng([seed, 3, d]), world.live_items(d), pool_size, world.retired_items(d)
+        )
         out = day_dir(root, day)
         os.makedirs(out, exist_ok=True)
         for name in os.listdir(out):

@@ -5,7 +5,10 @@
 - ``calibration.png``: reliability curves (mean label vs mean prediction per
   prediction decile) of the last evaluation, and calibration (mean prediction /
   mean label) by day;
-- ``expert_utilization.png``: mean gate weight per task and expert (MMoE/PLE).
+- ``expert_utilization.png``: mean gate weight per task and expert (MMoE/PLE);
+- ``table_occupancy.png``: per identity/dynamic table, the share of its rows in use
+  after each day, the ids admitted and evicted on the day, and the share of the
+  day's lookups that read an out-of-vocabulary row.
 """
 
 from __future__ import annotations
@@ -121,6 +124,23 @@ def make_report(run_dir, out_dir=None) -> list[Path]:
         _plot_lines(axes[1], by_day, "calibration by day (1 = calibrated)", "mean pred / mean label")
         axes[1].axhline(1.0, color="k", lw=0.8, ls="--")
         save(fig, "calibration.png")
+
+    tables = {k: v for k, v in _series(rows, "lookups").items() if k.startswith("table:")}
+    if tables:
+        capacity, in_use = _series(rows, "capacity"), _series(rows, "rows_in_use")
+        occupancy = {
+            task: [(d, used / dict(capacity[task])[d]) for d, used in points]
+            for task, points in in_use.items()
+            if task in capacity
+        }
+        moves = {f"{t} {m}": p for m in ("admitted", "evicted") for t, p in _series(rows, m).items() if t in tables}
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+        _plot_lines(axes[0], occupancy, f"{name}: table occupancy", "rows in use / capacity")
+        axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
+        _plot_lines(axes[1], moves, "ids admitted and evicted", "ids on the day")
+        _plot_lines(axes[2], {t: p for t, p in _series(rows, "oov_share").items() if t in tables},
+                    "out-of-vocabulary share of lookups", "OOV lookups / lookups")
+        save(fig, "table_occupancy.png")
 
     experts = {}
     latest_day = {}

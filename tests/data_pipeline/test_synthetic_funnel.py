@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mtlrec.data_pipeline import funnel_schema_dict, generate_funnel, make_dataset, validate_day
-from mtlrec.data_pipeline.synthetic_funnel import ITEM_ID_OFFSET
+from mtlrec.data_pipeline.synthetic_funnel import ITEM_ID_OFFSET, USER_ID_OFFSET
 from mtlrec.schema import Schema
 
 
@@ -80,6 +80,20 @@ def test_new_items_and_popularity_drift(tmp_path):
     assert np.abs(share[0] - share[2]).sum() > 3 * noise  # popularity moved beyond sampling noise
 
 
+def test_churn_knobs_retire_old_items_and_bring_new_users(tmp_path):
+    knobs = dict(num_users=200, num_items=100, initial_items=0.5, new_items_per_day=0.1, retired_items_per_day=0.2,
+                 initial_users=0.5, new_users_per_day=0.25, max_len=3)
+    days = generate_funnel(tmp_path, "2024-01-01", 3, 4000, seed=1, **knobs)
+    frames = [read_day(tmp_path, d) for d in days]
+    items = [f.item_id.to_numpy() - ITEM_ID_OFFSET for f in frames]
+    users = [f.user_id.to_numpy() - USER_ID_OFFSET for f in frames]
+    assert [(int(i.min()) >= lo, int(i.max()) < hi) for i, lo, hi in zip(items, (0, 20, 40), (50, 60, 70))] == [(True, True)] * 3
+    assert items[1].min() < 25 and items[2].max() >= 65  # the live range is used end to end
+    hist = [np.concatenate(f.hist_item_id.to_numpy()) - ITEM_ID_OFFSET for f in frames]
+    assert hist[2].min() >= 40  # retired items leave behaviour histories too
+    assert [int(u.max()) for u in users] == [99, 149, 199]
+
+
 def test_relatedness_couples_ctr_and_cvr(tmp_path):
     corr = {}
     for r in (0.0, 1.0):
@@ -114,6 +128,8 @@ def test_schema_sizes_follow_knobs():
 def test_knob_errors(tmp_path):
     with pytest.raises(ValueError, match=r"Unknown synthetic funnel knobs \['users'\]"):
         generate_funnel(tmp_path, "2024-01-01", 1, 10, users=3)
+    with pytest.raises(ValueError, match="Received: retired_items_per_day=-0.1"):
+        generate_funnel(tmp_path, "2024-01-01", 1, 10, retired_items_per_day=-0.1)
     with pytest.raises(ValueError, match="Received: relatedness=1.5"):
         generate_funnel(tmp_path, "2024-01-01", 1, 10, relatedness=1.5)
     with pytest.raises(ValueError, match="Received: rows_per_day=0"):

@@ -90,6 +90,9 @@ def test_three_days_one_by_one_equal_one_run_over_the_three_days(tmp_path, funne
         assert d["tables"] == e["tables"]
     rows = [r for r in (one / "run" / "metrics.csv").read_text().splitlines() if r.startswith(DAYS[0] + ",table:item_id,rows_in_use")]
     assert len(rows) == 1 and float(rows[0].split(",")[3]) == days[0]["tables"]["item_id"]["rows_in_use"]
+    from mtlrec.training.report import make_report
+
+    assert "table_occupancy.png" in [p.name for p in make_report(one / "run")]
 
 
 def _mid_day_checkpoint(run_dir):
