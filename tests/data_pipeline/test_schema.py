@@ -93,6 +93,43 @@ def test_top_level_errors():
         Schema.from_dict(shared_chain)
 
 
+@pytest.mark.parametrize("keys, message", [
+    ({"lookup": "dyn"}, r"^schema.categorical\[1\].lookup: expected one of hash, identity, dynamic, got 'dyn'$"),
+    ({"lookup": "dynamic", "min_count": 0}, r"^schema.categorical\[1\].min_count: expected a positive integer, got 0$"),
+    ({"lookup": "dynamic", "ttl_days": "7"}, r"^schema.categorical\[1\].ttl_days: expected a positive integer, got '7'$"),
+    ({"lookup": "dynamic", "oov_buckets": True}, r"^schema.categorical\[1\].oov_buckets: expected a positive integer, got True$"),
+    ({"min_count": 2}, r"^schema.categorical\[1\].min_count: only allowed with lookup: dynamic, got lookup 'hash'$"),
+    ({"lookup": "identity", "ttl_days": 3}, r"^schema.categorical\[1\].ttl_days: only allowed with lookup: dynamic, got lookup 'identity'$"),
+    ({"oov_buckets": 3}, r"^schema.categorical\[1\].oov_buckets: only allowed with lookup: identity or dynamic, got lookup 'hash'$"),
+])
+def test_lookup_errors_name_key_path(keys, message):
+    d = base()
+    d["categorical"][1].update(keys)
+    with pytest.raises(ValueError, match=message):
+        Schema.from_dict(d)
+
+
+def test_lookup_of_tables_shared_features_and_identity_of_strings():
+    d = base()
+    d["categorical"][1].update(lookup="dynamic", min_count=3, ttl_days=7)
+    d["sequence"][1].update(lookup="identity", oov_buckets=2)
+    s = Schema.from_dict(d)
+    assert s.lookup_of(s.sequence[0]) == s.categorical[1].lookup  # shared: the owner's map
+    assert (s.lookup_of(s.sequence[0]).admission_count, s.lookup_of(s.sequence[0]).oov_rows) == (3, 1)
+    assert s.lookup_of(s.sequence[1]).oov_rows == 2 and s.lookup_of(s.categorical[0]).oov_rows == 0
+    assert s.to_dict()["categorical"][1] == {"name": "item_id", "dtype": "int64", "num_buckets": 50000, "dim": 16,
+                                             "lookup": "dynamic", "min_count": 3, "ttl_days": 7}
+    assert "lookup" not in s.to_dict()["categorical"][0]  # hash stays implicit
+    assert Schema.from_dict(s.to_dict()) == s
+    d["sequence"][0]["lookup"] = "dynamic"
+    with pytest.raises(ValueError, match=r"^schema.sequence\[0\].lookup: not allowed with shared_with \(the lookup is that of 'item_id'"):
+        Schema.from_dict(d)
+    d = base()
+    d["categorical"][2]["lookup"] = "identity"
+    with pytest.raises(ValueError, match=r"^schema.categorical\[2\].lookup: expected hash or dynamic for string ids"):
+        Schema.from_dict(d)
+
+
 def test_shared_categorical_inherits_size():
     d = {"categorical": [{"name": "a", "num_buckets": 9, "dim": 4}, {"name": "b", "shared_with": "a"}]}
     s = Schema.from_dict(d)

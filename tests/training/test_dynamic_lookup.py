@@ -212,3 +212,27 @@ def test_two_mirrored_replicas_build_the_map_and_weights_of_one_device(tmp_path,
     a, b = _checkpoint_state(single / "run"), _checkpoint_state(mirrored / "run")
     assert _map_entries(a) == _map_entries(b) and len(_map_entries(a)) == 2
     _assert_same_state(a, b, atol=2e-5)
+
+
+def test_a_changed_lookup_is_refused_on_an_existing_run_and_a_bad_one_names_its_line(
+    tmp_path, funnel_root, make_config, cli
+):
+    Experiment(load_config(make_config(tmp_path, funnel_root))).train(day=DAYS[0])  # hash tables
+    config = make_config(tmp_path, funnel_root, OVERRIDES)
+    code, _, err = cli("train", config, "--day", DAYS[1])
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        f"mtlrec: error: {tmp_path / 'run' / 'schema.json'}: feature 'user_id' was trained with lookup "
+        "hash, the config asks for dynamic; changing a feature's lookup on an existing run is refused "
+        "(its rows would no longer mean the same ids); use a new run_dir"
+    )
+    assert RunState.load(tmp_path / "run").trained_days == [DAYS[0]]
+    bad = copy.deepcopy(DYNAMIC)
+    bad["categorical"][1]["ttl_days"] = 0
+    config = make_config(tmp_path, funnel_root, {"schema": bad}, name="bad.yaml")
+    code, _, err = cli("train", config, "--day", DAYS[1])
+    line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "ttl_days: 0" in text)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"mtlrec: error: {config}:{line}: schema.categorical[1].ttl_days: expected a positive integer, got 0"
+    )
