@@ -134,6 +134,42 @@ def trained_run(tmp_path_factory, funnel_root):
     return path, directory / "run"
 
 
+def mid_day_checkpoint(run_dir, day=None):
+    """meta of a checkpoint taken in the middle of a day (of ``day`` when given), if one exists."""
+    import json
+
+    for meta_path in sorted((Path(run_dir) / "checkpoints").glob("ckpt-*/meta.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not meta["completed"] and meta["steps"] > 0 and day in (None, meta["day"]):
+            return meta
+    return None
+
+
+def kill_at_mid_day_checkpoint(command, run_dir, env, day=None, timeout=120):
+    """Start ``command`` and SIGKILL it once a mid-day checkpoint (of ``day``) exists in
+    ``run_dir``. Returns ``(that checkpoint's meta or None, the process's return code)``."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    meta, deadline = None, time.monotonic() + timeout
+    while meta is None and proc.poll() is None and time.monotonic() < deadline:
+        meta = mid_day_checkpoint(run_dir, day) if (Path(run_dir) / "checkpoints").exists() else None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    return meta, proc.returncode
+
+
+@pytest.fixture(scope="session")
+def kill_mid_day():
+    """``kill_at_mid_day_checkpoint`` itself (SIGKILL a command at a mid-day checkpoint)."""
+    return kill_at_mid_day_checkpoint
+
+
 def subprocess_env(**extra):
     """Environment of a fresh ``python`` that imports this checkout of mtlrec."""
     env = dict(os.environ)

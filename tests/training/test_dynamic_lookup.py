@@ -3,13 +3,11 @@
 
 import copy
 import importlib.util
-import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import keras
 import numpy as np
@@ -95,19 +93,10 @@ def test_three_days_one_by_one_equal_one_run_over_the_three_days(tmp_path, funne
     assert "table_occupancy.png" in [p.name for p in make_report(one / "run")]
 
 
-def _mid_day_checkpoint(run_dir):
-    for meta_path in sorted((run_dir / "checkpoints").glob("ckpt-*/meta.json")):
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if not meta["completed"] and meta["steps"] > 0 and meta["day"] == DAYS[1]:
-            return meta
-    return None
-
-
 @pytest.mark.slow
-def test_kill_9_during_a_day_with_admissions_then_resume_equals_an_uninterrupted_run(tmp_path, make_config, cli):
+def test_kill_9_during_a_day_with_admissions_then_resume_equals_an_uninterrupted_run(
+    tmp_path, make_config, cli, kill_mid_day
+):
     from mtlrec.data_pipeline import generate_funnel
 
     root = tmp_path / "data"
@@ -120,14 +109,8 @@ def test_kill_9_during_a_day_with_admissions_then_resume_equals_an_uninterrupted
     config = make_config(killed_dir, root, overrides)
     run_dir = killed_dir / "run"
     command = [sys.executable, "-m", "mtlrec.cli", "train", str(config), "--days", f"{DAYS[0]}:{DAYS[1]}"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli.env())
-    meta, deadline = None, time.monotonic() + 240
-    while meta is None and proc.poll() is None and time.monotonic() < deadline:
-        meta = _mid_day_checkpoint(run_dir) if (run_dir / "checkpoints").exists() else None
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert meta is not None and proc.returncode == -signal.SIGKILL
+    meta, returncode = kill_mid_day(command, run_dir, cli.env(), day=DAYS[1], timeout=240)
+    assert meta is not None and returncode == -signal.SIGKILL
     code, _, err = cli("train", config, "--days", f"{DAYS[0]}:{DAYS[1]}")
     assert code == 0, err[-2000:]
     assert "resuming day" in err

@@ -1,9 +1,7 @@
 import json
 import math
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,25 +15,13 @@ BATCH = 32
 DAYS = ["2024-02-01", "2024-02-02"]
 
 
-def _mid_day_checkpoint(run_dir):
-    """meta of a checkpoint taken in the middle of a day, if one exists."""
-    for meta_path in sorted((run_dir / "checkpoints").glob("ckpt-*/meta.json")):
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if not meta["completed"] and meta["steps"] > 0:
-            return meta
-    return None
-
-
 def _summary(run_dir):
     state = RunState.load(run_dir)
     return state.global_step, [(e["day"], e["steps"], e["examples"], e["times_trained"]) for e in state.days]
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_day_resumes_to_the_state_of_an_uninterrupted_run(tmp_path, make_config, cli):
+def test_a_run_killed_mid_day_resumes_to_the_state_of_an_uninterrupted_run(tmp_path, make_config, cli, kill_mid_day):
     from mtlrec.data_pipeline import generate_funnel
 
     root = tmp_path / "data"
@@ -48,15 +34,9 @@ def test_a_run_killed_mid_day_resumes_to_the_state_of_an_uninterrupted_run(tmp_p
     run_dir = killed_dir / "run"
     command = [sys.executable, "-m", "mtlrec.cli", "train", str(config), "--days", f"{DAYS[0]}:{DAYS[1]}"]
 
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli.env())
-    meta, deadline = None, time.monotonic() + 120
-    while meta is None and proc.poll() is None and time.monotonic() < deadline:
-        meta = _mid_day_checkpoint(run_dir) if (run_dir / "checkpoints").exists() else None
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    meta, returncode = kill_mid_day(command, run_dir, cli.env())
     assert meta is not None, "no mid-day checkpoint appeared before the run ended"
-    assert proc.returncode == -signal.SIGKILL
+    assert returncode == -signal.SIGKILL
     state = RunState.load(run_dir)
     assert state.pending is not None  # the command did not finish
 
