@@ -184,8 +184,12 @@ sys.exit(main(sys.argv[1:]))
 def test_two_mirrored_replicas_build_the_map_and_weights_of_one_device(tmp_path, funnel_root, make_config, cli):
     single, mirrored = tmp_path / "single", tmp_path / "mirrored"
     single.mkdir(), mirrored.mkdir()
-    Experiment(load_config(make_config(single, funnel_root, OVERRIDES))).train(days=f"{DAYS[0]}:{DAYS[1]}")
-    config = make_config(mirrored, funnel_root, dict(OVERRIDES, training={"strategy": "mirrored"}))
+    crowded = copy.deepcopy(DYNAMIC)  # 30 rows for 50 items: ids wait, and evict the rarest on day 2
+    crowded["categorical"][1].update(num_buckets=30, min_count=1)
+    overrides = {"schema": crowded}
+    Experiment(load_config(make_config(single, funnel_root, overrides))).train(days=f"{DAYS[0]}:{DAYS[1]}")
+    assert RunState.load(single / "run").entry(DAYS[1])["tables"]["item_id"]["evicted"] > 0
+    config = make_config(mirrored, funnel_root, dict(overrides, training={"strategy": "mirrored"}))
     proc = subprocess.run(
         [sys.executable, "-c", MIRRORED, "train", str(config), "--days", f"{DAYS[0]}:{DAYS[1]}"],
         capture_output=True, text=True, timeout=600, env=cli.env(), cwd=str(REPO),
