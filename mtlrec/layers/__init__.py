@@ -18,3 +18,4 @@ from mtlrec.layers.cross_network import CrossNetwork
 
 # feature embedding
 from mtlrec.layers.feature_embedding import FeatureEmbedding
+from mtlrec.layers.dynamic_id_map import DynamicIdMap
