@@ -147,7 +147,7 @@ class FeatureEmbedding(keras.layers.Layer):
         out = {}
         for f in s.categorical + s.sequence:
             owner = self._owner(f)
-            if owner not in self.id_maps and owner not in self.lookup_counts or f.name not in features:
+            if (owner not in self.id_maps and owner not in self.lookup_counts) or f.name not in features:
                 continue
             ids = tf.reshape(tf.convert_to_tensor(features[f.name]), [-1])
             if f in s.sequence:

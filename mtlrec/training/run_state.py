@@ -89,7 +89,8 @@ class RunState:
         """Add ``day`` (or update it when it was trained again with force).
 
         ``fields``: ``steps``, ``examples``, ``global_step``, ``eval_day``,
-        ``export_version``; steps and examples add up over repeated trainings.
+        ``export_version``, ``tables`` (the day's identity/dynamic lookup figures);
+        steps and examples add up over repeated trainings.
         """
         entry = self.entry(day)
         if entry is None:
