@@ -133,6 +133,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--studies", default="collision,churn")
+    parser.add_argument("--min-count", type=int, default=1, help="min_count of the dynamic tables")
+    parser.add_argument("--tag", default="", help="write a separate variant section")
     args = parser.parse_args()
     logging.getLogger("mtlrec.training").setLevel(logging.ERROR)
     started = time.perf_counter()
@@ -144,7 +146,8 @@ def main():
     if "collision" in args.studies:
         knobs = dict(base, num_items=args.items, initial_items=1.0, new_items_per_day=0.0)
         tables = {
-            f"dynamic, {args.items} rows": {"lookup": "dynamic", "num_buckets": args.items},
+            f"dynamic, {args.items} rows": {"lookup": "dynamic", "num_buckets": args.items,
+                                            "min_count": args.min_count},
             f"hash, {10 * args.items} buckets": {"num_buckets": 10 * args.items},
         }
         results = study("collision", knobs, tables, 1, args, tmp)
@@ -160,8 +163,9 @@ def main():
                      retired_items_per_day=0.05)
         capacity, oov = int(0.5 * items), 16
         tables = {
-            f"dynamic, {capacity} rows + {oov} OOV, ttl_days 1": {
-                "lookup": "dynamic", "num_buckets": capacity, "oov_buckets": oov, "ttl_days": 1},
+            f"dynamic, {capacity} rows + {oov} OOV, ttl_days 1, min_count {args.min_count}": {
+                "lookup": "dynamic", "num_buckets": capacity, "oov_buckets": oov, "ttl_days": 1,
+                "min_count": args.min_count},
             f"hash, {capacity + oov} buckets": {"num_buckets": capacity + oov},
         }
         results = study("churn", knobs, tables, args.days - 1, args, tmp)
@@ -182,7 +186,7 @@ def main():
                 f"    {common.command()}\n")
     text = "\n\n".join(part.strip() for part in body) + "\n"
     print(text)
-    common.write_section("Dynamic embedding tables on a changing catalogue (issue 14)", text)
+    common.write_section(common.section_title("Dynamic embedding tables on a changing catalogue (issue 14)", args.tag), text)
 
 
 if __name__ == "__main__":
