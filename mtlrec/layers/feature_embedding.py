@@ -1,7 +1,5 @@
 """Schema-driven input layer: ids -> rows -> embeddings, normalised numerics, sequences + masks."""
 
-import zlib
-
 import keras
 import tensorflow as tf
 from keras import ops
@@ -179,9 +177,13 @@ class FeatureEmbedding(keras.layers.Layer):
     def _schema_feature(self, owner):
         return next(f for f in self._owners() if f.name == owner)
 
-    def start_day(self, day, seed=0):
+    def start_day(self, day, seed=None):
         """Open `day` (an integer day number) in every dynamic table: expire and evict ids,
-        re-initialise the freed rows (uniform, seeded by `seed`, the table and the day).
+        re-initialise the freed rows: uniform in [-0.05, 0.05] like the table, drawn with
+        the seed pair `(derive_seed(base, "embedding_<owner>", "reinit"), day)`, `base`
+        the layer's `seed` (the model seed's derivation), else `seed` (the trainer passes
+        `training.seed`), else 0: a resumed run re-initialises exactly as an
+        uninterrupted one.
 
         Returns:
             `{table variable name: freed rows}` for the tables that freed rows: their
@@ -195,7 +197,8 @@ class FeatureEmbedding(keras.layers.Layer):
             if int(tf.size(rows)) == 0:
                 continue
             table = self.tables[owner]
-            row_seed = tf.constant([zlib.crc32(f"{seed}:{owner}".encode()), int(day)], tf.int64)
+            base = self.seed if self.seed is not None else (seed or 0)
+            row_seed = tf.constant([derive_seed(base, f"embedding_{owner}", "reinit"), int(day)], tf.int64)
             values = tf.random.stateless_uniform(
                 [int(tf.size(rows)), table.shape[-1]], seed=row_seed, minval=-INIT_RANGE, maxval=INIT_RANGE, dtype=table.dtype
             )

@@ -173,16 +173,14 @@ def test_a_checkpoint_restored_mid_day_continues_exactly_like_an_uninterrupted_m
         for features in batches:
             layer.observe(features)
 
-    keras.utils.set_random_seed(7)  # the same initial tables
-    clean = FeatureEmbedding(SCHEMA)
+    clean = FeatureEmbedding(SCHEMA, seed=7)  # the same initial tables
     clean.build()
     clean.start_day(5)
     run(clean, BATCHES[:2])
     clean.start_day(7)
     run(clean, BATCHES[2:])
 
-    keras.utils.set_random_seed(7)
-    first = FeatureEmbedding(SCHEMA)
+    first = FeatureEmbedding(SCHEMA, seed=7)
     first.build()
     first.start_day(5)
     run(first, BATCHES[:2])
@@ -192,7 +190,7 @@ def test_a_checkpoint_restored_mid_day_continues_exactly_like_an_uninterrupted_m
         return tf.train.Checkpoint(tables=list(layer.tables.values()), **layer.lookup_state())
 
     path = checkpoint(first).write(str(tmp_path / "ckpt"))
-    resumed = FeatureEmbedding(SCHEMA)
+    resumed = FeatureEmbedding(SCHEMA, seed=8)  # its own tables, overwritten by the checkpoint
     resumed.build()
     checkpoint(resumed).read(path).assert_existing_objects_matched()
     run(resumed, BATCHES[3:])
