@@ -46,7 +46,7 @@ def hashed_tables(schema):
     features of a `Schema` (a shared table counts the ids of every feature using it)."""
     tables = {}
     for feature in [*schema.categorical, *schema.sequence]:
-        if getattr(feature, "lookup", "hash") != "hash":
+        if schema.lookup_of(feature).lookup != "hash":  # identity/dynamic tables do not collide
             continue
         owner = feature.name if feature.shared_with is None else feature.shared_with
         tables.setdefault(owner, []).append(feature.name)
