@@ -138,6 +138,20 @@ def _unique(variables):
     return out
 
 
+def _non_trainable_state(model) -> tf.train.Checkpoint:
+    """The model's non-trainable variables (BatchNorm moving statistics, ...) by path.
+
+    A Keras 3 model does not put the variables of nested layers into TensorFlow's object
+    graph: the trainable ones reach the checkpoint through the optimizers' slots, the
+    others only through this entry. Without it a restore resets them.
+    """
+    state = {}
+    for i, variable in enumerate(model.non_trainable_variables):
+        key = variable.path.replace("/", ".")
+        state[key if key not in state else f"{key}.{i}"] = variable.value
+    return tf.train.Checkpoint(**state)
+
+
 def _lookup_state_layers(model) -> list:
     """The model's `FeatureEmbedding` layers whose lookups keep state while training."""
     from mtlrec.layers import FeatureEmbedding
@@ -210,6 +224,7 @@ class Trainer:
             embedding_optimizer=self.embedding_optimizer,
             weighting=self.weighting,
             global_step=self.global_step,
+            model_state=_non_trainable_state(self.model),
             **self._lookup_checkpoint(),
         )
         self._step_fns = {}

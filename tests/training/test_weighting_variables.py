@@ -66,5 +66,28 @@ def test_gradnorm_balances_on_the_models_last_shared_layer(write_config):
         },
     )
     experts = trainer.model.mixture.experts
-    want = [v for e in experts for v in e.mlp.dense_layers[-1].trainable_variables]
+    # each expert's output layer: its Dense and the batch norm after it (MMoE's default)
+    last = [(e.mlp.dense_layers[-1], e.mlp.norm_layers[-1]) for e in experts]
+    assert all(norm is not None for _, norm in last)
+    want = [v for layers in last for layer in layers for v in layer.trainable_variables]
     assert [id(v) for v in trainer.balance_variables] == [id(v) for v in want]
+
+
+def test_checkpoint_restores_batch_norm_moving_statistics(write_config, tmp_path):
+    """MMoE's experts batch-normalise: their moving statistics are non-trainable, so no
+    optimizer slot carries them; the trainer's checkpoint must."""
+    overrides = {"model": {"type": "mmoe", "num_experts": 2, "expert_units": [4], "tower_units": [4],
+                           "seed": 1}}
+    trainer, _ = _trainer(write_config, overrides)
+    moving = [v for v in trainer.model.non_trainable_variables if "moving_mean" in v.path]
+    assert len(moving) == 2
+    for i, v in enumerate(moving):
+        v.assign(np.full(v.shape, 0.25 + i, dtype="float32"))
+    path = trainer.checkpoint.write(str(tmp_path / "ckpt"))
+
+    fresh, _ = _trainer(write_config, overrides)
+    fresh_moving = [v for v in fresh.model.non_trainable_variables if "moving_mean" in v.path]
+    assert all(np.all(v.numpy() == 0.0) for v in fresh_moving)
+    fresh.checkpoint.read(path).assert_existing_objects_matched()
+    for i, v in enumerate(fresh_moving):
+        np.testing.assert_array_equal(v.numpy(), np.full(v.shape, 0.25 + i, dtype="float32"))
