@@ -1,6 +1,7 @@
-"""Argument checks and initializer seeding shared by the core multi-task layers."""
+"""Argument checks, initializer seeding and the gates' expert mixing shared by the core multi-task layers."""
 
 import keras
+from keras import ops
 import numpy as np
 
 
@@ -131,3 +132,20 @@ def gate_shapes(owner, num_experts, input_shape):
             f"Received: gate_input shape={gate_shape}"
         )
     return gate_shape, experts_shape
+
+
+def gate_output_shape(owner, num_experts, input_shape, return_weights):
+    """Output shape of a gate: the mixture (B, h), and the weights (B, E) when returned."""
+    gate_shape, experts_shape = gate_shapes(owner, num_experts, input_shape)
+    mixed = (experts_shape[0], experts_shape[2])
+    if return_weights:
+        return mixed, (gate_shape[0], num_experts)
+    return mixed
+
+
+def mix_experts(weights, experts, return_weights):
+    """sum_i weights_i * experts_i: (B, E) x (B, E, h) -> (B, h) (and the weights)."""
+    mixed = ops.sum(ops.expand_dims(weights, -1) * experts, axis=1)
+    if return_weights:
+        return mixed, weights
+    return mixed

@@ -114,17 +114,12 @@ class DSelectKGate(keras.layers.Layer):
         if selected.shape[-1] > self.num_experts:
             unused = ops.sum(selected[:, :, self.num_experts :], axis=(1, 2))
             self.add_loss(ops.mean(unused))
-        mixed = ops.sum(ops.expand_dims(weights, -1) * experts, axis=1)
-        if self.return_weights:
-            return mixed, weights
-        return mixed
+        return cu.mix_experts(weights, experts, self.return_weights)
 
     def compute_output_shape(self, input_shape):
-        gate_shape, experts_shape = self._split_shapes(input_shape)
-        mixed = (experts_shape[0], experts_shape[2])
-        if self.return_weights:
-            return mixed, (gate_shape[0], self.num_experts)
-        return mixed
+        return cu.gate_output_shape(
+            type(self).__name__, self.num_experts, input_shape, self.return_weights
+        )
 
     def get_config(self):
         config = super().get_config()
