@@ -18,6 +18,7 @@ setup(
         "pandas>=2.0,<3",
         "pyarrow>=14,<24",
         "pyyaml>=6.0,<7",
+        "pydantic>=2.7,<3",  # the config sections (mtlrec.training.config)
         "scikit-learn>=1.3,<2",
         "matplotlib>=3.7,<4",
         "tqdm>=4.60,<5",  # progress bars of train, evaluate and predict on a terminal

@@ -183,14 +183,16 @@ def _cmd_convert(args) -> int:
 def _cmd_train(args) -> int:
     from mtlrec.training.trainer import cluster_from_env, make_strategy
 
-    # MultiWorkerMirroredStrategy must exist before TensorFlow runs anything (reading the
-    # config builds optimizers), so a TF_CONFIG cluster is joined first.
-    strategy = make_strategy("multi_worker") if cluster_from_env() else None
+    # Reading the config runs nothing of TensorFlow, so a TF_CONFIG cluster (whose
+    # MultiWorkerMirroredStrategy must come before anything TensorFlow runs) is joined after.
+    config = _load(args.config)
+    strategy = None
+    if cluster_from_env():
+        strategy = make_strategy("multi_worker")
+    elif config.training.strategy != "auto":
+        strategy = make_strategy(config.training.strategy)
     from mtlrec.training.experiment import Experiment
 
-    config = _load(args.config)
-    if strategy is None and config.training.strategy != "auto":
-        strategy = make_strategy(config.training.strategy)
     experiment = Experiment(config, run_dir=args.run_dir, strategy=strategy)
     entries = experiment.train(day=args.day, days=args.days, force=args.force)
     if not entries:

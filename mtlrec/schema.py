@@ -22,6 +22,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from mtlrec.key_paths import KeyPathError
+
 ID_DTYPES = ("int64", "string")
 NUMERIC_DTYPES = ("float32", "float64", "int32", "int64")
 NORMALIZATIONS = ("none", "log1p", "standardize")
@@ -33,7 +35,7 @@ PAD = {"int64": -1, "string": ""}
 
 
 def _fail(path: str, expected: str, got: Any) -> None:
-    raise ValueError(f"{path}: expected {expected}, got {got!r}")
+    raise KeyPathError(path, f"expected {expected}, got {got!r}")
 
 
 def _check_keys(d: Any, path: str, allowed: Iterable[str], required: Iterable[str] = ()) -> None:
@@ -42,10 +44,10 @@ def _check_keys(d: Any, path: str, allowed: Iterable[str], required: Iterable[st
     allowed = tuple(allowed)
     for k in d:
         if k not in allowed:
-            raise ValueError(f"{path}.{k}: unknown key; expected one of {', '.join(allowed)}")
+            raise KeyPathError(f"{path}.{k}", f"unknown key; expected one of {', '.join(allowed)}")
     for k in required:
         if k not in d:
-            raise ValueError(f"{path}.{k}: missing required key")
+            raise KeyPathError(f"{path}.{k}", "missing required key")
 
 
 def _name(d: Mapping, path: str) -> str:
@@ -128,7 +130,7 @@ class LookupSpec:
             _fail(f"{path}.lookup", "hash or dynamic for string ids (identity needs dtype int64)", lookup)
         for key, needs in (("oov_buckets", ("identity", "dynamic")), ("min_count", ("dynamic",)), ("ttl_days", ("dynamic",))):
             if d.get(key) is not None and lookup not in needs:
-                raise ValueError(f"{path}.{key}: only allowed with lookup: {' or '.join(needs)}, got lookup {lookup!r}")
+                raise KeyPathError(f"{path}.{key}", f"only allowed with lookup: {' or '.join(needs)}, got lookup {lookup!r}")
         return cls(
             lookup=lookup,
             oov_buckets=_pos_int(d, "oov_buckets", path, optional=True),
@@ -199,7 +201,7 @@ def _lookup_of(d: Mapping, path: str, dtype: str, shared: str | None) -> LookupS
     if shared is not None:
         for key in LOOKUP_KEYS:
             if d.get(key) is not None:
-                raise ValueError(f"{path}.{key}: not allowed with shared_with (the lookup is that of {shared!r}'s table)")
+                raise KeyPathError(f"{path}.{key}", f"not allowed with shared_with (the lookup is that of {shared!r}'s table)")
     return LookupSpec.from_dict(d, path, dtype)
 
 
@@ -257,7 +259,7 @@ class SequenceFeature:
             _fail(f"{path}.shared_with", "a categorical feature name or null", shared)
         for key in ("num_buckets", "dim"):
             if shared is None and d.get(key) is None:
-                raise ValueError(f"{path}.{key}: expected a positive integer (or shared_with a categorical feature), got None")
+                raise KeyPathError(f"{path}.{key}", "expected a positive integer (or shared_with a categorical feature), got None")
         dtype = _choice(d, "dtype", path, ID_DTYPES, "int64")
         return cls(
             name=_name(d, path),
@@ -295,7 +297,7 @@ class LabelSpec:
         if kind == "multiclass" and num_classes < 2:
             _fail(f"{path}.num_classes", "an integer >= 2", num_classes)
         if kind != "multiclass" and num_classes is not None:
-            raise ValueError(f"{path}.num_classes: only allowed with kind: multiclass, got kind {kind!r}")
+            raise KeyPathError(f"{path}.num_classes", f"only allowed with kind: multiclass, got kind {kind!r}")
         return cls(name=_name(d, path), kind=kind, num_classes=num_classes)
 
     def to_dict(self) -> dict:
@@ -343,10 +345,10 @@ class Schema:
             for i, item in enumerate(getattr(self, section)):
                 where = f"{path}.{section}[{i}].name"
                 if item.name in seen:
-                    raise ValueError(f"{where}: duplicate name {item.name!r} (already declared at {seen[item.name]})")
+                    raise KeyPathError(where, f"duplicate name {item.name!r} (already declared at {seen[item.name]})")
                 seen[item.name] = where
         if not (self.categorical or self.numeric or self.sequence):
-            raise ValueError(f"{path}: expected at least one feature in categorical, numeric or sequence")
+            raise KeyPathError(path, "expected at least one feature in categorical, numeric or sequence")
         owners = {f.name: f for f in self.categorical if f.shared_with is None}
         shared_names = {f.name for f in self.categorical}
         for section in ("categorical", "sequence"):

@@ -22,6 +22,8 @@ import dataclasses
 import numbers
 from typing import Any, Iterable, Mapping
 
+from mtlrec.key_paths import KeyPathError
+
 KINDS = ("binary", "multiclass", "regression")
 LOGIT_SUFFIX = "_logit"
 
@@ -50,7 +52,7 @@ def _check_str(path: str, key: str, value, optional: bool) -> None:
         return
     if not isinstance(value, str) or not value:
         kind = "a non-empty string or null" if optional else "a non-empty string"
-        raise ValueError(f"{path}.{key}: expected {kind}, got {value!r}")
+        raise KeyPathError(f"{path}.{key}", f"expected {kind}, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -88,27 +90,27 @@ class Task:
         _check_str(path, "name", self.name, optional=False)
         _check_str(path, "label", self.label, optional=False)
         if self.kind not in KINDS:
-            raise ValueError(
-                f"{path}.kind: expected one of {', '.join(KINDS)}, got {self.kind!r}"
+            raise KeyPathError(
+                f"{path}.kind", f"expected one of {', '.join(KINDS)}, got {self.kind!r}"
             )
         if not _is_number(self.weight) or self.weight < 0:
-            raise ValueError(
-                f"{path}.weight: expected a non-negative number, got {self.weight!r}"
+            raise KeyPathError(
+                f"{path}.weight", f"expected a non-negative number, got {self.weight!r}"
             )
         if self.kind == "multiclass":
             if self.num_classes is None:
-                raise ValueError(
-                    f"{path}.num_classes: required for a multiclass task "
+                raise KeyPathError(
+                    f"{path}.num_classes", f"required for a multiclass task "
                     f"(expected an integer >= 2), got None"
                 )
             if not _is_int(self.num_classes) or self.num_classes < 2:
-                raise ValueError(
-                    f"{path}.num_classes: expected an integer >= 2, "
+                raise KeyPathError(
+                    f"{path}.num_classes", f"expected an integer >= 2, "
                     f"got {self.num_classes!r}"
                 )
         elif self.num_classes is not None:
-            raise ValueError(
-                f"{path}.num_classes: only allowed for a multiclass task "
+            raise KeyPathError(
+                f"{path}.num_classes", f"only allowed for a multiclass task "
                 f"(kind is {self.kind!r}), got {self.num_classes!r}"
             )
         _check_str(path, "sample_space", self.sample_space, optional=True)
@@ -116,19 +118,19 @@ class Task:
         _check_str(path, "joint", self.joint, optional=True)
         if self.parent is not None:
             if self.kind != "binary":
-                raise ValueError(
-                    f"{path}.parent: a funnel step must be a binary task "
+                raise KeyPathError(
+                    f"{path}.parent", f"a funnel step must be a binary task "
                     f"(kind is {self.kind!r}), got parent={self.parent!r}"
                 )
             if self.sample_space is not None:
-                raise ValueError(
-                    f"{path}.sample_space: a funnel step (parent={self.parent!r}) "
+                raise KeyPathError(
+                    f"{path}.sample_space", f"a funnel step (parent={self.parent!r}) "
                     f"is trained over all rows and cannot have a sample space, "
                     f"got {self.sample_space!r}"
                 )
         elif self.joint is not None:
-            raise ValueError(
-                f"{path}.joint: only allowed together with parent, got {self.joint!r}"
+            raise KeyPathError(
+                f"{path}.joint", f"only allowed together with parent, got {self.joint!r}"
             )
 
     @property
@@ -150,15 +152,15 @@ class Task:
         if isinstance(d, Task):
             return d
         if not isinstance(d, Mapping):
-            raise ValueError(f"{path}: expected a mapping, got {type(d).__name__}")
+            raise KeyPathError(path, f"expected a mapping, got {type(d).__name__}")
         unknown = [k for k in d if k not in _FIELDS]
         if unknown:
-            raise ValueError(
-                f"{path}.{unknown[0]}: unknown key (allowed: {', '.join(_FIELDS)})"
+            raise KeyPathError(
+                f"{path}.{unknown[0]}", f"unknown key (allowed: {', '.join(_FIELDS)})"
             )
         for key in ("name", "label"):
             if key not in d:
-                raise ValueError(f"{path}.{key}: required key is missing")
+                raise KeyPathError(f"{path}.{key}", "required key is missing")
         task = cls.__new__(cls)
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         for key in _FIELDS:
@@ -184,12 +186,12 @@ def _schema_labels(schema) -> dict[str, dict]:
     if isinstance(schema, Mapping):
         labels = schema.get("labels")
         if labels is None:
-            raise ValueError("schema.labels: required to validate tasks, got nothing")
+            raise KeyPathError("schema.labels", "required to validate tasks, got nothing")
     else:
         labels = getattr(schema, "labels", None)
         if labels is None:
-            raise ValueError(
-                f"schema: expected a Schema or its dict with 'labels', "
+            raise KeyPathError(
+                "schema", f"expected a Schema or its dict with 'labels', "
                 f"got {type(schema).__name__}"
             )
     out = {}
@@ -203,7 +205,7 @@ def _schema_labels(schema) -> dict[str, dict]:
             kind = getattr(label, "kind", "binary")
             num_classes = getattr(label, "num_classes", None)
         if not isinstance(name, str):
-            raise ValueError(f"schema.labels[{i}].name: expected a string, got {name!r}")
+            raise KeyPathError(f"schema.labels[{i}].name", f"expected a string, got {name!r}")
         out[name] = {"kind": kind, "num_classes": num_classes}
     return out
 
@@ -233,32 +235,33 @@ def validate_tasks(tasks: Iterable, schema) -> list[Task]:
     """
     tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
     if not tasks:
-        raise ValueError("tasks: expected at least one task, got an empty list")
+        raise KeyPathError("tasks", "expected at least one task, got an empty list")
     labels = _schema_labels(schema)
     known = ", ".join(sorted(labels)) or "none"
 
-    def where(i, key):
-        return f"tasks[{i}].{key} (task {tasks[i].name!r})"
+    def error(i, key, detail):
+        path = f"tasks[{i}].{key}"
+        return KeyPathError(path, detail, shown=f"{path} (task {tasks[i].name!r})")
 
     index = {}
     for i, task in enumerate(tasks):
         if task.name in index:
-            raise ValueError(
-                f"{where(i, 'name')}: duplicate task name, already used by "
+            raise error(
+                i, 'name', f"duplicate task name, already used by "
                 f"tasks[{index[task.name]}]"
             )
         index[task.name] = i
 
     for i, task in enumerate(tasks):
         if task.label not in labels:
-            raise ValueError(
-                f"{where(i, 'label')}: {task.label!r} is not a label of the "
+            raise error(
+                i, 'label', f"{task.label!r} is not a label of the "
                 f"schema (labels: {known})"
             )
         spec = labels[task.label]
         if spec["kind"] in KINDS and spec["kind"] != task.kind:
-            raise ValueError(
-                f"{where(i, 'kind')}: {task.kind!r} does not match the kind of "
+            raise error(
+                i, 'kind', f"{task.kind!r} does not match the kind of "
                 f"label {task.label!r} in the schema ({spec['kind']!r})"
             )
         if (
@@ -266,32 +269,32 @@ def validate_tasks(tasks: Iterable, schema) -> list[Task]:
             and spec["num_classes"] is not None
             and spec["num_classes"] != task.num_classes
         ):
-            raise ValueError(
-                f"{where(i, 'num_classes')}: {task.num_classes} does not match "
+            raise error(
+                i, 'num_classes', f"{task.num_classes} does not match "
                 f"label {task.label!r} in the schema ({spec['num_classes']})"
             )
         if task.sample_space is not None:
             if task.sample_space not in labels:
-                raise ValueError(
-                    f"{where(i, 'sample_space')}: {task.sample_space!r} is not a "
+                raise error(
+                    i, 'sample_space', f"{task.sample_space!r} is not a "
                     f"label of the schema (labels: {known})"
                 )
             ss_kind = labels[task.sample_space]["kind"]
             if ss_kind != "binary":
-                raise ValueError(
-                    f"{where(i, 'sample_space')}: {task.sample_space!r} must be "
+                raise error(
+                    i, 'sample_space', f"{task.sample_space!r} must be "
                     f"a binary label, but its kind is {ss_kind!r}"
                 )
         if task.parent is not None:
             if task.parent not in index:
-                raise ValueError(
-                    f"{where(i, 'parent')}: {task.parent!r} is not a task "
+                raise error(
+                    i, 'parent', f"{task.parent!r} is not a task "
                     f"(tasks: {', '.join(t.name for t in tasks)})"
                 )
             parent = tasks[index[task.parent]]
             if parent.kind != "binary":
-                raise ValueError(
-                    f"{where(i, 'parent')}: parent {task.parent!r} must be a "
+                raise error(
+                    i, 'parent', f"parent {task.parent!r} must be a "
                     f"binary task, but its kind is {parent.kind!r}"
                 )
 
@@ -301,7 +304,7 @@ def validate_tasks(tasks: Iterable, schema) -> list[Task]:
         while current.parent is not None:
             if current.parent in seen:
                 chain = " -> ".join(seen + [current.parent])
-                raise ValueError(f"{where(i, 'parent')}: parent cycle {chain}")
+                raise error(i, 'parent', f"parent cycle {chain}")
             seen.append(current.parent)
             current = tasks[index[current.parent]]
 
@@ -312,16 +315,16 @@ def validate_tasks(tasks: Iterable, schema) -> list[Task]:
             continue
         if joint in outputs:
             other = outputs[joint]
-            raise ValueError(
-                f"{where(i, 'joint')}: joint output name {joint!r} is already "
+            raise error(
+                i, 'joint', f"joint output name {joint!r} is already "
                 f"used by tasks[{other}] ({tasks[other].name!r})"
             )
         outputs[joint] = i
     for i, task in enumerate(tasks):
         for key, name in (("name", task.name), ("joint", task.joint_name)):
             if name is not None and name.endswith(LOGIT_SUFFIX):
-                raise ValueError(
-                    f"{where(i, key)}: output names ending in {LOGIT_SUFFIX!r} are reserved "
+                raise error(
+                    i, key, f"output names ending in {LOGIT_SUFFIX!r} are reserved "
                     f"for the logits beside each probability output, got {name!r}"
                 )
     return tasks

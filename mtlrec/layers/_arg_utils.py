@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 
+from mtlrec.key_paths import ArgumentError
+
 
 def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -10,7 +12,8 @@ def _is_int(value):
 
 def check_positive_int(value, arg_name):
     if not _is_int(value) or value <= 0:
-        raise ValueError(
+        raise ArgumentError(
+            arg_name,
             f"Expected {arg_name} to be a positive integer. "
             f"Received: {arg_name}={value!r}"
         )
@@ -19,7 +22,8 @@ def check_positive_int(value, arg_name):
 
 def check_bool(value, arg_name):
     if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(
+        raise ArgumentError(
+            arg_name,
             f"Expected {arg_name} to be a bool. Received: {arg_name}={value!r}"
         )
     return bool(value)
@@ -29,7 +33,8 @@ def check_seed(seed):
     if seed is None:
         return None
     if not _is_int(seed) or seed < 0:
-        raise ValueError(
+        raise ArgumentError(
+            "seed",
             "Expected seed to be None or a non-negative integer. "
             f"Received: seed={seed!r}"
         )
@@ -46,7 +51,8 @@ def check_initializer(identifier, arg_name):
     else:
         cause = None
     if initializer is None:
-        raise ValueError(
+        raise ArgumentError(
+            arg_name,
             f"Expected {arg_name} to be a Keras initializer (name, config or "
             f"instance). Received: {arg_name}={identifier!r}"
         ) from cause

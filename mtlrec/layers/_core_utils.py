@@ -4,11 +4,14 @@ import keras
 from keras import ops
 import numpy as np
 
+from mtlrec.key_paths import ArgumentError
+
 
 def check_positive_int(name, value, minimum=1):
     """Raise ValueError unless `value` is an int >= `minimum`; return it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(
+        raise ArgumentError(
+            name,
             f"Expected {name} to be an integer >= {minimum}. Received: {name}={value!r}"
         )
     return int(value)
@@ -20,7 +23,8 @@ def check_units(name, units):
     A bare int is refused like any other non-list (every layer taking a list of widths does
     the same): one layer of 8 units is `[8]`."""
     if isinstance(units, (int, np.integer)) and not isinstance(units, bool):
-        raise ValueError(
+        raise ArgumentError(
+            name,
             f"Expected {name} to be a non-empty list of positive integers, one width per layer "
             f"(one layer of {int(units)} units: [{int(units)}]). Received: {name}={units!r}"
         )
@@ -29,7 +33,8 @@ def check_units(name, units):
         isinstance(u, (int, np.integer)) and not isinstance(u, bool) and u > 0 for u in units
     )
     if not ok:
-        raise ValueError(
+        raise ArgumentError(
+            name,
             f"Expected {name} to be a non-empty list of positive integers. "
             f"Received: {name}={units!r}"
         )
@@ -39,7 +44,8 @@ def check_units(name, units):
 def check_rate(name, value):
     """Raise ValueError unless 0 <= value < 1."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(
+        raise ArgumentError(
+            name,
             f"Expected {name} to be a float in [0, 1). Received: {name}={value!r}"
         )
     return float(value)
@@ -47,7 +53,8 @@ def check_rate(name, value):
 
 def check_non_negative(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(
+        raise ArgumentError(
+            name,
             f"Expected {name} to be a non-negative float. Received: {name}={value!r}"
         )
     return float(value)
@@ -61,7 +68,7 @@ def check_seed(seed):
 
 def check_bool(name, value):
     if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"Expected {name} to be a bool. Received: {name}={value!r}")
+        raise ArgumentError(name, f"Expected {name} to be a bool. Received: {name}={value!r}")
     return bool(value)
 
 
@@ -70,7 +77,8 @@ def check_activation(name, activation):
     try:
         return keras.activations.get(activation)
     except (ValueError, TypeError) as err:
-        raise ValueError(
+        raise ArgumentError(
+            name,
             f"Expected {name} to be a Keras activation. Received: {name}={activation!r}"
         ) from err
 
@@ -86,7 +94,8 @@ def check_initializer(name, identifier):
     try:
         keras.initializers.get(identifier)
     except (ValueError, TypeError) as err:
-        raise ValueError(
+        raise ArgumentError(
+            name,
             f"Expected {name} to be a Keras initializer. Received: {name}={identifier!r}"
         ) from err
     return identifier

@@ -2,6 +2,7 @@
 
 from mtlrec.layers.dselect_k_gate import DSelectKGate
 from mtlrec.layers.gate import Gate
+from mtlrec.key_paths import KeyPathError
 
 # type -> (class, options it takes besides num_experts / return_weights / seed)
 GATE_TYPES = {"softmax": (Gate, ()), "dselect_k": (DSelectKGate, ("k", "gamma", "entropy_reg"))}
@@ -10,28 +11,28 @@ GATE_TYPES = {"softmax": (Gate, ()), "dselect_k": (DSelectKGate, ("k", "gamma", 
 def check_gate(gate, path="gate"):
     """A normalised copy of a gate setting: None (softmax) or `{"type": "softmax"}` or
     `{"type": "dselect_k", "k": 2, "gamma": 1.0, "entropy_reg": 0.1}` (options optional).
-    Raises ValueError naming `<path>.<key>`."""
+    Raises KeyPathError naming `<path>.<key>`."""
     if gate is None:
         return {"type": "softmax"}
     if not isinstance(gate, dict):
-        raise ValueError(
-            f"{path}: expected a mapping like {{type: dselect_k, k: 2}}, got {gate!r}. "
-            f"Received: gate={gate!r}"
+        raise KeyPathError(
+            path, f"expected a mapping like {{type: dselect_k, k: 2}}, got {gate!r}. Received: gate={gate!r}"
         )
     kind = gate.get("type")
     if kind not in GATE_TYPES:
-        raise ValueError(f"{path}.type: expected one of {', '.join(GATE_TYPES)}, got {kind!r}")
+        raise KeyPathError(f"{path}.type", f"expected one of {', '.join(GATE_TYPES)}, got {kind!r}")
     cls, allowed = GATE_TYPES[kind]
     for key in gate:
         if key != "type" and key not in allowed:
             hint = ", ".join(allowed) if allowed else "none"
-            raise ValueError(f"{path}.{key}: unknown key for gate type {kind!r} (allowed: {hint})")
+            raise KeyPathError(f"{path}.{key}", f"unknown key for gate type {kind!r} (allowed: {hint})")
     options = {k: v for k, v in gate.items() if k != "type"}
     try:
         cls(2 if kind == "dselect_k" else 1, **options)  # the gate's own argument checks
     except ValueError as err:
-        key = next((k for k in options if f"Received: {k}=" in str(err)), None)
-        raise ValueError(f"{path}.{key}: {err}" if key else f"{path}: {err}") from None
+        key = getattr(err, "argument", None)
+        key = key if key in options else None
+        raise KeyPathError(f"{path}.{key}" if key else path, str(err)) from None
     return {"type": kind, **options}
 
 

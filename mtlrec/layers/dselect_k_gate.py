@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from mtlrec.key_paths import ArgumentError
 from mtlrec.layers import _core_utils as cu
 from mtlrec.seeding import fresh_initializer
 
@@ -63,7 +64,7 @@ class DSelectKGate(keras.layers.Layer):
         self.num_experts = cu.check_positive_int("num_experts", num_experts, minimum=2)
         self.k = cu.check_positive_int("k", k)
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma <= 0:
-            raise ValueError(f"Expected gamma to be a positive number. Received: gamma={gamma!r}")
+            raise ArgumentError("gamma", f"Expected gamma to be a positive number. Received: gamma={gamma!r}")
         self.gamma = float(gamma)
         self.entropy_reg = cu.check_non_negative("entropy_reg", entropy_reg)
         self.return_weights = cu.check_bool("return_weights", return_weights)

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from mtlrec.key_paths import ArgumentError
+
 
 def units_list(name, value, allow_empty=False):
     """A list of positive ints (an int is taken as a one-layer list)."""
@@ -13,13 +15,14 @@ def units_list(name, value, allow_empty=False):
     )
     if not ok:
         what = "a list of positive integers" if allow_empty else "a non-empty list of positive integers"
-        raise ValueError(f"Expected {name} to be {what}. Received: {name}={value!r}")
+        raise ArgumentError(name, f"Expected {name} to be {what}. Received: {name}={value!r}")
     return [int(u) for u in value]
 
 
 def positive_int(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(
+        raise ArgumentError(
+            name,
             f"Expected {name} to be an integer >= {minimum}. Received: {name}={value!r}"
         )
     return int(value)
@@ -27,13 +30,14 @@ def positive_int(name, value, minimum=1):
 
 def rate(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"Expected {name} to be a float in [0, 1). Received: {name}={value!r}")
+        raise ArgumentError(name, f"Expected {name} to be a float in [0, 1). Received: {name}={value!r}")
     return float(value)
 
 
 def non_negative(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(
+        raise ArgumentError(
+            name,
             f"Expected {name} to be a non-negative float. Received: {name}={value!r}"
         )
     return float(value)
@@ -50,12 +54,13 @@ def names_list(name, value, known, allow_empty=True):
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"Expected {name} to be a list of names. Received: {name}={value!r}")
+        raise ArgumentError(name, f"Expected {name} to be a list of names. Received: {name}={value!r}")
     if not allow_empty and not value:
-        raise ValueError(f"Expected {name} to be a non-empty list. Received: {name}={value!r}")
+        raise ArgumentError(name, f"Expected {name} to be a non-empty list. Received: {name}={value!r}")
     for v in value:
         if v not in known:
-            raise ValueError(
+            raise ArgumentError(
+                name,
                 f"Expected {name} to name {_describe(known)}; {v!r} is not one. "
                 f"Received: {name}={list(value)!r}"
             )

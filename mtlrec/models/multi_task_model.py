@@ -8,6 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from mtlrec.key_paths import ArgumentError
 from mtlrec.layers.cross_network import CrossNetwork
 from mtlrec.layers.feature_embedding import FeatureEmbedding
 from mtlrec.layers.fm_interaction import FMInteraction
@@ -47,7 +48,8 @@ def check_interaction(interaction, schema):
     if interaction is None:
         return None
     if not isinstance(interaction, dict) or interaction.get("type") not in INTERACTIONS:
-        raise ValueError(
+        raise ArgumentError(
+            "interaction",
             "Expected interaction to be None, {'type': 'fm'} or "
             "{'type': 'dcn', 'num_layers': n, 'low_rank': r}. "
             f"Received: interaction={interaction!r}"
@@ -56,7 +58,8 @@ def check_interaction(interaction, schema):
     allowed = ("type",) if kind == "fm" else ("type", "num_layers", "low_rank")
     for key in interaction:
         if key not in allowed:
-            raise ValueError(
+            raise ArgumentError(
+                "interaction",
                 f"interaction.{key}: unknown key for type {kind!r} "
                 f"(allowed: {', '.join(allowed)}). Received: interaction={interaction!r}"
             )
@@ -73,7 +76,8 @@ def check_interaction(interaction, schema):
         parsed = Schema.from_dict(schema)
         dims = {f.name: parsed.table_size(f)[1] for f in parsed.categorical}
         if len(dims) < 2 or len(set(dims.values())) != 1:
-            raise ValueError(
+            raise ArgumentError(
+                "interaction",
                 "interaction {'type': 'fm'} needs at least two categorical features "
                 f"with the same embedding dim. Received categorical dims: {dims}"
             )

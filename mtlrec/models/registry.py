@@ -2,6 +2,10 @@
 
 import inspect
 import keyword
+from collections.abc import Mapping
+
+from mtlrec.key_paths import ArgumentError, KeyPathError, show
+from mtlrec.layers._gate_config import check_gate
 
 from mtlrec.models.aitm import AITM
 from mtlrec.models.cross_stitch_net import CrossStitchNet
@@ -13,6 +17,7 @@ from mtlrec.models.ple import PLE
 from mtlrec.models.shared_bottom import SharedBottom
 from mtlrec.models.single_task import SingleTask
 from mtlrec.models.soft_sharing import SoftSharing
+from mtlrec.specs import ModelSpec
 
 MODELS = {
     "single_task": SingleTask,
@@ -40,50 +45,98 @@ def _parameter(key):
     return f"{key}_" if keyword.iskeyword(key) else key
 
 
+# Constructor parameters that are not `model` keys (the builder passes schema and tasks;
+# `loss_weighting` is a section of its own, which the trainer hands to the model).
+_NOT_HYPERPARAMETERS = ("self", "schema", "tasks", "name", "kwargs", "args")
+
+
 def hyperparameters(model_type):
     """The keys a `model` config of `model_type` may set besides `type`."""
     params = inspect.signature(MODELS[model_type].__init__).parameters
     return [
         config_key(name)
         for name, p in params.items()
-        if name not in ("self", "schema", "tasks") and p.kind is p.POSITIONAL_OR_KEYWORD
+        if name not in _NOT_HYPERPARAMETERS and p.kind is p.POSITIONAL_OR_KEYWORD
     ]
 
 
-def build_model(model_config, schema, tasks):
-    """A model from `{"type": <name>, <hyperparameters>}`, the schema dict and task dicts.
+def _expected(default, value):
+    """What `value` should be, judged by the type of the parameter's default (None: fine)."""
+    if value is None or default is None or default is inspect.Parameter.empty:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    if isinstance(default, (list, tuple)):
+        return None if isinstance(value, (list, tuple)) else "a list"
+    return None
+
+
+def model_spec(config, path="model", reserved=("loss_weighting",)):
+    """A `ModelSpec` of a `model` section, checked against the constructor's signature
+    without building the model: a known `type`, only its parameters (less `reserved`),
+    each of the type of the parameter's default, a valid `gate`.
+
+    Raises:
+        KeyPathError: naming `model.type` / `model.<key>` (`path` for `model`).
+    """
+    if isinstance(config, ModelSpec):
+        return config
+    if not isinstance(config, Mapping):
+        raise KeyPathError(path, f"expected a mapping with a 'type' key, got {config!r}")
+    if "type" not in config:
+        raise KeyPathError(f"{path}.type", "required key is missing")
+    kind = config["type"]
+    if kind not in MODELS:
+        raise KeyPathError(f"{path}.type", f"expected one of {', '.join(sorted(MODELS))}, got {show(kind)}")
+    params = {
+        config_key(name): p
+        for name, p in inspect.signature(MODELS[kind].__init__).parameters.items()
+        if name not in _NOT_HYPERPARAMETERS and config_key(name) not in reserved
+        and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
+    options = {k: v for k, v in config.items() if k != "type"}
+    for key, value in options.items():
+        if key not in params:
+            raise KeyPathError(
+                f"{path}.{key}",
+                f"unknown hyperparameter of model type {kind!r}; expected one of {', '.join(sorted(params))}",
+            )
+        expected = _expected(params[key].default, value)
+        if expected:
+            raise KeyPathError(f"{path}.{key}", f"expected {expected}, got {show(value)}")
+    if options.get("gate") is not None:
+        check_gate(options["gate"], f"{path}.gate")
+    return ModelSpec(kind, {_parameter(k): v for k, v in options.items()}, dict(config))
+
+
+def build_model(model_config, schema, tasks, path="model"):
+    """A model from `{"type": <name>, <hyperparameters>}` (or its `ModelSpec`), the schema
+    and the tasks.
 
     `type` is one of single_task, shared_bottom, esmm, mmoe, ple, cross_stitch,
     soft_sharing, dupn, aitm, escm2; the other keys are that model's constructor arguments
-    (e.g. `num_experts`, `tower_units`, `interaction`). An unknown type or key raises
-    ValueError naming `model.type` / `model.<key>`; a bad value raises the model's
-    ValueError prefixed with `model:`.
+    (e.g. `num_experts`, `tower_units`, `interaction`, `loss_weighting`). An unknown type or
+    key raises KeyPathError naming `model.type` / `model.<key>` (`model_spec`); a value the
+    model refuses raises KeyPathError on `model.<argument>` (the `ArgumentError`'s argument).
     """
-    if not isinstance(model_config, dict):
-        raise ValueError(f"model: expected a mapping with a 'type' key, got {model_config!r}")
-    valid = ", ".join(MODELS)
-    if "type" not in model_config:
-        raise ValueError(f"model.type: missing; expected one of {valid}")
-    model_type = model_config["type"]
-    if model_type not in MODELS:
-        raise ValueError(f"model.type: unknown model type {model_type!r}; expected one of {valid}")
-    allowed = hyperparameters(model_type)
-    options = {k: v for k, v in model_config.items() if k != "type"}
-    for key in options:
-        if key not in allowed:
-            raise ValueError(
-                f"model.{key}: unknown hyperparameter for model type {model_type!r} "
-                f"(allowed: {', '.join(allowed)})"
-            )
+    spec = model_spec(model_config, path, reserved=())
     try:
-        return MODELS[model_type](
-            schema=schema, tasks=tasks, **{_parameter(k): v for k, v in options.items()}
-        )
+        return MODELS[spec.type](schema=schema, tasks=tasks, **spec.args)
+    except KeyPathError as err:
+        head = err.path.split(".")[0].split("[")[0]
+        if head in spec.args:  # a nested key of an argument (`gate.k`)
+            raise err.under(path) from None
+        raise KeyPathError(err.path, err.detail, shown=f"{path}: {err.shown or err.path}") from None
+    except ArgumentError as err:
+        head = err.argument.split(".")[0]
+        key = f"{path}.{config_key(head)}" if head in spec.args else path
+        raise KeyPathError(key, str(err)) from None
     except ValueError as err:
-        message = str(err)
-        for key in options:
-            if message.startswith((f"{key}.", f"{key}:")):  # already a key path
-                raise ValueError(f"model.{message}") from err
-            if any(mark in message for mark in (f"Received: {key}=", f"Received: {key}.")):
-                raise ValueError(f"model.{key}: {message}") from err
-        raise ValueError(f"model: {message}") from err
+        raise KeyPathError(path, str(err)) from None

@@ -7,14 +7,17 @@ lazy optimizer and the rest a dense one, both built by `make_optimizer`.
 """
 
 import inspect
+from collections.abc import Mapping
 
 import keras
+
+from mtlrec.key_paths import KeyPathError
 
 from mtlrec.optimizers.lazy_adagrad import LazyAdagrad
 from mtlrec.optimizers.lazy_adam import LazyAdam
 from mtlrec.optimizers.slot_rows import reset_slot_rows
 
-__all__ = ["LazyAdam", "LazyAdagrad", "OPTIMIZERS", "make_optimizer", "reset_slot_rows", "split_variables"]
+__all__ = ["LazyAdam", "LazyAdagrad", "OPTIMIZERS", "make_optimizer", "optimizer_arguments", "reset_slot_rows", "split_variables"]
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
@@ -43,8 +46,8 @@ def _config_keys(cls):
     }
 
 
-def make_optimizer(config, path="optimizer"):
-    """Builds an optimizer from its config section.
+def optimizer_arguments(config, path="optimizer"):
+    """Checks an optimizer config section without building the optimizer.
 
     Args:
         config: `{"name": "adam" | "adagrad" | "sgd" | "lazy_adam" |
@@ -53,56 +56,69 @@ def make_optimizer(config, path="optimizer"):
         path: the key path of the section, used in error messages.
 
     Returns:
-        A `keras.optimizers.Optimizer`. Create it under the
-        `tf.distribute` strategy's scope when training distributed.
+        `(optimizer class, keyword arguments)`.
 
     Raises:
-        ValueError: naming the key path (e.g. `optimizer.beta_1`) for a missing
+        KeyPathError: naming the key path (e.g. `optimizer.beta_1`) for a missing
             or unknown name, an unknown key or a value of the wrong type.
     """
-    if not isinstance(config, dict):
-        raise ValueError(
-            f"{path}: expected a mapping with keys name, learning_rate, ...; "
-            f"got {type(config).__name__} {config!r}"
+    if not isinstance(config, Mapping):
+        raise KeyPathError(
+            path, f"expected a mapping with keys name, learning_rate, ...; got {type(config).__name__} {config!r}"
         )
     if "name" not in config:
-        raise ValueError(f"{path}.name: missing; expected one of {sorted(OPTIMIZERS)}")
+        raise KeyPathError(f"{path}.name", f"missing; expected one of {sorted(OPTIMIZERS)}")
     name = config["name"]
     if not isinstance(name, str) or name not in OPTIMIZERS:
-        raise ValueError(f"{path}.name: expected one of {sorted(OPTIMIZERS)}, got {name!r}")
+        raise KeyPathError(f"{path}.name", f"expected one of {sorted(OPTIMIZERS)}, got {name!r}")
     cls = OPTIMIZERS[name]
     allowed = _config_keys(cls)
-
     kwargs = {}
     for key, value in config.items():
         if key == "name":
             continue
-        where = f"{path}.{key}"
         if key not in allowed:
-            raise ValueError(
-                f"{where}: unknown key for optimizer {name!r}; expected one of "
-                f"{sorted(allowed)}"
+            raise KeyPathError(
+                f"{path}.{key}", f"unknown key for optimizer {name!r}; expected one of {sorted(allowed)}"
             )
-        default = allowed[key]
-        if key == "learning_rate":
-            if not _is_number(value) or value <= 0:
-                raise ValueError(f"{where}: expected a positive number, got {value!r}")
-            value = float(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"{where}: expected true or false, got {value!r}")
-        elif _is_number(default):
-            if not _is_number(value):
-                raise ValueError(f"{where}: expected a number, got {value!r}")
-            value = float(value) if isinstance(default, float) else value
-        elif default is None:
-            if value is not None and not _is_number(value):
-                raise ValueError(f"{where}: expected a number or null, got {value!r}")
-        kwargs[key] = value
+        kwargs[key] = _checked(f"{path}.{key}", key, value, allowed[key])
+    return cls, kwargs
+
+
+def _checked(where, key, value, default):
+    if key == "learning_rate":
+        if not _is_number(value) or value <= 0:
+            raise KeyPathError(where, f"expected a positive number, got {value!r}")
+        return float(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise KeyPathError(where, f"expected true or false, got {value!r}")
+    elif _is_number(default):
+        if not _is_number(value):
+            raise KeyPathError(where, f"expected a number, got {value!r}")
+        return float(value) if isinstance(default, float) else value
+    elif default is None:
+        if value is not None and not _is_number(value):
+            raise KeyPathError(where, f"expected a number or null, got {value!r}")
+    return value
+
+
+def make_optimizer(config, path="optimizer"):
+    """Builds an optimizer from its config section (checked by `optimizer_arguments`).
+
+    Returns:
+        A `keras.optimizers.Optimizer`. Create it under the
+        `tf.distribute` strategy's scope when training distributed.
+
+    Raises:
+        KeyPathError: as `optimizer_arguments`, or the optimizer's own refusal of a
+            value (e.g. `clipnorm` and `clipvalue` together) under `path`.
+    """
+    cls, kwargs = optimizer_arguments(config, path)
     try:
         return cls(**kwargs)
     except ValueError as err:
-        raise ValueError(f"{path} ({name}): {err}") from err
+        raise KeyPathError(path, str(err), shown=f"{path} ({config['name']})") from err
 
 
 def _short_name(variable):

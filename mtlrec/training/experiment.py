@@ -27,7 +27,6 @@ import datetime
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
 import yaml
@@ -43,7 +42,6 @@ logger = logging.getLogger("mtlrec.training")
 SCHEMA_FILE = "schema.json"
 MODEL_FILE = "model.keras"
 LOCK_FILE = ".lock"
-_RECEIVED = re.compile(r"Received: (\w+)=")
 
 
 def _data():
@@ -136,14 +134,12 @@ class Experiment:
         return later[0] if later else None
 
     def _validate(self, days) -> None:
-        from mtlrec.schema import Schema
-
         data = _data()
         self._non_finite = {}
         self._rows = {}
-        stats = _standardize_stats(self.run_dir / SCHEMA_FILE, self.config.schema)
+        stats = _standardize_stats(self.run_dir / SCHEMA_FILE, self.config.schema.to_dict())
         self._id_collisions = {}
-        schema = Schema.from_dict(self.config.schema)
+        schema = self.config.schema
         for day in days:
             logger.info("validating day %s", day)
             counts, far, id_counts = {}, {}, {}
@@ -179,10 +175,8 @@ class Experiment:
 
     def _resolved_schema(self, first_day: str | None) -> dict:
         """The schema the model is built with: saved in the run, or the config's with stats."""
-        from mtlrec.schema import Schema
-
         path = self.run_dir / SCHEMA_FILE
-        wanted = Schema.from_dict(self.config.schema).to_dict()
+        wanted = self.config.schema.to_dict()
         if path.exists():
             saved = json.loads(path.read_text(encoding="utf-8"))
             _refuse_lookup_change(path, saved, wanted)
@@ -666,7 +660,7 @@ class Experiment:
             "model_type": self.config.model.get("type"),
             "key": schema.get("key"),
             "schema": schema,
-            "tasks": self.config.tasks,
+            "tasks": self.config.to_dict()["tasks"],
             "trained_days": sorted(set(trained_days)),
             "day": day,
             "global_step": int(self.trainer.global_step.numpy()),
@@ -768,15 +762,9 @@ def _without_stats(schema: dict) -> dict:
 
 
 def _model_error(err: Exception, config) -> Exception:
-    """A model constructor's ``ValueError`` as a ``ConfigError`` on ``model.<arg>``."""
+    """A ``ValueError`` of building the model, weighting or optimizers as a ``ConfigError``
+    on its key path (``KeyPathError.path``; ``model`` for any other error)."""
     message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    match = _RECEIVED.search(message)
-    path = "model"
-    if match and match.group(1) in config.model:
-        path = f"model.{match.group(1)}"
     from mtlrec.training.config import config_error
 
-    for prefix in ("optimizer.", "loss_weighting", "schema", "tasks"):
-        if message.startswith(prefix):
-            return config_error(config, prefix.rstrip("."), message)
-    return config_error(config, path, message)
+    return config_error(config, getattr(err, "path", None) or "model", message)

@@ -26,9 +26,9 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from mtlrec.key_paths import KeyPathError
 from mtlrec.losses import make_weighting, task_losses
 from mtlrec.optimizers import make_optimizer, reset_slot_rows, split_variables
-from mtlrec.tasks import Task
 from mtlrec.training.progress import row_progress, time_left
 from mtlrec.training.day_position import DayPosition
 from mtlrec.training.errors import NonFiniteLossError
@@ -66,7 +66,7 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     A multi-worker strategy must be made before TensorFlow runs anything (the CLI does).
     """
     if kind not in STRATEGIES:
-        raise ValueError(f"training.strategy: expected one of {', '.join(STRATEGIES)}, got {kind!r}")
+        raise KeyPathError("training.strategy", f"expected one of {', '.join(STRATEGIES)}, got {kind!r}")
     cluster = cluster_from_env()
     if kind == "auto":
         kind = "multi_worker" if cluster else "default"
@@ -177,7 +177,7 @@ class Trainer:
 
         self.config = config
         self.schema = schema
-        self.tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(config.tasks)]
+        self.tasks = list(config.tasks)
         self._loss_names = {t.name: t.loss_name for t in self.tasks}
         from mtlrec.training.sharding import sharding_of
 
@@ -185,8 +185,8 @@ class Trainer:
         self.is_chief = is_chief(self.strategy)
         self.sharding = sharding_of(self.strategy)
         if self.sharding.active and self.strategy.num_replicas_in_sync != self.sharding.count:
-            raise ValueError(
-                f"training.strategy: a multi-worker run takes one device per worker; found "
+            raise KeyPathError(
+                "training.strategy", f"a multi-worker run takes one device per worker; found "
                 f"{self.strategy.num_replicas_in_sync} replicas on {self.sharding.count} workers"
             )
         weighting = dict(config.loss_weighting or {"type": "fixed"})
@@ -210,8 +210,8 @@ class Trainer:
             self._split_variables()
             self.lookup_layers = _lookup_state_layers(self.model)
             if self.lookup_layers and self.sharding.active:
-                raise ValueError(
-                    "schema: lookup identity/dynamic is not supported with a multi-worker strategy "
+                raise KeyPathError(
+                    "schema", "lookup identity/dynamic is not supported with a multi-worker strategy "
                     "(each worker would count and admit the ids of its own shard)"
                 )
             if self.embedding_variables:

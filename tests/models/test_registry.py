@@ -28,16 +28,16 @@ def test_builds_with_hyperparameters(tiny_funnel):
 
 
 def test_unknown_type_names_model_type_and_the_valid_ones(tiny_funnel):
-    with pytest.raises(ValueError, match=r"model\.type: unknown model type 'mmoe2'.*single_task.*dupn"):
+    with pytest.raises(ValueError, match=r"model\.type: expected one of .*dupn.*single_task.*got 'mmoe2'"):
         build_model({"type": "mmoe2"}, tiny_funnel.schema, TASKS)
-    with pytest.raises(ValueError, match=r"model\.type: missing"):
+    with pytest.raises(ValueError, match=r"model\.type: required key is missing"):
         build_model({"num_experts": 2}, tiny_funnel.schema, TASKS)
     with pytest.raises(ValueError, match="model: expected a mapping"):
         build_model("mmoe", tiny_funnel.schema, TASKS)
 
 
 def test_unknown_hyperparameter_names_model_key(tiny_funnel):
-    with pytest.raises(ValueError, match=r"model\.num_expert: unknown hyperparameter for model type 'mmoe'"):
+    with pytest.raises(ValueError, match=r"model\.num_expert: unknown hyperparameter of model type 'mmoe'"):
         build_model({"type": "mmoe", "num_expert": 2}, tiny_funnel.schema, TASKS)
     with pytest.raises(ValueError, match=r"model\.bottom_units: unknown hyperparameter .*'esmm'"):
         build_model({"type": "esmm", "bottom_units": [8]}, tiny_funnel.schema, TASKS)

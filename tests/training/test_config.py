@@ -1,4 +1,3 @@
-import copy
 import datetime
 from pathlib import Path
 
@@ -68,7 +67,7 @@ def test_valid_config_loads_with_defaults_and_resolves_paths(tmp_path):
     assert config.training.steps_per_day is None
     assert config.evaluation.batch_size == 4096
     assert config.export.keep == 2
-    assert config.tasks[1]["parent"] == "ctr"
+    assert config.tasks[1].parent == "ctr"
     assert config.model == {"type": "esmm", "tower_units": [8]}
 
 
@@ -125,12 +124,12 @@ def test_shipped_experiment_configs_are_valid_and_build(path):
     config = load_config(path)
     assert config.model["type"] == path.stem
     assert config.data.root == str(path.parent.parent / "data" / "funnel")
-    schema = copy.deepcopy(config.schema)
+    schema = config.to_dict()["schema"]
     for feature in schema["numeric"]:  # the trainer fills these from the first day
         if feature.get("normalize") == "standardize":
             feature.update(mean=0.08, std=0.05)
     model = build_model(config.model, schema, config.tasks)
-    assert {t["name"] for t in config.tasks} <= set(model.output)
+    assert {t.name for t in config.tasks} <= set(model.output)
 
 
 def test_one_config_per_model_is_shipped():

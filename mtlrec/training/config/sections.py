@@ -1,0 +1,124 @@
+"""The sections of an experiment config as pydantic models (keys, defaults, value checks).
+
+Every model forbids unknown keys; values go through the checkers of ``values`` so a bad
+value reads ``expected ..., got ...``. ``Document`` is the whole file before the
+cross-section checks of ``loading`` turn its schema, tasks, model, optimizers and loss
+weighting into typed objects.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from mtlrec.key_paths import show
+from mtlrec.training.config import values as v
+
+FORMATS = ("parquet", "tfrecord")
+
+
+def _check(check):
+    return Annotated[Any, v.checked(check)]
+
+
+def keys_of(model: type[BaseModel]) -> list[str]:
+    """The config keys of a section, in declaration order."""
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _section(model: type[BaseModel]):
+    """A nested section: null means all defaults; anything but a mapping is refused."""
+
+    def before(value):
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise PydanticCustomError(
+                "section", "expected a mapping with keys {keys}, got {got}",
+                {"keys": ", ".join(keys_of(model)), "got": show(value)},
+            )
+        return value
+
+    return Annotated[model, BeforeValidator(before)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DataConfig(Section):
+    """``data``: where the day partitions are and which days to train on."""
+
+    root: _check(v.name) = Field(description="directory of dt=YYYY-MM-DD partitions")
+    format: _check(v.choice(*FORMATS)) = "parquet"
+    train_days: _check(v.optional(v.days)) = Field(None, description='"A:B", a day or a list')
+    eval_day: _check(v.optional(v.day)) = Field(None, description="default day of `evaluate`")
+    funnel: _check(v.optional(v.funnel)) = Field(
+        None, description="default: [[click, conversion]] when the schema has both labels, else []"
+    )
+    non_finite_numeric: _check(v.choice("replace", "refuse")) = Field(
+        "replace", description="NaN/inf in a numeric feature: default + count, or error"
+    )
+
+
+class TrainingConfig(Section):
+    """``training``: batches, steps, checkpoints and logging."""
+
+    batch_size: _check(v.positive_int) = 1024
+    epochs_per_day: _check(v.positive_int) = 1
+    steps_per_day: _check(v.optional(v.positive_int)) = None
+    checkpoint_every: _check(v.positive_int) = 1000
+    seed: _check(v.non_negative_int) = 0
+    shuffle_buffer: _check(v.non_negative_int) = 10000
+    log_every: _check(v.positive_int) = 100
+    strategy: _check(v.choice("auto", "default", "mirrored", "multi_worker")) = Field(
+        "auto", description="tf.distribute strategy"
+    )
+
+
+class EvaluationConfig(Section):
+    """``evaluation``: batch size and extra columns passed to the metrics."""
+
+    batch_size: _check(v.positive_int) = 4096
+    extras: _check(v.string_list) = Field(default_factory=list)
+
+
+class ExportConfig(Section):
+    """``export``: how many SavedModel versions to keep."""
+
+    keep: _check(v.positive_int) = 3
+
+
+class OptimizerConfig(Section):
+    """``optimizer``: one optimizer for dense weights, one for embedding tables; each an
+    ``OptimizerSpec`` once loaded."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    dense: _check(v.mapping) = Field(default_factory=lambda: {"name": "adam", "learning_rate": 0.001})
+    embedding: _check(v.mapping) = Field(default_factory=lambda: {"name": "lazy_adam", "learning_rate": 0.001})
+
+
+class Document(Section):
+    """A whole experiment document, sections checked one by one (schema, tasks, model and
+    loss weighting only for their shape here)."""
+
+    name: _check(v.name)
+    data: _section(DataConfig)
+    schema_: _check(v.mapping) = Field(alias="schema")
+    tasks: _check(v.task_list)
+    model: _check(v.mapping)
+    run_dir: _check(v.optional(v.name)) = None
+    optimizer: _section(OptimizerConfig) = Field(default_factory=OptimizerConfig)
+    loss_weighting: _check(v.mapping) = Field(default_factory=lambda: {"type": "fixed"})
+    training: _section(TrainingConfig) = Field(default_factory=TrainingConfig)
+    evaluation: _section(EvaluationConfig) = Field(default_factory=EvaluationConfig)
+    export: _section(ExportConfig) = Field(default_factory=ExportConfig)
+
+
+SECTIONS = {
+    "data": DataConfig, "optimizer": OptimizerConfig, "training": TrainingConfig,
+    "evaluation": EvaluationConfig, "export": ExportConfig,
+}
