@@ -75,7 +75,7 @@ def run_one(args):
     from mtlrec.training.trainer import Trainer
 
     config = config_from_dict(config_dict(args.rows, args.batch_size))
-    trainer = Trainer(config, config.schema, strategy=strategy)
+    trainer = Trainer(config, config.to_dict()["schema"], strategy=strategy)
     workers = trainer.sharding.count if trainer.sharding.active else 1
     index = trainer.sharding.index if trainer.sharding.active else 0
     per_worker = args.batch_size // workers

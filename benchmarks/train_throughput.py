@@ -147,7 +147,7 @@ def mtlrec_runner(model, kind, embedding_optimizer, args, batches, lookup="hash"
                       "embedding": {"name": embedding_optimizer, "learning_rate": 0.001}},
         "training": {"batch_size": args.batch_size, "seed": 0},
     })
-    trainer = Trainer(config, config.schema)
+    trainer = Trainer(config, config.to_dict()["schema"])
     trainer.start_day("2024-01-01")  # what Trainer.train_day does before a day's first step
     step = trainer._build_step()  # what Trainer.train_day calls on every batch
     names = list(trainer.model.input.keys())

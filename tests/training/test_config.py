@@ -1,9 +1,19 @@
 import datetime
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+import keras
 import pytest
 import yaml
 
+from mtlrec.key_paths import KeyPathError
+from mtlrec.losses.loss_weighting import LossWeighting
+from mtlrec.models import build_model
+from mtlrec.schema import Schema
+from mtlrec.specs import ModelSpec, OptimizerSpec, WeightingSpec
+from mtlrec.tasks import Task
 from mtlrec.training.config import (
     ConfigError,
     config_from_dict,
@@ -244,3 +254,121 @@ def test_a_word_where_a_number_is_expected_is_still_refused(tmp_path):
     text = BASE_YAML.replace("dense: {name: adam, learning_rate: 0.01}", "dense: {name: adam, learning_rate: fast}")
     with pytest.raises(ConfigError, match=r"exp\.yaml:24: optimizer\.dense\.learning_rate: expected a positive number, got 'fast'"):
         load_config(write(tmp_path, text))
+
+
+# ------------------------------------------------ the typed tree (nothing built while loading)
+
+# A config whose weighting (uncertainty: a variable), gate (dselect_k) and optimizers
+# (adam, lazy_adam) would each create TensorFlow state if built.
+BUILDING_YAML = BASE_YAML.replace(
+    "type: esmm\n  tower_units: [8]", "type: mmoe\n  gate: {type: dselect_k, k: 1}"
+).replace("{type: fixed}", "{type: uncertainty, init_log_var: 0.5}")
+
+
+def test_loading_builds_no_optimizer_weighting_or_variable(tmp_path, monkeypatch):
+    def refuse(what):
+        def init(*args, **kwargs):
+            raise AssertionError(f"loading a config built a {what}")
+
+        return init
+
+    monkeypatch.setattr(keras.optimizers.Optimizer, "__init__", refuse("optimizer"))
+    monkeypatch.setattr(LossWeighting, "__init__", refuse("loss weighting"))
+    monkeypatch.setattr(keras.Variable, "__init__", refuse("variable"))
+    config = load_config(write(tmp_path, BUILDING_YAML))
+    assert config.loss_weighting.type == "uncertainty"
+    assert config.optimizer.embedding.name == "lazy_adam"
+
+
+def test_loading_runs_nothing_of_tensorflow(tmp_path):
+    """In a fresh process: after loading, TensorFlow's eager context is still
+    uninitialised, so a MultiWorkerMirroredStrategy can still be created."""
+    path = write(tmp_path, BUILDING_YAML)
+    code = textwrap.dedent(f"""
+        from tensorflow.python.eager import context
+        from mtlrec.training.config import load_config
+        load_config({str(path)!r})
+        print("initialized", context.context()._initialized)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "initialized False"
+
+
+def test_sections_are_typed(tmp_path):
+    config = load_config(write(tmp_path, BUILDING_YAML))
+    assert isinstance(config.schema, Schema)
+    assert [f.name for f in config.schema.categorical] == ["user_id", "item_id"]
+    assert all(isinstance(t, Task) for t in config.tasks)
+    assert [(t.name, t.parent, t.joint_name) for t in config.tasks] == [("ctr", None, None), ("cvr", "ctr", "ctcvr")]
+    assert isinstance(config.model, ModelSpec)
+    assert (config.model.type, config.model.args) == ("mmoe", {"gate": {"type": "dselect_k", "k": 1}})
+    assert isinstance(config.loss_weighting, WeightingSpec)
+    assert (config.loss_weighting.type, config.loss_weighting.args) == ("uncertainty", {"init_log_var": 0.5})
+    assert isinstance(config.optimizer.dense, OptimizerSpec)
+    assert (config.optimizer.dense.name, config.optimizer.dense.args) == ("adam", {"learning_rate": 0.01})
+    # read as mappings, the specs are the sections as written
+    assert config.model == {"type": "mmoe", "gate": {"type": "dselect_k", "k": 1}}
+    assert dict(config.loss_weighting) == {"type": "uncertainty", "init_log_var": 0.5}
+
+
+def test_to_dict_gives_the_sections_as_written(tmp_path):
+    raw = yaml.safe_load(BUILDING_YAML)
+    data = load_config(write(tmp_path, BUILDING_YAML)).to_dict()
+    for key in ("schema", "tasks", "model", "optimizer", "loss_weighting"):
+        assert data[key] == raw[key], key
+    assert data["training"]["batch_size"] == 64 and data["training"]["seed"] == 0
+
+
+def test_training_digest_is_the_one_runs_were_written_with(tmp_path):
+    # run directories store this digest; it was computed with the config module before
+    # the typed tree (main at 479db59) for the same file
+    config = load_config(write(tmp_path, BUILDING_YAML.replace("type: mmoe\n  gate: {type: dselect_k, k: 1}", "type: esmm\n  tower_units: [8]")))
+    assert config.training_digest() == "be1806117494c105"
+
+
+@pytest.mark.parametrize(
+    "old, new, line, message",
+    [
+        ("gate: {type: dselect_k, k: 1}", "gate: {type: dselect_k, k: 1, gamma: -1}", 22,
+         "model.gate.gamma: Expected gamma to be a positive number. Received: gamma=-1"),
+        ("{type: uncertainty, init_log_var: 0.5}", "{type: gradnorm, alpha: -1}", 26,
+         "loss_weighting.alpha: Expected alpha to be a non-negative number. Received: alpha=-1"),
+        ("{type: uncertainty, init_log_var: 0.5}", "\n  type: pcgrad\n  seed: 1.5", 28,
+         "loss_weighting.seed: Expected seed to be an integer or None. Received: seed=1.5"),
+        ("embedding: {name: lazy_adam, learning_rate: 0.01}", "embedding: {name: lazy_adam, beta_1: high}", 25,
+         "optimizer.embedding.beta_1: expected a number, got 'high'"),
+        ("lookup_placeholder", None, 10,
+         "schema.categorical[0].lookup: expected one of hash, identity, dynamic, got 'exact'"),
+    ],
+)
+def test_a_deep_error_names_file_line_and_key_path(tmp_path, old, new, line, message):
+    text = BUILDING_YAML
+    if old == "lookup_placeholder":
+        text = text.replace("num_buckets: 128, dim: 4}", "num_buckets: 128, dim: 4, lookup: exact}", 1)
+    else:
+        assert old in text
+        text = text.replace(old, new)
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}:{line}: {message}"
+
+
+def test_a_value_only_the_model_judges_names_its_key_by_the_argument():
+    schema, tasks = yaml.safe_load(BASE_YAML)["schema"], [{"name": "ctr", "label": "click"}]
+    with pytest.raises(KeyPathError) as info:
+        build_model({"type": "mmoe", "num_experts": 0}, schema, tasks)
+    assert info.value.path == "model.num_experts"
+    assert str(info.value) == "model.num_experts: Expected num_experts to be an integer >= 1. Received: num_experts=0"
+    with pytest.raises(KeyPathError) as info:
+        build_model({"type": "mmoe", "gate": {"type": "dselect_k", "k": 0}}, schema, tasks)
+    assert info.value.path == "model.gate.k"
+
+
+def test_a_config_dict_loads_like_the_file(tmp_path):
+    d = yaml.safe_load(BUILDING_YAML)
+    config = config_from_dict(d, base_dir=tmp_path)
+    assert config.model.type == "mmoe" and config.tasks[1].joint == "ctcvr"
+    d["loss_weighting"] = {"init_log_var": 0.5}
+    with pytest.raises(ConfigError, match=r"^config: loss_weighting\.type: required key is missing$"):
+        config_from_dict(d, base_dir=tmp_path)
