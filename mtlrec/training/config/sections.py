@@ -45,7 +45,7 @@ def _section(model: type[BaseModel]):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class DataConfig(Section):
@@ -94,8 +94,6 @@ class ExportConfig(Section):
 class OptimizerConfig(Section):
     """``optimizer``: one optimizer for dense weights, one for embedding tables; each an
     ``OptimizerSpec`` once loaded."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     dense: _check(v.mapping) = Field(default_factory=lambda: {"name": "adam", "learning_rate": 0.001})
     embedding: _check(v.mapping) = Field(default_factory=lambda: {"name": "lazy_adam", "learning_rate": 0.001})
