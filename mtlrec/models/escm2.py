@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from mtlrec.key_paths import ArgumentError
 from mtlrec.layers.mlp import MLP
 from mtlrec.losses.functions import binary_crossentropy_from_logits
 from mtlrec.models import _checks
@@ -83,14 +84,15 @@ class ESCM2(MultiTaskModel):
                 f"'joint': 'ctcvr'}}. Received: tasks={self.tasks!r}"
             )
         if variant not in VARIANTS:
-            raise ValueError(f"Expected variant to be one of {VARIANTS}. Received: variant={variant!r}")
+            raise ArgumentError("variant", f"Expected variant to be one of {VARIANTS}. Received: variant={variant!r}")
         counterfactual_weight = _checks.non_negative("counterfactual_weight", counterfactual_weight)
         if (
             isinstance(propensity_clip, bool)
             or not isinstance(propensity_clip, (int, float))
             or not 0 < propensity_clip <= 1
         ):
-            raise ValueError(
+            raise ArgumentError(
+                "propensity_clip",
                 "Expected propensity_clip to be a number in (0, 1]. "
                 f"Received: propensity_clip={propensity_clip!r}"
             )
