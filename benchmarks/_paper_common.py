@@ -156,7 +156,7 @@ def fit_predict(model, train, rows, eval_features, args, seed):
 
 def count_params(model, embeddings=True):
     """Trainable parameters; `embeddings=False` leaves out the embedding tables."""
-    skip = set() if embeddings else {id(v) for v in model.embedding_variables()}
+    skip = set() if embeddings else {id(v) for v in model.variable_groups().embedding_tables}
     return int(sum(np.prod(v.shape) for v in model.trainable_variables if id(v) not in skip))
 
 

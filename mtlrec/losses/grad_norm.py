@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from mtlrec.losses.loss_weighting import LossWeighting, squared_norm
+from mtlrec.losses.objective import weighted_objective
 
 _OPTIMIZERS = ("adam", "sgd")
 
@@ -31,7 +32,7 @@ class GradNorm(LossWeighting):
     falls more slowly (larger r_k) gets a larger weight.
 
     W is ``balance_vars``, the whole last shared layer as the model names it
-    (``last_shared_layer_variables()``: every expert's output layer for MMoE/PLE,
+    (``variable_groups().balance_layer``: every expert's output layer for MMoE/PLE,
     the bottom's last layer for Shared-Bottom); without it, all of ``shared_vars``.
     L_k(0) is the loss of the first step (with rows in the task's sample space). The initial weights are
     ``task.weight`` rescaled to sum to K.
@@ -135,10 +136,7 @@ class GradNorm(LossWeighting):
         self.initial_losses.assign(initial)
         self.steps.assign(step)
 
-        total = ops.sum(weights * stacked)
-        for extra in extras:
-            total = total + extra
-        return grads, total
+        return grads, weighted_objective(weights, stacked, extras)
 
     def get_config(self):
         config = super().get_config()

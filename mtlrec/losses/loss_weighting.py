@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from mtlrec.losses.objective import weighted_objective
 from mtlrec.tasks import Task
 
 
@@ -124,10 +125,7 @@ class LossWeighting(keras.layers.Layer):
     def combine(self, task_losses: Mapping):
         """Total loss sum_k w_k L_k (+ extra terms)."""
         losses, extras = self._split(task_losses)
-        total = ops.sum(self.task_weights_tensor() * ops.stack(losses))
-        for extra in extras:
-            total = total + extra
-        return total
+        return weighted_objective(self.task_weights_tensor(), losses, extras)
 
     def call(self, task_losses):
         return self.combine(task_losses)
@@ -149,7 +147,7 @@ class LossWeighting(keras.layers.Layer):
                 strategy's ``trainable_variables`` here (or in ``shared_vars``)
                 to get their gradients too.
             balance_vars: the variables of the last shared layer
-                (``model.last_shared_layer_variables()``): GradNorm's W; the other
+                (``model.variable_groups().balance_layer``): GradNorm's W; the other
                 strategies ignore it.
 
         Returns:
@@ -160,10 +158,7 @@ class LossWeighting(keras.layers.Layer):
         weights = ops.stop_gradient(self.task_weights_tensor())
         variables = list(shared_vars) + list(task_vars)
         grads = self._weighted_gradients(tape, losses, extras, weights, variables)
-        total = ops.sum(weights * ops.stack(losses))
-        for extra in extras:
-            total = total + extra
-        return grads, total
+        return grads, weighted_objective(weights, losses, extras)
 
     @staticmethod
     def _weighted_gradients(tape, losses, extras, weights, variables):
@@ -184,9 +179,7 @@ class LossWeighting(keras.layers.Layer):
             extra_grads = self._weighted_gradients(tape, [], extras, weights, shared_vars)
             shared_grads = [add_gradients(a, b) for a, b in zip(shared_grads, extra_grads)]
         own_grads = self._weighted_gradients(tape, losses, extras, weights, task_vars)
-        total = ops.sum(weights * ops.stop_gradient(ops.stack(losses)))
-        for extra in extras:
-            total = total + extra
+        total = weighted_objective(weights, ops.stop_gradient(ops.stack(losses)), extras)
         return list(shared_grads) + own_grads, total
 
     @staticmethod

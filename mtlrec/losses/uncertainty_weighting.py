@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from mtlrec.losses.loss_weighting import LossWeighting
+from mtlrec.losses.objective import weighted_objective
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -50,10 +51,7 @@ class UncertaintyWeighting(LossWeighting):
     def combine(self, task_losses):
         losses, extras = self._split(task_losses)
         s = ops.convert_to_tensor(self.log_vars)
-        total = ops.sum(self.task_weights_tensor() * ops.stack(losses) + 0.5 * s)
-        for extra in extras:
-            total = total + extra
-        return total
+        return weighted_objective(self.task_weights_tensor(), losses, extras, offsets=0.5 * s)
 
     def gradients(self, tape, task_losses, shared_vars, task_vars, balance_vars=None):
         # The tape need not have recorded s: its gradient is analytic,
@@ -68,10 +66,7 @@ class UncertaintyWeighting(LossWeighting):
         s_grad = -weights * stacked + 0.5
         grads = [s_grad if mine else next(other_grads) for mine in own]
         s = ops.stop_gradient(ops.convert_to_tensor(self.log_vars))
-        total = ops.sum(weights * stacked + 0.5 * s)
-        for extra in extras:
-            total = total + extra
-        return grads, total
+        return grads, weighted_objective(weights, stacked, extras, offsets=0.5 * s)
 
     def _is_own(self, variable):
         return variable is self.log_vars or variable is getattr(self.log_vars, "value", None)

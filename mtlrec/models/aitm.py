@@ -117,7 +117,14 @@ class AITM(MultiTaskModel):
         return {CALIBRATION: self.lambda_ * penalty}
 
     def _task_layers(self):
-        return super()._task_layers() + list(self.representations) + list(self.transfers)
+        # Task k's representation also feeds the later tasks through their transfers;
+        # it is grouped with the task it is named after (its own head).
+        names = [t.name for t in self.task_specs]
+        return (
+            super()._task_layers()
+            + list(zip(names, self.representations))
+            + list(zip(names[1:], self.transfers))
+        )
 
     def get_config(self):
         config = super().get_config()

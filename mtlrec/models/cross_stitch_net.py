@@ -89,8 +89,9 @@ class CrossStitchNet(MultiTaskModel):
         self.per_channel = per_channel
         self.dropout = dropout
 
-    def _last_shared_layer(self):
-        return self.stitches[-1]
+    def _balance_layer_variables(self):
+        """GradNorm's W: the last cross-stitch unit."""
+        return list(self.stitches[-1].trainable_variables)
 
     def get_config(self):
         config = super().get_config()

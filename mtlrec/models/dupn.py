@@ -335,10 +335,11 @@ class DUPN(MultiTaskModel):
 
     def _task_layers(self):
         layers = super()._task_layers()
-        return layers + ([self.rank_score] if self.rank_score is not None else [])
+        return layers + ([(self._rank_task, self.rank_score)] if self.rank_score is not None else [])
 
-    def _last_shared_layer(self):
-        return self.representation
+    def _balance_layer_variables(self):
+        """GradNorm's W: the user representation layer."""
+        return list(self.representation.trainable_variables)
 
     def get_config(self):
         config = super().get_config()

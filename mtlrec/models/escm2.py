@@ -155,7 +155,7 @@ class ESCM2(MultiTaskModel):
         }
 
     def _task_layers(self):
-        extra = [self.imputation_tower] if self.imputation_tower is not None else []
+        extra = [] if self.imputation_tower is None else [(self._cvr_task.name, self.imputation_tower)]
         return super()._task_layers() + extra
 
     def get_config(self):

@@ -83,7 +83,7 @@ class MMoE(MultiTaskModel):
         """A model from the same inputs to `{task: (B, num_experts)}` gate weights."""
         return keras.Model(self.input, dict(self._gate_tensors), name=f"{self.name}_gates")
 
-    def last_shared_layer_variables(self):
+    def _balance_layer_variables(self):
         """GradNorm's W: the output layer of every expert (the last layer the tasks
         share; the gates are per task)."""
         return [v for e in self.mixture.experts for v in e.last_layer_variables()]

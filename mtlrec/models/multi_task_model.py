@@ -6,19 +6,20 @@ import json
 
 import keras
 import numpy as np
-from keras import ops
 
 from mtlrec.key_paths import ArgumentError
 from mtlrec.layers.cross_network import CrossNetwork
 from mtlrec.layers.feature_embedding import FeatureEmbedding
 from mtlrec.layers.fm_interaction import FMInteraction
 from mtlrec.layers.mlp import MLP
-from mtlrec.losses import make_weighting, task_losses
+from mtlrec.losses import make_weighting
+from mtlrec.losses.objective import objective_terms
 from mtlrec.models import _checks
 from mtlrec.models._funnel_joint import FunnelJoint
 from mtlrec.models._masked_mean import MaskedMean
 from mtlrec.models._partial_feature_embedding import PartialFeatureEmbedding
 from mtlrec.models.model_format import MODEL_FORMAT, check_model_format
+from mtlrec.models.variable_groups import VariableGroups
 from mtlrec.schema import Schema
 from mtlrec.seeding import derive_seed
 from mtlrec.tasks import funnel_chain, logit_name, validate_tasks
@@ -115,12 +116,12 @@ class MultiTaskModel(keras.Model):
       `predict` and evaluation publish only `probability_names()`.
     - Seeds: every weight derives from `seed` by `mtlrec.seeding.derive_seed` along its
       layer path (embedding tables included); the same seed gives the same weights.
-    - `compute_loss`: `mtlrec.losses.task_losses` and the model's `auxiliary_losses`
-      combined by the `loss_weighting` strategy (`make_weighting`; fixed task weights by
-      default) plus `self.losses`, so
+    - `compute_loss`: the terms of `mtlrec.losses.objective.objective_terms` (task losses,
+      the model's `auxiliary_losses`, `self.losses`) combined by the `loss_weighting`
+      strategy (`make_weighting`; fixed task weights by default), so
       `model.compile(optimizer="adam"); model.fit(dataset)` trains on `(features, labels)`
-      batches. GradNorm and PCGrad need per-task gradients: use the trainer's step with
-      `shared_variables()`, `task_variables()` and `last_shared_layer_variables()`.
+      batches. GradNorm, PCGrad and MetaBalance need per-task gradients: the trainer's
+      step gives them, over the groups of `variable_groups()`.
     """
 
     def __init__(self, *args, **kwargs):
@@ -303,13 +304,10 @@ class MultiTaskModel(keras.Model):
                 "Expected y to be a dict label name -> (B,) tensor (the labels of a "
                 f"(features, labels) batch). Received: y of type {type(y).__name__}"
             )
-        per_task = task_losses(self.task_specs, y, y_pred)
+        terms = objective_terms(self, y, y_pred)
         for tracker, task in zip(self.task_loss_trackers, self.task_specs):
-            tracker.update_state(per_task[task.name])
-        total = self.weighting.combine({**per_task, **self.auxiliary_losses(y, y_pred)})
-        for extra in self.losses:
-            total = total + ops.cast(extra, total.dtype)
-        return total
+            tracker.update_state(terms[task.name])
+        return self.weighting.combine(terms)
 
     def auxiliary_losses(self, labels, outputs):
         """Loss terms beside the tasks' own (AITM's calibrator, ESCM²'s counterfactual
@@ -317,38 +315,30 @@ class MultiTaskModel(keras.Model):
         weighting, here and in the trainer's step. None by default."""
         return {}
 
-    # === Variable groups (for the trainer's PCGrad / GradNorm step) ===
+    # === Variable groups (the trainer's optimizers and loss weighting read them) ===
 
-    def embedding_variables(self):
-        """The embedding tables of the shared `FeatureEmbedding`."""
-        return list(self.feature_embedding.trainable_variables)
-
-    def task_variables(self):
-        """Trainable variables that serve one task only (its tower; subclasses add more)."""
-        out = []
-        for layer in self._task_layers():
-            out.extend(layer.trainable_variables)
-        return out
-
-    def shared_variables(self):
-        """Trainable variables of the model that are neither task-specific nor the loss
-        weighting's own (embedding tables, interaction block, backbone)."""
-        exclude = {id(v) for v in self.task_variables()}
-        exclude |= {id(v) for v in self.weighting.trainable_variables}
-        return [v for v in self.trainable_variables if id(v) not in exclude]
-
-    def last_shared_layer_variables(self):
-        """W of GradNorm: the variables of the last layer shared by all tasks (here the
-        interaction block or the embedding tables; backbones override it)."""
-        return list(self._last_shared_layer().trainable_variables)
+    def variable_groups(self) -> VariableGroups:
+        """The trainable variables by role: the embedding tables, the shared variables,
+        each task's own (`_task_layers`) and GradNorm's W (`_balance_layer_variables`);
+        the loss weighting's variables are in no group."""
+        return VariableGroups.of(
+            embedding_tables=self.feature_embedding.trainable_variables,
+            task_layers=self._task_layers(),
+            trainable=self.trainable_variables,
+            excluded=self.weighting.trainable_variables,
+            balance_layer=self._balance_layer_variables(),
+        )
 
     def _task_layers(self):
-        return list(self.towers.values())
+        """(task name, layer) of every layer that serves one task, in the fixed order of
+        `VariableGroups.task_order`: the towers; subclasses append their other layers."""
+        return list(self.towers.items())
 
-    def _last_shared_layer(self):
-        if self.interaction_layer is not None:
-            return self.interaction_layer
-        return self.feature_embedding
+    def _balance_layer_variables(self):
+        """GradNorm's W: the last layer all tasks share (here the interaction block, else
+        the embedding tables; backbones override it)."""
+        layer = self.interaction_layer if self.interaction_layer is not None else self.feature_embedding
+        return list(layer.trainable_variables)
 
     # === Saving ===
 

@@ -106,7 +106,7 @@ class PLE(MultiTaskModel):
         `{task: (B, num_task_experts + num_shared_experts)}` (own experts first)."""
         return keras.Model(self.input, dict(self._gate_tensors), name=f"{self.name}_gates")
 
-    def last_shared_layer_variables(self):
+    def _balance_layer_variables(self):
         """GradNorm's W: the output layer of every expert of the last level, the layer
         whose outputs the task gates mix (its shared experts and each task's own)."""
         last = self.levels[-1]

@@ -56,7 +56,7 @@ class SharedBottom(MultiTaskModel):
         self.tower_units = tower_units
         self.dropout = dropout
 
-    def last_shared_layer_variables(self):
+    def _balance_layer_variables(self):
         """GradNorm's W: the bottom's last layer."""
         return self.bottom.last_layer_variables()
 

@@ -103,7 +103,7 @@ class SoftSharing(MultiTaskModel):
 
     def _task_layers(self):
         # A column serves one task; only the penalty links them.
-        return list(self.columns) + super()._task_layers()
+        return [(t.name, c) for t, c in zip(self.task_specs, self.columns)] + super()._task_layers()
 
     def get_config(self):
         config = super().get_config()

@@ -4,11 +4,12 @@ Keras' ``Model.fit`` fails under ``MultiWorkerMirroredStrategy`` upstream, and t
 loss weighting strategies (PCGrad, GradNorm) need per-task gradients, so the
 trainer owns its loop: the model, both optimizers and the weighting are built in
 ``strategy.scope()``; each step runs ``strategy.run`` on a batch of
-``strategy.experimental_distribute_dataset``. The losses come from
-``mtlrec.losses.task_losses`` (the same function a model's ``compute_loss``
-uses) and their gradients from the weighting's ``gradients``; embedding tables
-are updated by the embedding optimizer (lazy, row-sparse), everything else,
-including the weighting's own trainable variables, by the dense optimizer.
+``strategy.experimental_distribute_dataset``. The objective's terms come from
+``mtlrec.losses.objective.objective_terms`` (the function a model's ``compute_loss``
+uses) and their gradients from the weighting's ``gradients``, over the groups of
+``model.variable_groups()``; embedding tables are updated by the embedding optimizer
+(lazy, row-sparse), everything else, including the weighting's own trainable
+variables, by the dense optimizer.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import keras
 import tensorflow as tf
 
 from mtlrec.key_paths import KeyPathError
-from mtlrec.losses import make_weighting, task_losses
-from mtlrec.optimizers import make_optimizer, reset_slot_rows, split_variables
+from mtlrec.losses import make_weighting
+from mtlrec.losses.factory import STRATEGIES as WEIGHTINGS
+from mtlrec.losses.objective import objective_terms
+from mtlrec.optimizers import make_optimizer, reset_slot_rows
 from mtlrec.training.progress import row_progress, time_left
 from mtlrec.training.day_position import DayPosition
 from mtlrec.training.errors import NonFiniteLossError
@@ -36,9 +39,6 @@ from mtlrec.training.faults import fault_point
 from mtlrec.training.tensorboard_log import scalar
 
 logger = logging.getLogger("mtlrec.training")
-
-#: Weighting types the model itself holds (``compute_loss`` can use them too).
-MODEL_WEIGHTINGS = ("fixed", "uncertainty")
 
 
 #: ``training.strategy`` values.
@@ -124,18 +124,11 @@ def day_seed(seed: int, day: str, epoch: int) -> int:
     return int(digest[:8], 16)
 
 
-def _variables(model, method: str):
-    fn = getattr(model, method, None)
-    return list(fn()) if callable(fn) else None
-
-
-def _unique(variables):
-    seen, out = set(), []
-    for v in variables:
-        if id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out
+def _model_holds(weighting: dict) -> bool:
+    """Whether the model holds the weighting (its variables save with the model and
+    ``compute_loss`` can use it): every weighting that needs no per-task gradients."""
+    cls, _ = WEIGHTINGS[weighting.get("type", "fixed")]
+    return not cls.requires_custom_step
 
 
 def _non_trainable_state(model) -> tf.train.Checkpoint:
@@ -161,6 +154,36 @@ def _lookup_state_layers(model) -> list:
         if isinstance(layer, FeatureEmbedding) and layer.has_lookup_state and layer not in found:
             found.append(layer)
     return found
+
+
+class _LossWindow:
+    """The losses and examples of the steps since the last progress line."""
+
+    def __init__(self, examples: int, total_rows: int | None):
+        self.total_rows = total_rows
+        self.started, self.start_examples = time.perf_counter(), examples
+        self.last_time, self.last_examples = self.started, examples
+        self.loss, self.steps, self.tasks = 0.0, 0, {}
+
+    def add(self, total: float, per_task: dict) -> None:
+        self.loss += total
+        self.steps += 1
+        for k, v in per_task.items():
+            self.tasks[k] = self.tasks.get(k, 0.0) + v
+
+    def close(self, examples: int):
+        """(mean loss, mean task losses, examples per second, "rows done, time left")
+        of the window; the next window starts here."""
+        now = time.perf_counter()
+        rate = (examples - self.last_examples) / max(now - self.last_time, 1e-9)
+        means = {k: v / self.steps for k, v in self.tasks.items()}
+        total = self.total_rows
+        rows = f"{examples}/{total} rows" if total else f"{examples} rows"
+        left = time_left(examples - self.start_examples, (total or 0) - self.start_examples, now - self.started)
+        loss = self.loss / self.steps
+        self.last_time, self.last_examples = now, examples
+        self.loss, self.steps, self.tasks = 0.0, 0, {}
+        return loss, means, rate, ", ".join(filter(None, [rows, left]))
 
 
 class Trainer:
@@ -190,7 +213,7 @@ class Trainer:
                 f"{self.strategy.num_replicas_in_sync} replicas on {self.sharding.count} workers"
             )
         weighting = dict(config.loss_weighting or {"type": "fixed"})
-        in_model = weighting.get("type", "fixed") in MODEL_WEIGHTINGS
+        in_model = _model_holds(weighting)
         with self.strategy.scope():
             keras.utils.set_random_seed(config.training.seed)
             model_config = dict(config.model)
@@ -199,9 +222,7 @@ class Trainer:
                 # PCGrad need per-task gradients, which only this loop gives.
                 model_config["loss_weighting"] = weighting
             self.model = build_model(model_config, schema, config.tasks)
-            self.weighting = getattr(self.model, "weighting", None) if in_model else None
-            if self.weighting is None:
-                self.weighting = make_weighting(weighting, self.tasks)
+            self.weighting = self.model.weighting if in_model else make_weighting(weighting, self.tasks)
             self.dense_optimizer = make_optimizer(config.optimizer.dense, "optimizer.dense")
             self.embedding_optimizer = make_optimizer(
                 config.optimizer.embedding, "optimizer.embedding"
@@ -232,51 +253,28 @@ class Trainer:
     # ------------------------------------------------------------ variables
 
     def _split_variables(self) -> None:
-        model = self.model
-        trainable = _unique(model.trainable_variables)
-        embedding = _variables(model, "embedding_variables")
-        if embedding is None:
-            embedding, _ = split_variables(trainable)
-        shared = _variables(model, "shared_variables")
-        task = _variables(model, "task_variables")
-        if shared is None or task is None:
-            shared, task = trainable, []
-        shared, task = _unique(v for v in shared if v.trainable), _unique(
-            v for v in task if v.trainable
-        )
-        own = _unique(self.weighting.trainable_variables)
-        own_ids = {id(v) for v in own}
-        shared = [v for v in shared if id(v) not in own_ids]
-        task = [v for v in task if id(v) not in own_ids]
-        known = {id(v) for v in shared + task} | own_ids
-        shared += [v for v in trainable if id(v) not in known]  # anything unclassified is shared
-        embedding_ids = {id(v) for v in embedding}
-        # GradNorm's W, as the model names it (None: GradNorm balances on all shared).
-        self.balance_variables = _variables(model, "last_shared_layer_variables") or None
-        self.shared_variables = shared
-        self.task_variables = task + own
+        """The weighting's view (shared, task, GradNorm's W) and the optimizers' (tables,
+        dense) of the model's variable groups. The order is fixed: shared, then the task
+        variables, then the weighting's own; a checkpoint keys the optimizers' slots by
+        position in it."""
+        groups = self.model.variable_groups()
+        self.groups = groups
+        self.shared_variables = list(groups.all_shared)
+        self.task_variables = list(groups.task_order) + list(self.weighting.trainable_variables)
+        self.balance_variables = list(groups.balance_layer) or None  # None: all shared
         self.weighting.prepare(self.shared_variables)
         everything = self.shared_variables + self.task_variables
-        self.embedding_variables = [v for v in everything if id(v) in embedding_ids]
-        self.dense_variables = [v for v in everything if id(v) not in embedding_ids]
-        self._is_embedding = [id(v) in embedding_ids for v in everything]
+        tables = {id(v) for v in groups.embedding_tables}
+        self.embedding_variables = [v for v in everything if id(v) in tables]
+        self.dense_variables = [v for v in everything if id(v) not in tables]
+        self._is_embedding = [id(v) in tables for v in everything]
 
     # ------------------------------------------------------------ the step
 
     def _replica_step(self, features, labels):
         replicas = self.strategy.num_replicas_in_sync
         with tf.GradientTape(persistent=True) as tape:
-            outputs = self.model(features, training=True)
-            losses = {
-                **task_losses(self.tasks, labels, outputs),
-                **self.model.auxiliary_losses(labels, outputs),
-            }
-            regularization = self.model.losses
-            if regularization:
-                losses = dict(losses)
-                losses["regularization"] = tf.add_n(
-                    [tf.cast(r, tf.float32) for r in regularization]
-                )
+            losses = objective_terms(self.model, labels, self.model(features, training=True))
         grads, total = self.weighting.gradients(
             tape, losses, self.shared_variables, self.task_variables, self.balance_variables
         )
@@ -372,9 +370,7 @@ class Trainer:
         if pos.steps == 0 and pos.epoch == 0 and pos.batch_in_epoch == 0:
             self.start_day(pos.day)
         cap = training.steps_per_day
-        last_time, last_examples = time.perf_counter(), pos.examples
-        window_loss, window_n, window_tasks = 0.0, 0, {}
-        started, start_examples = time.perf_counter(), pos.examples
+        window = _LossWindow(pos.examples, total_rows)
         bar = row_progress(total_rows, f"day {pos.day}", done=pos.examples)
         for epoch in range(pos.epoch, training.epochs_per_day):
             if cap is not None and pos.steps >= cap:
@@ -384,42 +380,11 @@ class Trainer:
             dataset = self._distribute(make_dataset, epoch, skip)
             step_fn = self._step_for(dataset)
             for features, labels in dataset:
-                total, per_task, batch, step = step_fn(features, labels)
-                total = float(total)
-                per_task = {k: float(v) for k, v in per_task.items()}
-                step = int(step)
-                if not math.isfinite(total):
-                    raise NonFiniteLossError(
-                        pos.day, step, pos.steps + 1, {"total": total, **per_task}
-                    )
-                pos.steps += 1
-                pos.batch_in_epoch += 1
-                fault_point("train.step")
-                pos.examples += int(batch)
-                bar.update(int(batch))
-                for k, v in {"loss": total, **per_task}.items():
-                    pos.loss_sums[k] = pos.loss_sums.get(k, 0.0) + v
-                window_loss += total
-                window_n += 1
-                for k, v in per_task.items():
-                    window_tasks[k] = window_tasks.get(k, 0.0) + v
+                total, per_task, batch, step = self._run_step(step_fn, features, labels, pos)
+                bar.update(batch)
+                window.add(total, per_task)
                 if pos.steps % training.log_every == 0:
-                    now = time.perf_counter()
-                    rate = (pos.examples - last_examples) / max(now - last_time, 1e-9)
-                    # the total and the task losses: means over the same window of steps
-                    window_means = {k: v / window_n for k, v in window_tasks.items()}
-                    named = {self._loss_names.get(k, k): v for k, v in window_means.items()}
-                    rows = f"{pos.examples}/{total_rows} rows" if total_rows else f"{pos.examples} rows"
-                    left = time_left(pos.examples - start_examples, (total_rows or 0) - start_examples, now - started)
-                    self._log(label, pos, step, window_loss / window_n, named, rate, ", ".join(filter(None, [rows, left])))
-                    if summary_writer is not None:
-                        with summary_writer.as_default():
-                            scalar("train/loss", window_loss / window_n, step)
-                            scalar("train/examples_per_second", rate, step)
-                            for k, v in window_means.items():
-                                scalar(f"train/loss_{k}", v, step)
-                    last_time, last_examples = now, pos.examples
-                    window_loss, window_n, window_tasks = 0.0, 0, {}
+                    self._report(window, label, pos, step, summary_writer)
                 if on_checkpoint is not None and pos.steps % training.checkpoint_every == 0:
                     on_checkpoint(dataclasses.replace(pos, loss_sums=dict(pos.loss_sums)))
                 if cap is not None and pos.steps >= cap:
@@ -427,6 +392,38 @@ class Trainer:
         bar.close()
         pos.completed = True
         return pos
+
+    @staticmethod
+    def _run_step(step_fn, features, labels, pos: DayPosition):
+        """One step; ``pos`` counts it. Returns (total, per-task losses, examples, global
+        step) as Python numbers; raises NonFiniteLossError before counting a NaN step."""
+        total, per_task, batch, step = step_fn(features, labels)
+        total = float(total)
+        per_task = {k: float(v) for k, v in per_task.items()}
+        step = int(step)
+        if not math.isfinite(total):
+            raise NonFiniteLossError(pos.day, step, pos.steps + 1, {"total": total, **per_task})
+        pos.steps += 1
+        pos.batch_in_epoch += 1
+        fault_point("train.step")
+        batch = int(batch)
+        pos.examples += batch
+        for k, v in {"loss": total, **per_task}.items():
+            pos.loss_sums[k] = pos.loss_sums.get(k, 0.0) + v
+        return total, per_task, batch, step
+
+    def _report(self, window, label, pos, step, summary_writer) -> None:
+        """The progress line (and TensorBoard scalars) of the steps since the last one:
+        the total and the task losses are means over the same window of steps."""
+        loss, means, rate, rows = window.close(pos.examples)
+        named = {self._loss_names.get(k, k): v for k, v in means.items()}
+        self._log(label, pos, step, loss, named, rate, rows)
+        if summary_writer is not None:
+            with summary_writer.as_default():
+                scalar("train/loss", loss, step)
+                scalar("train/examples_per_second", rate, step)
+                for k, v in means.items():
+                    scalar(f"train/loss_{k}", v, step)
 
     def _lookup_checkpoint(self) -> dict:
         """``{"lookups": ...}``: the id maps and lookup counters (nothing without them)."""

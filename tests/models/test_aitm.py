@@ -37,7 +37,7 @@ def test_longer_funnels_chain_one_transfer_per_step(tiny_funnel):
         "ctcvr_information_transfer",
         "follow_information_transfer",
     ]
-    task_ids = {id(v) for v in model.task_variables()}
+    task_ids = {id(v) for v in model.variable_groups().task_order}
     assert all(id(v) in task_ids for t in model.transfers for v in t.trainable_variables)
 
 

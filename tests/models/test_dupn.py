@@ -38,9 +38,9 @@ def test_user_side_and_item_side_inputs(tiny_funnel):
 
 def test_candidate_item_and_behavior_sequence_share_one_table(tiny_funnel):
     model = _model(tiny_funnel)
-    names = sorted(v.path.split("/")[-1] for v in model.embedding_variables())
+    names = sorted(v.path.split("/")[-1] for v in model.variable_groups().embedding_tables)
     assert "embedding_item_id" in names and "embedding_hist_item_id" not in names
-    table = next(v for v in model.embedding_variables() if v.path.endswith("embedding_item_id"))
+    table = next(v for v in model.variable_groups().embedding_tables if v.path.endswith("embedding_item_id"))
     features, _ = tiny_funnel.batch(32)
     before = _np(model.user_model()({k: features[k] for k in model.user_model().input}))
     table.assign(table.numpy() + 0.3)  # moves every item, in the history too

@@ -33,14 +33,14 @@ def test_gate_weights_are_distributions_and_survive_round_trip(tiny_funnel, kera
 
 def test_experts_and_gates_are_the_shared_and_last_shared_variables(tiny_funnel):
     model = MMoE(tiny_funnel.schema, TASKS, num_experts=2, expert_units=[8, 6], tower_units=[])
-    last = model.last_shared_layer_variables()
+    last = model.variable_groups().balance_layer
     # GradNorm's W: every expert's output layer (its kernel and batch-norm gamma, beta; the
     # Dense has no bias under batch norm), not its first layer
     assert [tuple(v.shape) for v in last] == [(8, 6), (6,), (6,)] * 2
     want = [v for e in model.mixture.experts
             for layer in (e.mlp.dense_layers[-1], e.mlp.norm_layers[-1]) for v in layer.trainable_variables]
     assert [id(v) for v in last] == [id(v) for v in want]
-    shared = {id(v) for v in model.shared_variables()}
+    shared = {id(v) for v in model.variable_groups().all_shared}
     assert {id(v) for v in model.mixture.trainable_variables} <= shared
 
 

@@ -1,6 +1,8 @@
 """MultiTaskModel: inputs, shared embedding, interaction block, heads, loss, variable groups,
 and the contract every model keeps (builds, trains with fit, round-trips through .keras)."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -102,13 +104,21 @@ def test_every_model_trains_with_fit_and_round_trips(model_type, tiny_funnel, ke
 
     # variable groups for the trainer: with the weighting's own, a partition of the
     # trainable variables
-    shared = {id(v) for v in model.shared_variables()}
-    task = {id(v) for v in model.task_variables()}
+    shared = {id(v) for v in model.variable_groups().all_shared}
+    task = {id(v) for v in model.variable_groups().task_order}
     own = {id(v) for v in weighting_vars}
     assert shared and task and not shared & task and not (shared | task) & own
     assert shared | task | own == {id(v) for v in model.trainable_variables}
-    assert {id(v) for v in model.embedding_variables()} <= shared
-    assert {id(v) for v in model.last_shared_layer_variables()} <= shared
+    assert {id(v) for v in model.variable_groups().embedding_tables} <= shared
+    assert {id(v) for v in model.variable_groups().balance_layer} <= shared
+    groups = model.variable_groups()
+    assert list(groups.task) == [t["name"] for t in model.tasks]
+    assert sorted(id(v) for vs in groups.task.values() for v in vs) == sorted(map(id, groups.task_order))
+    assert not set(map(id, groups.embedding_tables)) & set(map(id, groups.shared))
+    # the tables come first: all_shared is in the model's order (the optimizers' slot order)
+    assert list(map(id, groups.all_shared)) == [id(v) for v in model.trainable_variables if id(v) in shared]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        groups.shared = ()
 
     restored = keras_roundtrip(model)
     assert type(restored) is type(model)

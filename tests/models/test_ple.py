@@ -38,7 +38,7 @@ def test_levels_and_gate_weights(tiny_funnel, keras_roundtrip, num_levels):
 def test_last_shared_variables_are_the_last_levels_expert_output_layers(tiny_funnel):
     """GradNorm's W: the output layer of every expert the last level's gates mix."""
     model = PLE(tiny_funnel.schema, TASKS, num_levels=2, num_shared_experts=2, expert_units=[6, 5])
-    last = model.last_shared_layer_variables()
+    last = model.variable_groups().balance_layer
     level = model.levels[-1]
     experts = list(level.task_experts) + list(level.shared_experts)
     assert len(experts) == len(TASKS) * 1 + 2

@@ -42,8 +42,8 @@ def test_columns_are_task_variables_and_penalty_zero_disables_it(tiny_funnel):
     model = SoftSharing(tiny_funnel.schema, TASKS, column_units=[4], distance_penalty=0.0)
     assert model.losses == []
     column_vars = {id(v) for c in model.columns for v in c.trainable_variables}
-    assert column_vars <= {id(v) for v in model.task_variables()}
-    assert not column_vars & {id(v) for v in model.shared_variables()}
+    assert column_vars <= {id(v) for v in model.variable_groups().task_order}
+    assert not column_vars & {id(v) for v in model.variable_groups().all_shared}
 
 
 def test_bad_arguments_are_refused(tiny_funnel):

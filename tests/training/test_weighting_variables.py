@@ -25,7 +25,7 @@ def _trainer(write_config, overrides):
 def test_pcgrad_on_esmm_projects_the_embedding_rows(write_config, funnel_root, tiny):
     trainer, schema = _trainer(write_config, {"loss_weighting": {"type": "pcgrad", "seed": 0}})
     shared = trainer.shared_variables
-    tables = trainer.model.embedding_variables()
+    tables = trainer.model.variable_groups().embedding_tables
     # ESMM shares nothing but the tables: before, PCGrad had no shared variable at all
     assert {id(v) for v in shared} == {id(v) for v in tables}
 
