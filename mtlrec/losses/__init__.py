@@ -17,6 +17,7 @@ from mtlrec.losses.functions import (
 from mtlrec.losses.grad_norm import GradNorm
 from mtlrec.losses.loss_weighting import LossWeighting
 from mtlrec.losses.meta_balance import MetaBalance
+from mtlrec.losses.objective import objective_terms, weighted_objective
 from mtlrec.losses.pc_grad import PCGrad, project_conflicting
 from mtlrec.losses.uncertainty_weighting import UncertaintyWeighting
 
@@ -31,7 +32,9 @@ __all__ = [
     "categorical_crossentropy_from_logits",
     "make_weighting",
     "masked_mean",
+    "objective_terms",
     "project_conflicting",
     "task_loss",
     "task_losses",
+    "weighted_objective",
 ]

@@ -12,6 +12,7 @@ from mtlrec.models.dupn import DUPN
 from mtlrec.models.aitm import AITM
 from mtlrec.models.escm2 import ESCM2
 from mtlrec.models.registry import MODELS, build_model
+from mtlrec.models.variable_groups import VariableGroups
 
 __all__ = [
     "AITM",
@@ -26,6 +27,7 @@ __all__ = [
     "SharedBottom",
     "SingleTask",
     "SoftSharing",
+    "VariableGroups",
     "build_model",
     "schema_inputs",
 ]
