@@ -1,9 +1,9 @@
 """mtlrec.optimizers: sparse-aware optimizers and the optimizer config.
 
 `LazyAdam` and `LazyAdagrad` update only the embedding rows (and their slots)
-present in a batch; dense variables get the stock update. The trainer splits
-the model's variables with `split_variables` and gives the embedding tables a
-lazy optimizer and the rest a dense one, both built by `make_optimizer`.
+present in a batch; dense variables get the stock update. The trainer gives the
+model's embedding tables (`variable_groups().embedding_tables`) a lazy optimizer and
+the rest a dense one, both built by `make_optimizer`.
 """
 
 import inspect
@@ -17,7 +17,7 @@ from mtlrec.optimizers.lazy_adagrad import LazyAdagrad
 from mtlrec.optimizers.lazy_adam import LazyAdam
 from mtlrec.optimizers.slot_rows import reset_slot_rows
 
-__all__ = ["LazyAdam", "LazyAdagrad", "OPTIMIZERS", "make_optimizer", "optimizer_arguments", "reset_slot_rows", "split_variables"]
+__all__ = ["LazyAdam", "LazyAdagrad", "OPTIMIZERS", "make_optimizer", "optimizer_arguments", "reset_slot_rows"]
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
@@ -119,29 +119,3 @@ def make_optimizer(config, path="optimizer"):
         return cls(**kwargs)
     except ValueError as err:
         raise KeyPathError(path, str(err), shown=f"{path} ({config['name']})") from err
-
-
-def _short_name(variable):
-    name = getattr(variable, "name", "") or ""
-    return name.split("/")[-1].split(":")[0]
-
-
-def split_variables(variables):
-    """Puts embedding tables apart from the other variables.
-
-    A variable is an embedding table when its own name (the last component of
-    its path) contains "embedding", case-insensitive: `keras.layers.Embedding`'s
-    `embeddings` and `FeatureEmbedding`'s `embedding_<feature>` weights. The
-    enclosing layer's name does not count, so a Dense kernel inside a layer
-    called `embedding_tower` stays with the dense variables.
-
-    Args:
-        variables: an iterable of `keras.Variable` or `tf.Variable`.
-
-    Returns:
-        `(embedding_variables, other_variables)`, two lists in input order.
-    """
-    tables, others = [], []
-    for variable in variables:
-        (tables if "embedding" in _short_name(variable).lower() else others).append(variable)
-    return tables, others

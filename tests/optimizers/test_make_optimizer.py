@@ -1,12 +1,10 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mtlrec.optimizers import LazyAdagrad
 from mtlrec.optimizers import LazyAdam
 from mtlrec.optimizers import make_optimizer
-from mtlrec.optimizers import split_variables
 
 
 @pytest.mark.parametrize(
@@ -60,34 +58,3 @@ def test_key_path_prefix_and_non_mapping():
         make_optimizer({"name": "adam", "foo": 1}, path="train.dense_optimizer")
     with pytest.raises(ValueError, match=r"^optimizer: expected a mapping.*got str 'adam'"):
         make_optimizer("adam")
-
-
-class _NamedTables(keras.layers.Layer):
-    def build(self, input_shape):
-        self.user = self.add_weight(shape=(5, 2), name="embedding_user_id")
-        self.scale = self.add_weight(shape=(2,), name="scale")
-
-
-def test_split_variables_separates_tables_by_variable_name():
-    inputs = keras.Input((1,), dtype="int32")
-    x = keras.layers.Flatten()(keras.layers.Embedding(10, 2, name="item_lookup")(inputs))
-    # The layer's name contains "embedding" but its kernel is no table.
-    x = keras.layers.Dense(2, name="embedding_tower")(x)
-    named = _NamedTables(name="feature_embedding")
-    named.build(None)
-    model = keras.Model(inputs, x)
-
-    variables = model.trainable_variables + named.trainable_variables
-    tables, others = split_variables(variables)
-    assert [v.path for v in tables] == ["item_lookup/embeddings", "feature_embedding/embedding_user_id"]
-    assert [v.path for v in others] == [
-        "embedding_tower/kernel", "embedding_tower/bias", "feature_embedding/scale"]
-    assert split_variables([]) == ([], [])
-
-
-def test_split_variables_accepts_tf_variables():
-    table = tf.Variable(np.zeros((3, 2), "float32"), name="model/embedding_item_id")
-    kernel = tf.Variable(np.zeros((2, 2), "float32"), name="embedding/kernel")
-    tables, others = split_variables([kernel, table])
-    assert len(tables) == 1 and tables[0] is table
-    assert len(others) == 1 and others[0] is kernel
