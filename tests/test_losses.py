@@ -737,3 +737,14 @@ def test_pcgrad_projects_the_touched_embedding_rows():
     np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(), want, atol=1e-6)
     fixed = tf.convert_to_tensor(gradient(FixedWeighting(tasks))).numpy()
     np.testing.assert_allclose(fixed[[3, 1]], [[0.0, 1.0], [0.0, 1.0]])
+
+
+def test_weighted_objective_by_hand():
+    from mtlrec.losses import weighted_objective
+
+    weights = tf.constant([2.0, 0.5])
+    total = weighted_objective(weights, [tf.constant(1.0), tf.constant(4.0)], [tf.constant(0.25)])
+    assert float(total) == 2.0 + 2.0 + 0.25
+    offsets = tf.constant([0.5, -1.0])
+    total = weighted_objective(weights, tf.constant([1.0, 4.0]), (), offsets=offsets)
+    assert float(total) == 2.5 + 1.0

@@ -51,3 +51,18 @@ def test_bad_arguments_are_refused(tiny_funnel):
         SoftSharing(tiny_funnel.schema, TASKS[:1])
     with pytest.raises(ValueError, match="Received: distance_penalty=-1"):
         SoftSharing(tiny_funnel.schema, TASKS, distance_penalty=-1)
+
+
+def test_each_column_is_grouped_with_its_task_and_the_penalty_is_one_term(tiny_funnel):
+    from mtlrec.losses import objective_terms
+
+    model = SoftSharing(tiny_funnel.schema, TASKS, column_units=[4], distance_penalty=0.01)
+    groups = model.variable_groups()
+    for task, column in zip(TASKS, model.columns):
+        want = column.trainable_variables + model.towers[task["name"]].trainable_variables
+        assert list(map(id, groups.task[task["name"]])) == list(map(id, want))
+    _fill(model, [0.0, 1.0, 3.0])
+    features, labels = tiny_funnel.batch(16)
+    terms = objective_terms(model, labels, model(features))
+    assert sorted(terms) == ["ctr", "cvr", "follow", "regularization"]
+    np.testing.assert_allclose(float(terms["regularization"]), float(model.losses[-1]), rtol=1e-6)
