@@ -38,17 +38,27 @@ def fsync_tree(path) -> None:
         fsync_dir(root)
 
 
-def write_text(path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically."""
+def write_with(path, write) -> None:
+    """Replace ``path`` with the file ``write(tmp_path)`` makes (``tmp_path`` keeps the
+    suffix of ``path``: ``model.save`` wants ``.keras``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.parent / f"{TMP_PREFIX}{path.stem}.{os.getpid()}{path.suffix}"
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
     fsync_dir(path.parent)
+
+
+def write_text(path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically."""
+    write_with(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def write_json(path, data) -> None:

@@ -27,7 +27,8 @@ from mtlrec.training.errors import RunError
 STATE_FILE = "state.json"
 
 
-def _now() -> str:
+def now_utc() -> str:
+    """The time now (UTC) as an ISO string to the second."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -59,7 +60,7 @@ class RunState:
         return cls(run_dir, data)
 
     def save(self) -> None:
-        self.data["updated_at"] = _now()
+        self.data["updated_at"] = now_utc()
         atomic.write_json(self.path, self.data)
 
     # ------------------------------------------------------------ days
@@ -101,7 +102,7 @@ class RunState:
         entry["examples"] = int(entry.get("examples", 0)) + int(fields.pop("examples", 0))
         entry["times_trained"] = int(entry.get("times_trained", 0)) + 1
         entry.update(fields)
-        entry["trained_at"] = _now()
+        entry["trained_at"] = now_utc()
         if "global_step" in fields:
             self.data["global_step"] = int(fields["global_step"])
         return entry
@@ -126,7 +127,7 @@ class RunState:
             "days": list(days),
             "force": bool(force),
             "done": [],
-            "started_at": _now(),
+            "started_at": now_utc(),
         }
         return self.data["pending"]
 

@@ -21,3 +21,44 @@ def scalar(name: str, value, step: int) -> None:
     tf.summary.write(
         name, tf.constant(float(value), dtype=tf.float32), step=int(step), metadata=_METADATA
     )
+
+
+class DaySummaries:
+    """The TensorBoard scalars of a run (``run_dir/tensorboard``), written by the chief only.
+
+    ``writer`` (None off-chief) goes to ``Trainer.train_day`` for the per-step scalars;
+    ``day`` writes the figures of a finished day.
+    """
+
+    def __init__(self, directory, enabled: bool):
+        self._directory, self._enabled, self._writer = str(directory), enabled, None
+
+    @property
+    def writer(self):
+        """The file writer, made on first use (a command that trains nothing makes none)."""
+        if self._writer is None and self._enabled:
+            self._writer = tf.summary.create_file_writer(self._directory)
+        return self._writer
+
+    def day(self, step: int, evaluation, train_losses: dict) -> None:
+        """The day's mean training losses and, after an evaluation, its metrics and the
+        experts' utilization."""
+        if self.writer is None:
+            return
+        with self.writer.as_default():
+            for name, value in train_losses.items():
+                scalar(f"day/train_{name}", value, step)
+            if evaluation is not None:
+                for task, values in evaluation.metrics.items():
+                    for metric, value in values.items():
+                        scalar(f"eval/{task}/{metric}", value, step)
+                for task, weights in evaluation.utilization.items():
+                    for i, value in enumerate(weights):
+                        scalar(f"experts/{task}/expert_{i}", value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None

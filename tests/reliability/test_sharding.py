@@ -1,40 +1,31 @@
 """How a day is split over workers (mtlrec/training/sharding.py), without starting a cluster."""
 
-import types
-
 import numpy as np
 import pytest
 
 from mtlrec.training.config import load_config
-from mtlrec.training.experiment import Experiment
+from mtlrec.training.day_datasets import train_dataset
 from mtlrec.training.sharding import Sharding
 
 DAY = "2024-01-01"
 
 
-def _experiment(config, sharding, rows, schema):
-    experiment = Experiment(load_config(config))
-    experiment.trainer = types.SimpleNamespace(schema=schema, sharding=sharding)
-    experiment._rows = {DAY: rows}
-    return experiment
-
-
-def _batches(experiment, skip=0):
-    return [(f, l) for f, l in experiment._train_dataset(DAY)(0, skip)]
+def _batches(config, sharding, rows, schema, skip=0):
+    return [(f, l) for f, l in train_dataset(load_config(config), schema, sharding, DAY, rows)(0, skip)]
 
 
 def test_by_record_the_workers_slices_make_up_the_single_process_batch(tmp_path, funnel_root, training):
     config = training.config_file(tmp_path, funnel_root)  # one file per day: by record
     schema = training.SCHEMA | {"numeric": [{"name": "price", "normalize": "log1p"}]}
-    single = _batches(_experiment(config, Sharding(), 320, schema))
-    workers = [_batches(_experiment(config, Sharding(i, 2), 320, schema)) for i in range(2)]
+    single = _batches(config, Sharding(), 320, schema)
+    workers = [_batches(config, Sharding(i, 2), 320, schema) for i in range(2)]
     assert [len(w) for w in workers] == [len(single)] * 2 == [5, 5]
     for step, (features, labels) in enumerate(single):
         ids = np.concatenate([w[step][0]["user_id"].numpy() for w in workers])
         np.testing.assert_array_equal(ids, features["user_id"].numpy())
         assert [w[step][0]["user_id"].shape[0] for w in workers] == [32, 32]
     # resuming after 3 batches gives the same last two slices
-    resumed = _batches(_experiment(config, Sharding(1, 2), 320, schema), skip=3)
+    resumed = _batches(config, Sharding(1, 2), 320, schema, skip=3)
     assert [b[1]["click"].numpy().tolist() for b in resumed] == [b[1]["click"].numpy().tolist() for b in workers[1][3:]]
 
 
@@ -45,7 +36,7 @@ def test_by_file_each_worker_reads_its_files_for_the_same_number_of_steps(tmp_pa
     generate_funnel(root, DAY, 1, 300, seed=3, files_per_day=3, **training.KNOBS)  # 100 rows a file
     config = training.config_file(tmp_path, root)
     schema = training.SCHEMA | {"numeric": [{"name": "price", "normalize": "log1p"}]}
-    workers = [_batches(_experiment(config, Sharding(i, 2), 300, schema)) for i in range(2)]
+    workers = [_batches(config, Sharding(i, 2), 300, schema) for i in range(2)]
     # ceil(300 / 64) = 5 steps each, 32 rows per worker and step; worker 1 cycles over its one file
     assert [len(w) for w in workers] == [5, 5]
     assert all(b[0]["user_id"].shape[0] == 32 for w in workers for b in w)
@@ -56,10 +47,10 @@ def test_by_file_each_worker_reads_its_files_for_the_same_number_of_steps(tmp_pa
     seen = [set(np.concatenate([b[0]["price"].numpy() for b in w]).tolist()) for w in workers]
     assert seen[0] <= prices[0] | prices[2] and seen[1] <= prices[1]  # files 0, 2 and file 1
     assert seen[1] == prices[1]  # worker 1 read all of its file (and went round again)
-    resumed = _batches(_experiment(config, Sharding(1, 2), 300, schema), skip=2)
+    resumed = _batches(config, Sharding(1, 2), 300, schema, skip=2)
     assert [b[0]["price"].numpy().tolist() for b in resumed] == [b[0]["price"].numpy().tolist() for b in workers[1][2:]]
     with pytest.raises(Exception, match="training.batch_size: the global batch 64 must be divisible"):
-        _experiment(config, Sharding(0, 3), 300, schema)._train_dataset(DAY)
+        train_dataset(load_config(config), schema, Sharding(0, 3), DAY, 300)
 
 
 def test_a_last_batch_shorter_than_the_worker_count_leaves_no_worker_empty():

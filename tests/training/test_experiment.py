@@ -148,7 +148,7 @@ def test_bad_data_is_reported_before_anything_is_written(write_config, funnel_ro
 def test_a_run_directory_is_used_by_one_process_at_a_time(write_config):
     path = write_config()
     holder = Experiment(load_config(path))
-    with holder._locked():
+    with holder.run.locked():
         with pytest.raises(RunError, match="another mtlrec process is using this run directory"):
             Experiment(load_config(path)).train(day=DAYS[0])
     assert not (path.parent / "run" / "state.json").exists()
