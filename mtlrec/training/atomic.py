@@ -6,6 +6,7 @@ never a half-written one: ``rename`` within one file system is atomic.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -89,6 +90,20 @@ def publish(tmp, final) -> Path:
     os.rename(tmp, final)
     fsync_dir(final.parent)
     return final
+
+
+@contextlib.contextmanager
+def new_directory(parent, name: str):
+    """Write a directory ``parent/name`` atomically: the body fills the yielded temporary
+    directory, which is then published (``publish``); on an exception it is removed and
+    ``parent/name`` never appears."""
+    tmp = temp_dir(parent, name)
+    try:
+        yield tmp
+        publish(tmp, Path(parent) / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def remove_stale(parent) -> None:

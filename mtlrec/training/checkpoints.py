@@ -79,15 +79,11 @@ class CheckpointManager:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             return None
-        tmp = atomic.temp_dir(self.directory, name)
-        try:
+        with atomic.new_directory(self.directory, name) as tmp:
             self.checkpoint.write(str(tmp / PREFIX))
             (tmp / META_FILE).write_text(json.dumps(_stamped(meta), indent=2) + "\n", encoding="utf-8")
             fault_point("checkpoint.write")
-            final = atomic.publish(tmp, self.directory / name)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        final = self.directory / name
         for old in self.checkpoints()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final

@@ -220,33 +220,9 @@ def export_model(
     atomic.remove_stale(root)
     present = versions(root)
     version = present[-1] + 1 if present else 1
-    tmp = atomic.temp_dir(root, str(version))
-    try:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        specs = input_signature(model)
-        signature = serving_signature(specs)
-        archive.add_endpoint(
-            "serving_default", _fitting(serving_function(model), specs), input_signature=[signature]
-        )
-        signatures = {"serving_default": sorted(signature)}
-        for name, (sub, function) in _dupn_endpoints(model).items():
-            archive.track(sub)
-            sub_specs = input_signature(sub)
-            archive.add_endpoint(
-                name, _fitting(function, sub_specs), input_signature=[serving_signature(sub_specs)]
-            )
-            signatures[name] = sorted(sub_specs)
-        archive.write_out(str(tmp), verbose=False)
-        meta = dict(metadata or {})
-        meta["version"] = version
-        meta["signatures"] = signatures
-        max_lens = {name: max_len for name, (max_len, _) in _sequence_pads(specs).items()}
-        meta["inputs"] = {
-            name: {"dtype": spec.dtype.name, "shape": list(spec.shape)}
-            | ({"max_len": max_lens[name]} if name in max_lens else {})
-            for name, spec in signature.items()
-        }
+    with atomic.new_directory(root, str(version)) as tmp:
+        specs, signatures = _write_archive(model, tmp)
+        meta = dict(metadata or {}, version=version, signatures=signatures, inputs=_input_facts(specs))
         meta_path = tmp.joinpath(*META_PATH)
         meta_path.parent.mkdir(parents=True, exist_ok=True)
         meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
@@ -255,13 +231,40 @@ def export_model(
                 for record in warmup_records(warmup, specs, str(meta.get("name") or "")):
                     writer.write(record)
         fault_point("export.write")
-        final = atomic.publish(tmp, root / str(version))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in versions(root)[:-keep]:
         shutil.rmtree(root / str(old), ignore_errors=True)
-    return final
+    return root / str(version)
+
+
+def _write_archive(model, directory) -> tuple[dict, dict]:
+    """The SavedModel of ``model`` in ``directory``; ``(input specs, {signature: input names})``."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    specs = input_signature(model)
+    signature = serving_signature(specs)
+    archive.add_endpoint(
+        "serving_default", _fitting(serving_function(model), specs), input_signature=[signature]
+    )
+    signatures = {"serving_default": sorted(signature)}
+    for name, (sub, function) in _dupn_endpoints(model).items():
+        archive.track(sub)
+        sub_specs = input_signature(sub)
+        archive.add_endpoint(
+            name, _fitting(function, sub_specs), input_signature=[serving_signature(sub_specs)]
+        )
+        signatures[name] = sorted(sub_specs)
+    archive.write_out(str(directory), verbose=False)
+    return specs, signatures
+
+
+def _input_facts(specs: dict) -> dict:
+    """``{input: {dtype, shape, max_len (id lists)}}`` of the serving signature."""
+    max_lens = {name: max_len for name, (max_len, _) in _sequence_pads(specs).items()}
+    return {
+        name: {"dtype": spec.dtype.name, "shape": list(spec.shape)}
+        | ({"max_len": max_lens[name]} if name in max_lens else {})
+        for name, spec in serving_signature(specs).items()
+    }
 
 
 def read_metadata(export_dir) -> dict:
