@@ -39,7 +39,7 @@ LOCK_FILE = ".lock"
 
 
 def _is_chief() -> bool:
-    from mtlrec.training.trainer import is_chief_from_env
+    from mtlrec.training.trainer import is_chief_from_env  # imports TensorFlow: only when asked
 
     return is_chief_from_env()
 
@@ -59,9 +59,15 @@ class RunDirectory:
 
     def __init__(self, path, is_chief: bool | None = None):
         self.path = Path(path)
-        self.is_chief = _is_chief() if is_chief is None else bool(is_chief)
+        self._is_chief = is_chief
         self.checkpoints = None
         self._saved_step = None  # global step of the last checkpoint this process wrote
+
+    @property
+    def is_chief(self) -> bool:
+        if self._is_chief is None:
+            self._is_chief = _is_chief()
+        return self._is_chief
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -173,7 +179,7 @@ class RunDirectory:
         (the trainer's strategy's) decides from then on whether this process writes."""
         from mtlrec.training.checkpoints import CheckpointManager
 
-        self.is_chief = bool(is_chief)
+        self._is_chief = bool(is_chief)
         self.checkpoints = CheckpointManager(self.checkpoint_dir, checkpoint, keep=keep, is_chief=self.is_chief)
         self._saved_step = None
         return self.checkpoints
