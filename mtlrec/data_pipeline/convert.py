@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
+from mtlrec.data_pipeline.filesystems import require_local
 from mtlrec.data_pipeline.partitions import check_fmt, day_dir, day_files, file_format
 from mtlrec.data_pipeline.parquet_reader import open_parquet
 from mtlrec.data_pipeline.tfrecord_io import peek_kinds, read_tfrecord_batches, write_tfrecord
@@ -32,7 +33,8 @@ def convert_day(src_root, dst_root, day, schema, to_fmt, compression=None):
     atomically; existing `to_fmt` files of the destination day are replaced.
 
     Args:
-        src_root, dst_root: dataset roots (may be the same directory).
+        src_root, dst_root: dataset roots (may be the same directory); `src_root` may be a
+            URI (see `filesystems`), `dst_root` is a local or mounted path.
         day: "YYYY-MM-DD".
         schema: schema dict.
         to_fmt: "tfrecord" or "parquet".
@@ -42,6 +44,7 @@ def convert_day(src_root, dst_root, day, schema, to_fmt, compression=None):
     Returns the list of files written.
     """
     check_fmt(to_fmt)
+    require_local(dst_root, "dst_root")
     s = Schema.from_dict(schema)
     src_fmt = "parquet" if to_fmt == "tfrecord" else "tfrecord"
     sources = day_files(src_root, day, src_fmt)

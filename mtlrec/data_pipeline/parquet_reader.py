@@ -15,9 +15,9 @@ one boolean-mask assignment per column, no per-row Python.
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import tensorflow as tf
 
+from mtlrec.data_pipeline import filesystems
 from mtlrec.data_pipeline.columns import EXTRA_FILL, extra_kind, type_problem
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
 
@@ -34,7 +34,7 @@ _CANONICAL = {
 
 def open_parquet(path):
     try:
-        return pq.ParquetFile(path)
+        return filesystems.parquet_file(path)
     except (OSError, pa.ArrowException) as e:
         raise DataValidationError(f"truncated or corrupt Parquet file ({e})", file=path) from None
 

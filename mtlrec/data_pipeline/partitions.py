@@ -1,5 +1,6 @@
 """Day partitions in Hive layout: ``ROOT/dt=YYYY-MM-DD/<files>``.
 
+`ROOT` is a local (or mounted) path or a URI (``s3://bucket/prefix``, ...): see `filesystems`.
 Data files of a day are ``*.parquet`` or ``*.tfrecord`` / ``*.tfrecords`` (and
 their ``.gz`` forms: ``tf.train.Example``, ``.gz`` meaning GZIP); names starting with ``.`` or ``_``
 (temporary files, ``_SUCCESS``) are ignored. Files are read in name order.
@@ -9,6 +10,7 @@ import datetime
 import os
 import re
 
+from mtlrec.data_pipeline import filesystems
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
 
 FORMATS = ("parquet", "tfrecord")
@@ -37,18 +39,16 @@ def parse_day(day, what="day"):
 
 def day_dir(root, day):
     parse_day(day)
-    return os.path.join(os.fspath(root), f"dt={day}")
+    return filesystems.join(root, f"dt={day}")
 
 
 def list_days(root):
     """Sorted ``YYYY-MM-DD`` days that have a ``dt=`` directory under `root` ([] if none)."""
-    root = os.fspath(root)
-    if not os.path.isdir(root):
-        return []
+    entries = filesystems.list_dir(root)
     days = []
-    for name in os.listdir(root):
+    for name, is_dir in entries or ():
         m = _DAY_DIR.match(name)
-        if m and os.path.isdir(os.path.join(root, name)):
+        if m and is_dir:
             try:
                 parse_day(m.group(1))
             except ValueError:
@@ -101,11 +101,14 @@ def resolve_days(root, days):
 def day_files(root, day, fmt):
     """Data files of one day in `fmt`, sorted; `DataValidationError` if the day is missing or has none."""
     check_fmt(fmt)
+    if fmt == "tfrecord":
+        filesystems.check_tensorflow_reads(root)
     path = day_dir(root, day)
-    if not os.path.isdir(path):
+    entries = filesystems.list_dir(path)
+    if entries is None:
         raise DataValidationError(f"day {day} missing (no directory)", file=path)
-    names = sorted(os.listdir(path))
-    files = [os.path.join(path, n) for n in names if not n.startswith((".", "_")) and file_format(n) == fmt]
+    names = sorted(name for name, _ in entries)
+    files = [filesystems.join(path, n) for n in names if not n.startswith((".", "_")) and file_format(n) == fmt]
     if not files:
         raise DataValidationError(
             f"day {day} is empty: no {fmt} files (reading names ending {', '.join(EXTENSIONS[fmt])}; "

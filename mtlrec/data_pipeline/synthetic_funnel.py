@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mtlrec.data_pipeline.filesystems import require_local
 from mtlrec.data_pipeline.partitions import check_fmt, day_dir, parse_day
 
 KNOBS = {
@@ -345,6 +346,7 @@ def generate_funnel(root, start_day, num_days, rows_per_day, seed=0, fmt="parque
     only on (seed, knobs, day index, rows_per_day). Knobs: see `KNOBS`. Returns the list of days.
     """
     check_fmt(fmt)
+    require_local(root, "root")
     k = _knobs(knobs)
     start = parse_day(start_day, "start_day")
     for name, v in (("num_days", num_days), ("rows_per_day", rows_per_day)):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 from mtlrec.training.day_position import DayPosition
 from mtlrec.training.errors import RunError
@@ -90,7 +89,7 @@ def asked_days(config, day=None, days=None) -> list[str]:
         wanted = config.data.train_days
     else:
         raise config_error(config, "data.train_days", "no days to train: give --day/--days or set data.train_days")
-    if not Path(root).is_dir():
+    if not _data().filesystems.is_dir(root):
         raise _data().DataValidationError("data root does not exist", file=root)
     return _data().resolve_days(root, wanted)
 

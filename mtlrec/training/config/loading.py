@@ -4,7 +4,6 @@ optimizers and loss weighting, each checked once against what its constructor ta
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -15,9 +14,6 @@ from mtlrec.training.config import source as yaml_source
 from mtlrec.training.config.experiment_config import ExperimentConfig
 from mtlrec.training.config.sections import SECTIONS, Document, keys_of
 from mtlrec.training.errors import ConfigError
-
-_URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
-
 
 def _key_path(loc) -> str:
     path = ""
@@ -101,17 +97,29 @@ def _typed(doc: Document, src) -> ExperimentConfig:
 
 
 def _local_path(src, key: str, value, base_dir: Path) -> str | None:
-    """``value`` resolved against ``base_dir``; a ``scheme://`` URI is refused (it would
-    otherwise resolve as a relative directory named after the scheme)."""
-    match = _URI.match(str(value or ""))
-    if match:
-        raise src.error(
-            key,
-            f"expected a local or mounted path, got the URI {value!r} "
-            f"(scheme {match.group(1)!r} is not supported; mount the storage and give its path)",
-        )
+    """``value`` resolved against ``base_dir``; a ``scheme://`` URI is refused: a run directory
+    is locked and written by atomic renames."""
+    from mtlrec.data_pipeline import filesystems
+
+    scheme = filesystems.scheme_of(value)
+    if scheme:
+        raise src.error(key, f"expected a local or mounted path, got the URI {value!r} (a run directory is locked "
+                             f"and written by atomic renames, which {scheme}:// cannot do; mount the storage and "
+                             f"give its path)")
     path = Path(value).expanduser()
     return os.path.normpath(str(path if path.is_absolute() else base_dir / path))
+
+
+def _data_root(src, data, base_dir: Path) -> str:
+    """``data.root``: a local path, or a URI (``mtlrec.data_pipeline.filesystems``) kept as written."""
+    from mtlrec.data_pipeline import filesystems
+
+    if filesystems.uri_problem(data.root):
+        raise src.error("data.root", filesystems.uri_problem(data.root))
+    if data.format == "tfrecord" and filesystems.tensorflow_problem(data.root):
+        raise src.error("data.format", f"expected parquet for a {filesystems.scheme_of(data.root)}:// data.root "
+                                       f"({filesystems.tensorflow_problem(data.root)}), got tfrecord")
+    return data.root if filesystems.scheme_of(data.root) else _local_path(src, "data.root", data.root, base_dir)
 
 
 def config_from_dict(data, source=None, lines=None, base_dir=None) -> ExperimentConfig:
@@ -141,9 +149,8 @@ def config_from_dict(data, source=None, lines=None, base_dir=None) -> Experiment
     config = _typed(doc, src)
     if base_dir is None:
         base_dir = Path(source).resolve().parent if source is not None else Path.cwd()
-    root, run_dir = config.data.root, config.run_dir
-    config.data.root = _local_path(src, "data.root", root, Path(base_dir))
-    config.run_dir = _local_path(src, "run_dir", run_dir or f"runs/{config.name}", Path(base_dir))
+    config.data.root = _data_root(src, config.data, Path(base_dir))
+    config.run_dir = _local_path(src, "run_dir", config.run_dir or f"runs/{config.name}", Path(base_dir))
     return config
 
 
