@@ -1,0 +1,205 @@
+"""data.root on an S3-compatible server (moto's server mode on 127.0.0.1, started here):
+days listed, validated, read, trained and evaluated through the CLI; a missing bucket, refused
+credentials and an unreachable endpoint stop with one line and leave no run directory."""
+
+import json
+import logging
+import socket
+
+import numpy as np
+import pytest
+
+moto_server = pytest.importorskip("moto.server")
+
+BUCKET = "mtlrec-days"
+PREFIX = "funnel/days"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3(funnel_root):
+    """A moto S3 server on 127.0.0.1 that checks credentials, holding the tiny funnel days
+    under s3://BUCKET/PREFIX. Yields the environment a client needs (endpoint, keys)."""
+    import boto3
+    import pyarrow.fs as pafs
+    import requests
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="setup", aws_secret_access_key="setup")
+        iam.create_user(UserName="reader")
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="reader", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0").raise_for_status()  # from now on: signed requests only
+        env = {
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        fs = pafs.S3FileSystem(access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"],
+                               endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                               allow_bucket_creation=True)
+        fs.create_dir(BUCKET)
+        pafs.copy_files(str(funnel_root), f"{BUCKET}/{PREFIX}", source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=fs)
+        yield env
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """This process's environment pointed at the server (for in-process reads)."""
+    for name, value in s3.items():
+        monkeypatch.setenv(name, value)
+    return s3
+
+
+@pytest.fixture
+def schema(tmp_path, make_config, funnel_root):
+    from mtlrec.training.config import load_config
+
+    return load_config(make_config(tmp_path, funnel_root)).schema
+
+
+def test_days_are_listed_validated_and_read_as_from_the_local_root(s3_env, funnel_root, tiny, schema):
+    from mtlrec.data_pipeline import list_days, make_dataset, validate_day
+
+    days = tiny.days
+    root = f"s3://{BUCKET}/{PREFIX}"
+    assert list_days(root) == days
+    assert list_days(f"s3://{BUCKET}/nothing-here") == []
+    id_counts, local_ids = {}, {}
+    assert validate_day(root, days[1], schema, id_counts=id_counts) == tiny.rows
+    validate_day(funnel_root, days[1], schema, id_counts=local_ids)
+    assert id_counts == local_ids and id_counts
+    remote = list(make_dataset(root, days[1], schema, batch_size=100, deterministic=True,
+                               extra_columns=("true_ctr",)))
+    local = list(make_dataset(funnel_root, days[1], schema, batch_size=100, deterministic=True,
+                              extra_columns=("true_ctr",)))
+    assert [len(b[1]["click"]) for b in remote] == [100, 100, 100, 20]
+    for (rf, rl), (lf, ll) in zip(remote, local):
+        for name in lf:
+            np.testing.assert_array_equal(rf[name].numpy(), lf[name].numpy())
+        for name in ll:
+            np.testing.assert_array_equal(rl[name].numpy(), ll[name].numpy())
+
+
+def test_a_missing_day_names_its_uri(s3_env, tiny):
+    from mtlrec.data_pipeline import DataValidationError, select_days
+
+    root = f"s3://{BUCKET}/{PREFIX}"
+    with pytest.raises(DataValidationError) as info:
+        select_days(root, day="2024-02-01")
+    assert str(info.value) == (
+        f"file {root}/dt=2024-02-01: day 2024-02-01 missing (days present: {', '.join(tiny.days)})"
+    )
+
+
+def test_tfrecord_under_s3_is_refused_by_the_reader(s3_env, tiny, schema):
+    from mtlrec.data_pipeline import make_dataset
+
+    with pytest.raises(ValueError) as info:
+        make_dataset(f"s3://{BUCKET}/{PREFIX}", tiny.days[0], schema, fmt="tfrecord")
+    assert str(info.value).startswith(
+        f"cannot read TFRecord files under s3://{BUCKET}/{PREFIX}: TensorFlow 2.21.0 reads TFRecord files only "
+        "from local paths and gs://, ram://"
+    )
+
+
+def test_train_and_evaluate_from_s3_match_the_local_root(s3_env, tmp_path, make_config, funnel_root, tiny, cli,
+                                                         capsys):
+    """`mtlrec train` in a fresh process reading s3://, `mtlrec evaluate` here; the same
+    commands on the local copy of the days give the same metrics."""
+    from mtlrec.cli import main
+
+    first, second = tiny.days[:2]
+    trained = f"trained {first}: {tiny.steps_per_day} steps (global step {tiny.steps_per_day})"
+    metrics = {}
+    for name, root in (("remote", f"s3://{BUCKET}/{PREFIX}"), ("local", funnel_root)):
+        (tmp_path / name).mkdir()
+        path = make_config(tmp_path / name, root)
+        if name == "remote":
+            code, out, err = cli("train", path, "--day", first, env=s3_env)
+            assert code == 0, err
+            assert trained in out
+        else:
+            assert main(["train", str(path), "--day", first]) == 0
+            assert trained in capsys.readouterr().out
+        assert main(["evaluate", str(path), "--day", second, "--json"]) == 0
+        metrics[name] = json.loads(capsys.readouterr().out)["metrics"]
+    assert set(metrics["remote"]) == {"ctr", "cvr", "ctcvr"}
+    assert metrics["remote"] == metrics["local"]
+
+
+def _mtlrec_lines(err):
+    """What mtlrec printed to stderr (TensorFlow's C++ start-up logs aside), no traceback."""
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("mtlrec")]
+
+
+def _stopped_with_one_line(cli, path, env, code, line):
+    got_code, out, err = cli("train", path, "--day", "2024-01-01", env=env)
+    assert (got_code, _mtlrec_lines(err)) == (code, [line])
+    assert not (path.parent / "run").exists()
+
+
+def test_a_missing_bucket_stops_with_one_line(s3, tmp_path, make_config, cli):
+    path = make_config(tmp_path, "s3://no-such-bucket/days")
+    _stopped_with_one_line(
+        cli, path, s3, 1,
+        "mtlrec: error: file s3://no-such-bucket/days: cannot read the s3:// storage: When listing objects under "
+        "key 'days/' in bucket 'no-such-bucket': AWS Error NO_SUCH_BUCKET during ListObjectsV2 operation: "
+        "The specified bucket does not exist",
+    )
+
+
+def test_refused_credentials_stop_with_one_line(s3, tmp_path, make_config, cli):
+    path = make_config(tmp_path, f"s3://{BUCKET}/{PREFIX}")
+    _stopped_with_one_line(
+        cli, path, {**s3, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}, 1,
+        f"mtlrec: error: file s3://{BUCKET}/{PREFIX}: cannot read the s3:// storage: When listing objects under "
+        f"key '{PREFIX}/' in bucket '{BUCKET}': AWS Error SIGNATURE_DOES_NOT_MATCH during ListObjectsV2 operation: "
+        "The request signature we calculated does not match the signature you provided. Check your key and "
+        "signing method.; check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN "
+        "or AWS_PROFILE)",
+    )
+
+
+def test_an_unreachable_endpoint_stops_with_one_line(s3, tmp_path, make_config, cli):
+    root = f"s3://{BUCKET}/{PREFIX}?endpoint_override=127.0.0.1:{_free_port()}&scheme=http"  # nobody listens
+    path = make_config(tmp_path, root)
+    code, out, err = cli("train", path, "--day", "2024-01-01", env=s3)
+    (line,) = _mtlrec_lines(err)
+    assert code == 1
+    assert line.startswith(
+        f"mtlrec: error: file {root}: cannot read the s3:// storage: When listing objects under key "
+        f"'{PREFIX}/' in bucket '{BUCKET}': AWS Error NETWORK_CONNECTION during ListObjectsV2 operation: "
+        "curlCode: 7, Could not connect to server"
+    ), line
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_scheme_is_a_config_error(tmp_path, make_config, capsys):
+    from mtlrec.cli import main
+
+    path = make_config(tmp_path, "ftp://example/days")
+    assert main(["train", str(path), "--day", "2024-01-01"]) == 2
+    assert _mtlrec_lines(capsys.readouterr().err) == [
+        f"mtlrec: error: {path}:3: data.root: expected a local path or a URI that pyarrow.fs reads "
+        "(s3://, gs://, hdfs://, ...), got the unknown scheme 'ftp' in 'ftp://example/days'"
+    ]
+    assert not (tmp_path / "run").exists()
