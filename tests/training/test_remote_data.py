@@ -79,9 +79,10 @@ def test_days_are_listed_validated_and_read_as_from_the_local_root(s3_env, funne
     from mtlrec.data_pipeline import list_days, make_dataset, validate_day
 
     days = tiny.days
-    root = f"s3://{BUCKET}/{PREFIX}"
+    endpoint = s3_env["AWS_ENDPOINT_URL"].removeprefix("http://")
+    root = f"s3://{BUCKET}/{PREFIX}?endpoint_override={endpoint}&scheme=http"  # the endpoint in the URI
     assert list_days(root) == days
-    assert list_days(f"s3://{BUCKET}/nothing-here") == []
+    assert list_days(f"s3://{BUCKET}/nothing-here?endpoint_override={endpoint}&scheme=http") == []
     id_counts, local_ids = {}, {}
     assert validate_day(root, days[1], schema, id_counts=id_counts) == tiny.rows
     validate_day(funnel_root, days[1], schema, id_counts=local_ids)
