@@ -11,7 +11,8 @@ come from the environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 (they would be printed in messages and logs).
 
 TFRecord files are read by TensorFlow, which reads only the schemes it registers
-(`tf.io.gfile.get_registered_schemes()`; TensorFlow 2.21: local paths, ``gs://``, ``ram://``).
+(`tf.io.gfile.get_registered_schemes()`; TensorFlow 2.21: local paths, ``file://``, ``gs://``,
+``ram://``).
 """
 
 import functools
@@ -68,7 +69,7 @@ def tensorflow_problem(location):
         return None
     import tensorflow as tf
 
-    readable = [s for s in tf.io.gfile.get_registered_schemes() if s not in ("", "file")]
+    readable = [s for s in tf.io.gfile.get_registered_schemes() if s]  # "": local paths
     if scheme not in readable:
         return (f"TensorFlow {tf.__version__} reads TFRecord files only from local paths and "
                 f"{', '.join(s + '://' for s in sorted(readable))}; convert the days to Parquet or mount the storage")

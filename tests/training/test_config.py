@@ -163,7 +163,7 @@ def test_a_uri_data_root_is_kept_as_written(tmp_path):
      "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), got a s3:// URI with user info"),
     (("root: data\n  format: parquet", "root: s3://bucket/days\n  format: tfrecord"), 5,
      "data.format: expected parquet for a s3:// data.root (TensorFlow 2.21.0 reads TFRecord files only "
-     "from local paths and gs://, ram://; convert the days to Parquet or mount the storage), got tfrecord"),
+     "from local paths and file://, gs://, ram://; convert the days to Parquet or mount the storage), got tfrecord"),
     (("run_dir: run", "run_dir: gs://b/run"), 2,
      "run_dir: expected a local or mounted path, got the URI 'gs://b/run' (a run directory is locked and "
      "written by atomic renames, which gs:// cannot do; mount the storage and give its path)"),

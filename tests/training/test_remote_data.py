@@ -117,7 +117,7 @@ def test_tfrecord_under_s3_is_refused_by_the_reader(s3_env, tiny, schema):
         make_dataset(f"s3://{BUCKET}/{PREFIX}", tiny.days[0], schema, fmt="tfrecord")
     assert str(info.value).startswith(
         f"cannot read TFRecord files under s3://{BUCKET}/{PREFIX}: TensorFlow 2.21.0 reads TFRecord files only "
-        "from local paths and gs://, ram://"
+        "from local paths and file://, gs://, ram://"
     )
 
 
