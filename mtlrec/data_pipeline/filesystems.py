@@ -3,8 +3,8 @@
 
 Every reader lists and opens data through this module. A local path goes through `os` and
 `pyarrow.parquet` exactly as it always did; a URI through the `pyarrow.fs.FileSystem` of its
-``scheme://netloc?query``, resolved once per process (an S3 resolution may ask the server
-for the bucket's region). Locations under a URI keep its ``?query`` (``endpoint_override=``,
+``scheme://netloc?query``, resolved once per process and environment (an S3 resolution may
+ask the server for the bucket's region). Locations under a URI keep its ``?query`` (``endpoint_override=``,
 ``region=``, ...) so each of them resolves to the same file system. Credentials and endpoints
 come from the environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_ENDPOINT_URL``, ...) or the URI's query; credentials in the URI itself are refused
@@ -28,6 +28,7 @@ from mtlrec.data_pipeline.data_validation_error import DataValidationError
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _CREDENTIAL_ERRORS = re.compile(r"ACCESS_DENIED|INVALID_ACCESS_KEY_ID|SIGNATURE_DOES_NOT_MATCH|EXPIRED_TOKEN|"
                                 r"INVALID_TOKEN|MISSING_AUTHENTICATION_TOKEN")
+_CREDENTIAL_VARIABLES = ("AWS_", "GOOGLE_", "HADOOP_")  # what the clients read: a new value, a new client
 _CONNECT_ON_RESOLVE = ("hdfs", "viewfs")  # resolving these connects to the cluster: not probed
 
 
@@ -133,13 +134,15 @@ def parquet_file(location):
 def resolve(location):
     """(pyarrow FileSystem, path inside it) of a URI."""
     parts = urlsplit(str(location))
-    fs, base = _file_system(parts.scheme, parts.netloc, parts.query)
+    credentials = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_CREDENTIAL_VARIABLES)))
+    fs, base = _file_system(parts.scheme, parts.netloc, parts.query, credentials)
     base = base.rstrip("/")  # the bucket (s3, gs), nothing (hdfs: the path is absolute)
     return fs, (base + parts.path) if base else parts.path
 
 
 @functools.lru_cache(maxsize=None)
-def _file_system(scheme, netloc, query):
+def _file_system(scheme, netloc, query, credentials):
+    """One file system per URI base and environment (`credentials`: the variables it read)."""
     uri = f"{scheme}://{netloc}/" + (f"?{query}" if query else "")
     try:
         return pafs.FileSystem.from_uri(uri)

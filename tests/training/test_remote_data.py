@@ -1,6 +1,7 @@
 """data.root on an S3-compatible server (moto's server mode on 127.0.0.1, started here):
-days listed, validated, read, trained and evaluated through the CLI; a missing bucket, refused
-credentials and an unreachable endpoint stop with one line and leave no run directory."""
+days listed, validated, read, trained (`mtlrec train` in a fresh process) and evaluated; a
+missing bucket, refused credentials and an unreachable endpoint stop the CLI with one line
+and leave no run directory."""
 
 import json
 import logging
@@ -152,26 +153,28 @@ def _mtlrec_lines(err):
     return [line for line in err.splitlines() if line.startswith("mtlrec")]
 
 
-def _stopped_with_one_line(cli, path, env, code, line):
-    got_code, out, err = cli("train", path, "--day", "2024-01-01", env=env)
-    assert (got_code, _mtlrec_lines(err)) == (code, [line])
-    assert not (path.parent / "run").exists()
+def _stopped_with_one_line(tmp_path, make_config, root, capsys, code, line):
+    from mtlrec.cli import main
+
+    path = make_config(tmp_path, root)
+    assert main(["train", str(path), "--day", "2024-01-01"]) == code
+    assert _mtlrec_lines(capsys.readouterr().err) == [line]
+    assert not (tmp_path / "run").exists()
 
 
-def test_a_missing_bucket_stops_with_one_line(s3, tmp_path, make_config, cli):
-    path = make_config(tmp_path, "s3://no-such-bucket/days")
+def test_a_missing_bucket_stops_with_one_line(s3_env, tmp_path, make_config, capsys):
     _stopped_with_one_line(
-        cli, path, s3, 1,
+        tmp_path, make_config, "s3://no-such-bucket/days", capsys, 1,
         "mtlrec: error: file s3://no-such-bucket/days: cannot read the s3:// storage: When listing objects under "
         "key 'days/' in bucket 'no-such-bucket': AWS Error NO_SUCH_BUCKET during ListObjectsV2 operation: "
         "The specified bucket does not exist",
     )
 
 
-def test_refused_credentials_stop_with_one_line(s3, tmp_path, make_config, cli):
-    path = make_config(tmp_path, f"s3://{BUCKET}/{PREFIX}")
+def test_refused_credentials_stop_with_one_line(s3_env, tmp_path, make_config, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     _stopped_with_one_line(
-        cli, path, {**s3, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}, 1,
+        tmp_path, make_config, f"s3://{BUCKET}/{PREFIX}", capsys, 1,
         f"mtlrec: error: file s3://{BUCKET}/{PREFIX}: cannot read the s3:// storage: When listing objects under "
         f"key '{PREFIX}/' in bucket '{BUCKET}': AWS Error SIGNATURE_DOES_NOT_MATCH during ListObjectsV2 operation: "
         "The request signature we calculated does not match the signature you provided. Check your key and "
@@ -180,12 +183,13 @@ def test_refused_credentials_stop_with_one_line(s3, tmp_path, make_config, cli):
     )
 
 
-def test_an_unreachable_endpoint_stops_with_one_line(s3, tmp_path, make_config, cli):
+def test_an_unreachable_endpoint_stops_with_one_line(s3_env, tmp_path, make_config, capsys):
+    from mtlrec.cli import main
+
     root = f"s3://{BUCKET}/{PREFIX}?endpoint_override=127.0.0.1:{_free_port()}&scheme=http"  # nobody listens
     path = make_config(tmp_path, root)
-    code, out, err = cli("train", path, "--day", "2024-01-01", env=s3)
-    (line,) = _mtlrec_lines(err)
-    assert code == 1
+    assert main(["train", str(path), "--day", "2024-01-01"]) == 1
+    (line,) = _mtlrec_lines(capsys.readouterr().err)
     assert line.startswith(
         f"mtlrec: error: file {root}: cannot read the s3:// storage: When listing objects under key "
         f"'{PREFIX}/' in bucket '{BUCKET}': AWS Error NETWORK_CONNECTION during ListObjectsV2 operation: "
@@ -195,12 +199,9 @@ def test_an_unreachable_endpoint_stops_with_one_line(s3, tmp_path, make_config, 
 
 
 def test_an_unknown_scheme_is_a_config_error(tmp_path, make_config, capsys):
-    from mtlrec.cli import main
-
     path = make_config(tmp_path, "ftp://example/days")
-    assert main(["train", str(path), "--day", "2024-01-01"]) == 2
-    assert _mtlrec_lines(capsys.readouterr().err) == [
+    _stopped_with_one_line(
+        tmp_path, make_config, "ftp://example/days", capsys, 2,
         f"mtlrec: error: {path}:3: data.root: expected a local path or a URI that pyarrow.fs reads "
-        "(s3://, gs://, hdfs://, ...), got the unknown scheme 'ftp' in 'ftp://example/days'"
-    ]
-    assert not (tmp_path / "run").exists()
+        "(s3://, gs://, hdfs://, ...), got the unknown scheme 'ftp' in 'ftp://example/days'",
+    )
