@@ -42,7 +42,8 @@ def s3(funnel_root):
         policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
         iam.put_user_policy(UserName="reader", PolicyName="s3", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName="reader")["AccessKey"]
-        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0").raise_for_status()  # from now on: signed requests only
+        # from now on every request must be signed by a known key
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0").raise_for_status()
         env = {
             "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
             "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],

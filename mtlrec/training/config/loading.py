@@ -15,6 +15,7 @@ from mtlrec.training.config.experiment_config import ExperimentConfig
 from mtlrec.training.config.sections import SECTIONS, Document, keys_of
 from mtlrec.training.errors import ConfigError
 
+
 def _key_path(loc) -> str:
     path = ""
     for part in loc:

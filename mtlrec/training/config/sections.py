@@ -51,7 +51,9 @@ class Section(BaseModel):
 class DataConfig(Section):
     """``data``: where the day partitions are and which days to train on."""
 
-    root: _check(v.name) = Field(description="directory of dt=YYYY-MM-DD partitions")
+    root: _check(v.name) = Field(
+        description="directory of dt=YYYY-MM-DD partitions: a local path or a URI (s3://, gs://, hdfs://, ...)"
+    )
     format: _check(v.choice(*FORMATS)) = "parquet"
     train_days: _check(v.optional(v.days)) = Field(None, description='"A:B", a day or a list')
     eval_day: _check(v.optional(v.day)) = Field(None, description="default day of `evaluate`")
