@@ -29,6 +29,7 @@ _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _CREDENTIAL_ERRORS = re.compile(r"ACCESS_DENIED|INVALID_ACCESS_KEY_ID|SIGNATURE_DOES_NOT_MATCH|EXPIRED_TOKEN|"
                                 r"INVALID_TOKEN|MISSING_AUTHENTICATION_TOKEN")
 _CREDENTIAL_VARIABLES = ("AWS_", "GOOGLE_", "HADOOP_")  # what the clients read: a new value, a new client
+_STORAGE_FAILURE = re.compile(r"AWS Error|curlCode")  # how pyarrow's S3 client reports a failed request
 _CONNECT_ON_RESOLVE = ("hdfs", "viewfs")  # resolving these connects to the cluster: not probed
 
 
@@ -127,8 +128,12 @@ def parquet_file(location):
     if scheme_of(location) is None:
         return pq.ParquetFile(location)
     fs, path = resolve(location)
-    # pre_buffer: one ranged request per row group's columns instead of one per column chunk
-    return pq.ParquetFile(path, filesystem=fs, pre_buffer=True)
+    try:  # pre_buffer: one ranged request per row group's columns instead of one per column chunk
+        return pq.ParquetFile(path, filesystem=fs, pre_buffer=True)
+    except OSError as err:
+        if _STORAGE_FAILURE.search(str(err)):  # not the file's fault: say so, not "corrupt"
+            raise storage_error(err, location) from None
+        raise
 
 
 def resolve(location):

@@ -14,6 +14,7 @@ moto_server = pytest.importorskip("moto.server")
 
 BUCKET = "mtlrec-days"
 PREFIX = "funnel/days"
+LISTER = {}  # credentials of a user who may list the bucket but not read its objects (set by `s3`)
 
 
 def _free_port():
@@ -38,19 +39,23 @@ def s3(funnel_root):
     try:
         iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
                            aws_access_key_id="setup", aws_secret_access_key="setup")
-        iam.create_user(UserName="reader")
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-        iam.put_user_policy(UserName="reader", PolicyName="s3", PolicyDocument=json.dumps(policy))
-        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        keys = {}
+        for user, action in (("reader", "s3:*"), ("lister", "s3:ListBucket")):  # lister: no GetObject
+            iam.create_user(UserName=user)
+            policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]}
+            iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(policy))
+            keys[user] = iam.create_access_key(UserName=user)["AccessKey"]
         # from now on every request must be signed by a known key
         requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0").raise_for_status()
         env = {
-            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            "AWS_ACCESS_KEY_ID": keys["reader"]["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": keys["reader"]["SecretAccessKey"],
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_EC2_METADATA_DISABLED": "true",
         }
+        LISTER.update(AWS_ACCESS_KEY_ID=keys["lister"]["AccessKeyId"],
+                      AWS_SECRET_ACCESS_KEY=keys["lister"]["SecretAccessKey"])
         fs = pafs.S3FileSystem(access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"],
                                endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
                                allow_bucket_creation=True)
@@ -181,6 +186,21 @@ def test_refused_credentials_stop_with_one_line(s3_env, tmp_path, make_config, c
         "The request signature we calculated does not match the signature you provided. Check your key and "
         "signing method.; check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN "
         "or AWS_PROFILE)",
+    )
+
+
+def test_objects_that_may_be_listed_but_not_read_stop_with_one_line(s3_env, tiny, schema, monkeypatch):
+    from mtlrec.data_pipeline import DataValidationError, validate_day
+
+    for name, value in LISTER.items():
+        monkeypatch.setenv(name, value)
+    key = f"{PREFIX}/dt={tiny.days[0]}/part-00000.parquet"
+    with pytest.raises(DataValidationError) as info:
+        validate_day(f"s3://{BUCKET}/{PREFIX}", tiny.days[0], schema)
+    assert str(info.value) == (
+        f"file s3://{BUCKET}/{key}: cannot read the s3:// storage: When reading information for key '{key}' in "
+        f"bucket '{BUCKET}': AWS Error ACCESS_DENIED during HeadObject operation: No response body.; check the "
+        "credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or AWS_PROFILE)"
     )
 
 
