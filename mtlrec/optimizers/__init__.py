@@ -81,11 +81,16 @@ def optimizer_arguments(config, path="optimizer"):
             raise KeyPathError(
                 f"{path}.{key}", f"unknown key for optimizer {name!r}; expected one of {sorted(allowed)}"
             )
-        kwargs[key] = _checked(f"{path}.{key}", key, value, allowed[key])
+        kwargs[key] = _checked(f"{path}.{key}", key, value, allowed[key],
+                               getattr(cls, "ARGUMENT_CHOICES", {}).get(key))
     return cls, kwargs
 
 
-def _checked(where, key, value, default):
+def _checked(where, key, value, default, choices=None):
+    if choices is not None:
+        if not isinstance(value, str) or value not in choices:
+            raise KeyPathError(where, f"expected one of {list(choices)}, got {value!r}")
+        return value
     if key == "learning_rate":
         if not _is_number(value) or value <= 0:
             raise KeyPathError(where, f"expected a positive number, got {value!r}")

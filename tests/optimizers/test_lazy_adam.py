@@ -23,6 +23,10 @@ def _slices(indices, values, rows=6):
     )
 
 
+def _per_lookup(**kwargs):
+    return LazyAdam(row_momentum="per_lookup", **kwargs)
+
+
 def _slots(opt, index=0):
     return opt._momentums[index].numpy(), opt._velocities[index].numpy()
 
@@ -54,7 +58,7 @@ STEP2 = ([4, 3], [[-1.0, 2.0], [0.5, -4.0]])
 def test_two_sparse_steps_match_numpy_reference_and_leave_other_rows_alone():
     table = _table()
     w0 = table.numpy()
-    opt = LazyAdam(learning_rate=LR, beta_1=B1, beta_2=B2, epsilon=EPS)
+    opt = _per_lookup(learning_rate=LR, beta_1=B1, beta_2=B2, epsilon=EPS)
 
     opt.apply_gradients([(_slices(*STEP1), table)])
     w1 = table.numpy()
@@ -87,12 +91,12 @@ def test_two_sparse_steps_match_numpy_reference_and_leave_other_rows_alone():
     assert int(opt.iterations.numpy()) == 2
 
 
-def test_bias_correction_uses_the_global_step():
+def test_per_lookup_bias_correction_uses_the_global_step():
     # A row first seen at global step t = 10001: corrections are those of t,
     # the moments those of a first step, so it moves by about 3.2 lr.
     table = _table()
     w0 = table.numpy()
-    opt = LazyAdam(learning_rate=LR, beta_1=B1, beta_2=B2, epsilon=EPS)
+    opt = _per_lookup(learning_rate=LR, beta_1=B1, beta_2=B2, epsilon=EPS)
     opt.build([table])
     opt.iterations.assign(10000)
     g = np.array([2.0, -0.5])
@@ -114,9 +118,9 @@ def test_dense_adam_would_move_the_absent_row():
     assert not np.array_equal(table.numpy()[1], row1)
 
 
-def test_every_row_touched_equals_dense_adam_exactly():
+def test_per_lookup_every_row_touched_equals_dense_adam_exactly():
     lazy_table, dense_table = _table(4), _table(4)
-    lazy, dense = LazyAdam(learning_rate=LR), keras.optimizers.Adam(learning_rate=LR)
+    lazy, dense = _per_lookup(learning_rate=LR), keras.optimizers.Adam(learning_rate=LR)
     rng = np.random.default_rng(0)
     for _ in range(3):
         g = _slices([2, 0, 3, 1], rng.normal(size=(4, 2)), rows=4)
@@ -162,7 +166,7 @@ def test_amsgrad_sparse_keeps_max_velocity_on_touched_rows_only():
 def test_sparse_weight_decay_touches_batch_rows_only():
     table = _table()
     w0 = table.numpy()
-    opt = LazyAdam(learning_rate=LR, weight_decay=0.5)
+    opt = _per_lookup(learning_rate=LR, weight_decay=0.5)
     opt.apply_gradients([(_slices([2], [[1.0, -1.0]]), table)])
     w1 = table.numpy()
     np.testing.assert_array_equal(np.delete(w1, 2, axis=0), np.delete(w0, 2, axis=0))
@@ -207,7 +211,7 @@ def test_compile_fit_and_keras_roundtrip(keras_roundtrip):
     inputs = keras.Input((1,), dtype="int32")
     x = keras.layers.Flatten()(keras.layers.Embedding(50, 4)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(1)(x))
-    model.compile(optimizer=LazyAdam(learning_rate=0.01, beta_2=0.99), loss="mse")
+    model.compile(optimizer=_per_lookup(learning_rate=0.01, beta_2=0.99), loss="mse")
     ids = np.array([[1], [2], [3], [4]] * 4, dtype="int32")
     model.fit(ids, np.ones((16, 1), "float32"), batch_size=4, epochs=1, verbose=0)
     table = model.layers[1].embeddings.numpy()
@@ -222,8 +226,10 @@ def test_compile_fit_and_keras_roundtrip(keras_roundtrip):
 
 
 def test_get_config_is_constructor_args_and_deserializes():
-    opt = LazyAdam(learning_rate=0.02, beta_1=0.8, epsilon=1e-6, amsgrad=True, clipnorm=1.0)
+    opt = LazyAdam(learning_rate=0.02, beta_1=0.8, epsilon=1e-6, amsgrad=True, clipnorm=1.0,
+                   row_momentum="per_lookup")
     config = opt.get_config()
+    assert config["row_momentum"] == "per_lookup"
     params = set(inspect.signature(LazyAdam.__init__).parameters) - {"self", "kwargs"}
     assert set(config) == params
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
@@ -239,8 +245,59 @@ def test_get_config_is_constructor_args_and_deserializes():
         ({"beta_2": -0.1}, r"Received: beta_2=-0.1"),
         ({"epsilon": "small"}, r"Received: epsilon='small'"),
         ({"gradient_accumulation_steps": 2}, r"Received: gradient_accumulation_steps=2"),
+        ({"row_momentum": "lazy"}, r"one of \['per_step', 'per_lookup'\]. Received: row_momentum='lazy'"),
     ],
 )
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LazyAdam(**kwargs)
+
+
+def test_per_step_is_the_default_and_a_lookup_moves_the_row_as_far_as_dense_adam():
+    # Dense Adam: one gradient at step t = 10001, then 400 steps without one;
+    # the row keeps moving with its decaying momentum. LazyAdam's default moves
+    # the row that whole way at the lookup, and no other row.
+    g = np.array([2.0, -0.5])
+    lazy_table, dense_table = _table(), _table()
+    w0 = lazy_table.numpy()
+    lazy, dense = LazyAdam(learning_rate=LR), keras.optimizers.Adam(learning_rate=LR)
+    assert lazy.row_momentum == "per_step"
+    for opt, table in ((lazy, lazy_table), (dense, dense_table)):
+        opt.build([table])
+        opt.iterations.assign(10000)
+    lazy.apply_gradients([(_slices([5], [g]), lazy_table)])
+    dense.apply_gradients([(tf.convert_to_tensor(_slices([5], [g])), dense_table)])
+    for _ in range(400):
+        dense.apply_gradients([(tf.zeros((6, 2)), dense_table)])
+    np.testing.assert_allclose(lazy_table.numpy(), dense_table.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(lazy_table.numpy()[:5], w0[:5])
+    # By hand: v = (1 - B2) g^2, so the step is lr sqrt(1 - B2^t) k sign(g) with
+    # k = (1 - B1) / (1 - B1 / sqrt(B2)) = 1.00452 (the sum of the momentum's future).
+    t = 10001
+    k = (1 - B1) / (1 - B1 / np.sqrt(B2))
+    step = LR * np.sqrt(1 - np.float32(B2) ** t) * k * g / (np.sqrt((1 - B2) * g**2) + EPS)
+    np.testing.assert_allclose(w0[5] - lazy_table.numpy()[5], step, rtol=1e-5)
+    np.testing.assert_allclose(np.abs(step), LR * 1.00452 * np.sqrt((1 - B2**t) / (1 - B2)), rtol=1e-4)
+
+
+def test_per_step_keeps_no_row_momentum_and_sums_duplicate_ids():
+    table = _table()
+    w0 = table.numpy()
+    opt = LazyAdam(learning_rate=LR)
+    opt.apply_gradients([(_slices(*STEP1), table)])
+    opt.apply_gradients([(_slices(*STEP2), table)])
+    m, v = _slots(opt)
+    np.testing.assert_array_equal(m, 0.0)
+    # Reference: v as in Adam over the row's lookups, step lr sqrt(1 - B2^t) k g / sqrt(v).
+    b2_32 = float(np.float32(B2))
+    k = (1 - B1) / (1 - B1 / np.sqrt(B2))
+    w, ref_v = w0.astype("float64"), np.zeros_like(w0, dtype="float64")
+    steps = [{1: np.array([4.0, -1.0]), 3: np.array([0.5, 0.25])},
+             {4: np.array([-1.0, 2.0]), 3: np.array([0.5, -4.0])}]
+    for t, grads in enumerate(steps, start=1):
+        for row, g in grads.items():
+            ref_v[row] = B2 * ref_v[row] + (1 - B2) * g**2
+            w[row] -= LR * np.sqrt(1 - b2_32**t) * k * g / (np.sqrt(ref_v[row]) + EPS)
+    np.testing.assert_allclose(table.numpy(), w, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(v, ref_v, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(table.numpy()[[0, 2, 5]], w0[[0, 2, 5]])

@@ -46,6 +46,10 @@ def test_passes_the_optimizers_own_keys():
         ({"name": "adam", "clipnorm": "1"}, r"^optimizer\.clipnorm: expected a number or null"),
         ({"name": "adam", "clipnorm": 1.0, "clipvalue": 1.0}, r"^optimizer \(adam\): Only one of"),
         ({"name": "lazy_adam", "beta_2": 1.0}, r"^optimizer \(lazy_adam\): .*Received: beta_2=1.0"),
+        ({"name": "lazy_adam", "row_momentum": 1},
+         r"^optimizer\.row_momentum: expected one of \['per_step', 'per_lookup'\], got 1$"),
+        ({"name": "lazy_adam", "row_momentum": "dense"},
+         r"^optimizer\.row_momentum: expected one of \['per_step', 'per_lookup'\], got 'dense'$"),
     ],
 )
 def test_bad_config_names_the_key_path(config, match):
