@@ -56,6 +56,20 @@ def schema(knobs, item_table):
     return out
 
 
+def optimizer_section(args):
+    """The config's `optimizer` section: the defaults, or the learning rates given."""
+    parts = {"dense": ("adam", args.dense_lr), "embedding": ("lazy_adam", args.embedding_lr)}
+    section = {part: {"name": name, "learning_rate": lr} for part, (name, lr) in parts.items() if lr}
+    return {"optimizer": section} if section else {}
+
+
+def optimizer_text(args):
+    dense = f"Adam {args.dense_lr:g}" if args.dense_lr else "the default Adam 0.001"
+    embedding = (f"LazyAdam {args.embedding_lr:g}" if args.embedding_lr
+                 else "the default LazyAdam 0.001 (row_momentum per_step)")
+    return f"{dense} / {embedding}"
+
+
 def run(root, run_dir, table, knobs, days, seed, args):
     config = config_from_dict({
         "name": "dynamic_quality",
@@ -65,8 +79,7 @@ def run(root, run_dir, table, knobs, days, seed, args):
         "tasks": [{"name": "ctr", "label": "click"},
                   {"name": "cvr", "label": "conversion", "parent": "ctr", "joint": "ctcvr"}],
         "model": {"type": "esmm", "tower_units": [64, 32], "seed": seed},
-        "optimizer": {"dense": {"name": "adam", "learning_rate": 0.003},
-                      "embedding": {"name": "lazy_adam", "learning_rate": 0.01}},
+        **optimizer_section(args),
         "training": {"batch_size": args.batch_size, "epochs_per_day": args.epochs, "seed": seed,
                      "shuffle_buffer": 8192, "log_every": 10**6, "checkpoint_every": 10**6},
         "export": {"keep": 1},
@@ -134,6 +147,10 @@ def main():
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--studies", default="collision,churn")
     parser.add_argument("--min-count", type=int, default=1, help="min_count of the dynamic tables")
+    parser.add_argument("--dense-lr", type=float, default=None,
+                        help="Adam's learning rate on the dense weights (default: the config's)")
+    parser.add_argument("--embedding-lr", type=float, default=None,
+                        help="LazyAdam's learning rate on the tables (default: the config's)")
     parser.add_argument("--tag", default="", help="write a separate variant section")
     args = parser.parse_args()
     logging.getLogger("mtlrec.training").setLevel(logging.ERROR)
@@ -181,7 +198,7 @@ def main():
                     "table never overflows; occupancy below capacity: see the last two columns):\n\n"
                     + churn_verdict)
     shutil.rmtree(tmp, ignore_errors=True)
-    body.append(f"ESMM (towers 64-32, dim 8), Adam 0.003 / LazyAdam 0.01, batch {args.batch_size}, "
+    body.append(f"ESMM (towers 64-32, dim 8), {optimizer_text(args)}, batch {args.batch_size}, "
                 f"{args.epochs} epoch a day. {common.machine()}; {time.perf_counter() - started:.0f} s.\n\n"
                 f"    {common.command()}\n")
     text = "\n\n".join(part.strip() for part in body) + "\n"

@@ -35,7 +35,7 @@ STAGES = ("embedding", "forward", "forward+backward", "step")
 
 
 def stage_functions(model, kind, args, batches):
-    run, _, trainer = tt.mtlrec_runner(model, kind, "lazy_adam", args, batches)
+    run, _, trainer = tt.mtlrec_runner(model, kind, {"name": "lazy_adam"}, args, batches)
     names = list(trainer.model.input.keys())
     data = [tt.as_tensors(b, names) for b in batches]
     net = trainer.model
