@@ -153,7 +153,10 @@ def test_two_replicas_with_repeated_ids_match_single_device():
 
 @pytest.mark.parametrize(
     "make_opt, slot_attrs",
-    [(lambda: LazyAdam(0.05, amsgrad=True), ["_momentums", "_velocities", "_velocity_hats"]),
+    [(lambda: LazyAdam(0.05, amsgrad=True, row_momentum="per_lookup"),
+      ["_momentums", "_velocities", "_velocity_hats"]),
+     # per_step keeps no row momentum: its table's momentum slot stays zero.
+     (lambda: LazyAdam(0.05, amsgrad=True), ["_velocities", "_velocity_hats", "_momentums"]),
      (lambda: LazyAdagrad(0.1), ["_accumulators"])],
 )
 def test_checkpoint_round_trip_of_slots(tmp_path, make_opt, slot_attrs):
