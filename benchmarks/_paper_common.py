@@ -206,6 +206,13 @@ def command():
     return f"TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=. .venv/bin/python {script}" + (f" {args}" if args else "")
 
 
+def print_report(summary, header, rows):
+    """Prints a run's summary line (with the machine), its command and its markdown table."""
+    print(f"{summary}; {machine()}")
+    print(f"command: {command()}")
+    print(markdown_table(header, rows))
+
+
 def machine():
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (

@@ -258,10 +258,8 @@ def main():
                 f"{np.mean([r[k] for r in results[(model, label)]]) - np.mean([r[k] for r in peer]):+.4f}"
                 for k, _ in METRICS])
     print()
-    print(f"{args.rows:,} impressions per day, {args.seeds} seeds, {minutes:.1f} minutes; {pc.machine()}; "
-          f"deepctr {info if have_deepctr else 'not installed'}")
-    print(f"command: {pc.command()}")
-    print(pc.markdown_table(header, rows))
+    pc.print_report(f"{args.rows:,} impressions per day, {args.seeds} seeds, {minutes:.1f} minutes; "
+                    f"deepctr {info if have_deepctr else 'not installed'}", header, rows)
 
 
 if __name__ == "__main__":

@@ -87,10 +87,8 @@ def main():
                      for k in ("step", "lookup", "row")]
             rows.append([f"{sd:g}", f"{p:g}", f"{touch[:, cols].sum(0).mean():.1f}",
                          f"{dense / LR:.1f}", *cells])
-    print(f"{args.steps} steps, lr {LR}, {args.draws} rows per rate; distance moved / lr "
-          f"(ratio to dense Adam); {pc.machine()}")
-    print(f"command: {pc.command()}")
-    print(pc.markdown_table(header, rows))
+    pc.print_report(f"{args.steps} steps, lr {LR}, {args.draws} rows per rate; distance moved / lr "
+                    "(ratio to dense Adam)", header, rows)
 
 
 if __name__ == "__main__":
