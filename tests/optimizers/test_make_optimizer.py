@@ -2,9 +2,11 @@ import keras
 import numpy as np
 import pytest
 
+from mtlrec.key_paths import KeyPathError
 from mtlrec.optimizers import LazyAdagrad
 from mtlrec.optimizers import LazyAdam
 from mtlrec.optimizers import make_optimizer
+from mtlrec.optimizers import optimizer_arguments
 
 
 @pytest.mark.parametrize(
@@ -62,3 +64,12 @@ def test_key_path_prefix_and_non_mapping():
         make_optimizer({"name": "adam", "foo": 1}, path="train.dense_optimizer")
     with pytest.raises(ValueError, match=r"^optimizer: expected a mapping.*got str 'adam'"):
         make_optimizer("adam")
+
+
+def test_row_momentum_is_checked_without_building_the_optimizer():
+    cls, kwargs = optimizer_arguments({"name": "lazy_adam", "row_momentum": "per_lookup"})
+    assert cls is LazyAdam and kwargs == {"row_momentum": "per_lookup"}
+    with pytest.raises(KeyPathError) as err:
+        optimizer_arguments({"name": "lazy_adam", "row_momentum": "dense"}, path="optimizer.embedding")
+    assert err.value.path == "optimizer.embedding.row_momentum"
+    assert err.value.detail == "expected one of ['per_step', 'per_lookup'], got 'dense'"
