@@ -27,7 +27,7 @@ import pandas as pd
 from keras import ops
 
 from mtlrec import metrics
-from mtlrec.tasks import Task, funnel_chain
+from mtlrec.tasks import Task, funnel_chain, require
 
 SCORE_BINS = 1 << 16
 LOGIT_RANGE = 16.0
@@ -241,12 +241,7 @@ class _Binary:
 
 
 def _get(mapping: Mapping, key: str, what: str, task: str) -> np.ndarray:
-    if key not in mapping:
-        raise ValueError(
-            f"task {task!r}: {what} {key!r} is missing "
-            f"(have: {', '.join(sorted(map(str, mapping)))})"
-        )
-    return np.asarray(mapping[key])
+    return np.asarray(require(mapping, key, what, task))
 
 
 class DayMetrics:
@@ -265,14 +260,18 @@ class DayMetrics:
 
     def __init__(self, tasks: Iterable, spill_dir=None):
         self.tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
-        self._by_name = {t.name: t for t in self.tasks}
         self.spill_dir = spill_dir
         self._acc: dict | None = None
 
-    def _condition(self, task: Task):
-        if task.parent is not None:
-            return self._by_name[task.parent].label
-        return task.sample_space
+    def _space(self, task: Task):
+        """The task's own output's evaluation space (``Task.evaluation_spaces``)."""
+        return task.evaluation_spaces(self.tasks)[0]
+
+    @staticmethod
+    def _rows(space, labels: Mapping, n: int) -> np.ndarray:
+        """Bool (n,) mask of the rows of ``space`` in this batch."""
+        rows = space.rows(labels, lambda x: metrics.as_vector(x, space.condition))
+        return np.ones(n, dtype=bool) if rows is None else rows
 
     def _truth(self, task: Task, extras: Mapping, joint: bool):
         name = task.joint_name if joint else task.name
@@ -296,7 +295,7 @@ class DayMetrics:
             elif task.kind == "regression":
                 acc[task.name] = {"count": 0.0, "mse": 0.0, "mae": 0.0}
             else:
-                conditioned = self._condition(task) is not None
+                conditioned = self._space(task).condition is not None
                 acc[task.name] = _Binary(
                     grouped, truths.get(task.name) is not None, conditioned, self.spill_dir
                 )
@@ -330,11 +329,7 @@ class DayMetrics:
             )
             if groups is not None:
                 metrics.check_lengths(labels=y, user_id=groups)
-            condition = self._condition(task)
-            if condition is not None:
-                space = metrics.as_vector(_get(labels, condition, "label", task.name), condition) == 1
-            else:
-                space = np.ones(len(y), dtype=bool)
+            space = self._rows(self._space(task), labels, len(y))
             acc = self._acc[task.name]
             if task.kind == "multiclass":
                 yy = y[space].astype(np.int64)
@@ -354,17 +349,17 @@ class DayMetrics:
             if truth is not None:
                 metrics.check_lengths(preds=pred, truth=truth)
             acc.add(y, pred, space, groups, truth)
-            if task.parent is not None:
+            for joint_space in task.evaluation_spaces(self.tasks)[1:]:
                 joint = metrics.as_vector(
-                    _get(predictions, task.joint_name, "joint prediction", task.name),
-                    f"predictions[{task.joint_name!r}]",
+                    _get(predictions, joint_space.output, "joint prediction", task.name),
+                    f"predictions[{joint_space.output!r}]",
                 )
                 metrics.check_lengths(labels=y, joint=joint)
-                truth = truths[task.joint_name]
+                truth = truths[joint_space.output]
                 if truth is not None:
                     metrics.check_lengths(preds=joint, truth=truth)
-                everywhere = np.ones(len(y), dtype=bool)
-                self._acc[task.joint_name].add(y, joint, everywhere, groups, truth)
+                rows = self._rows(joint_space, labels, len(y))
+                self._acc[joint_space.output].add(y, joint, rows, groups, truth)
 
     def result(self) -> dict:
         """dict task (or joint output) name -> dict metric name -> float."""
@@ -380,7 +375,7 @@ class DayMetrics:
                     for key, total in acc.items()
                 }
             else:
-                out[task.name] = acc.result(clicked=self._condition(task) is not None)
+                out[task.name] = acc.result(clicked=self._space(task).condition is not None)
                 if task.parent is not None:
                     out[task.joint_name] = self._acc[task.joint_name].result(clicked=False)
         return out

@@ -144,9 +144,9 @@ def evaluate(
 ) -> dict:
     """Metrics per task (and per joint output of funnel steps).
 
-    Every task is evaluated on its *evaluation space*: rows where its
-    ``sample_space`` label is 1, rows where its parent's label is 1 for a
-    funnel step, all rows otherwise.
+    Every task is evaluated on its *evaluation space* (``Task.evaluation_spaces``):
+    rows where its ``sample_space`` label is 1, rows where its parent's label is 1
+    for a funnel step, all rows otherwise.
 
     binary: ``count``, ``positives``, ``auc``, ``logloss``, ``calibration`` and,
     with ``extras["user_id"]``, ``gauc``, all on the evaluation space. A task

@@ -9,20 +9,11 @@ from keras import ops
 
 from mtlrec.day_metrics import SCORE_BINS, score_bins
 from mtlrec.metrics import auc_from_counts
-from mtlrec.tasks import Task
+from mtlrec.tasks import Task, require
 
 
 def _flat(x):
     return ops.reshape(ops.cast(ops.convert_to_tensor(x), "float32"), (-1,))
-
-
-def _need(mapping: Mapping, key: str, what: str, task: Task):
-    if key not in mapping:
-        raise ValueError(
-            f"task {task.name!r}: {what} {key!r} is missing "
-            f"(have: {', '.join(sorted(map(str, mapping)))})"
-        )
-    return mapping[key]
 
 
 class _BinnedAUC(keras.metrics.Metric):
@@ -48,8 +39,8 @@ class _BinnedAUC(keras.metrics.Metric):
 class StreamingTaskMetrics:
     """Streaming per-task metrics built on ``keras.metrics``.
 
-    Each task is measured on its evaluation space (as in
-    ``mtlrec.metrics.evaluate``): rows where its ``sample_space`` label is 1,
+    Each output is measured on its task's evaluation space (``Task.evaluation_spaces``,
+    as in ``mtlrec.metrics.evaluate``): rows where its ``sample_space`` label is 1,
     rows where its parent's label is 1 for a funnel step, all rows otherwise;
     rows outside get sample weight 0.
 
@@ -72,7 +63,6 @@ class StreamingTaskMetrics:
         self.tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
         if not isinstance(bins, int) or isinstance(bins, bool) or bins < 2:
             raise ValueError(f"Expected bins to be an integer > 1. Received: bins={bins!r}")
-        self._by_name = {t.name: t for t in self.tasks}
         self._metrics: dict[str, dict[str, keras.metrics.Metric]] = {}
         for task in self.tasks:
             if task.kind == "binary":
@@ -105,38 +95,27 @@ class StreamingTaskMetrics:
         """All underlying ``keras.metrics.Metric`` objects."""
         return [m for group in self._metrics.values() for m in group.values()]
 
-    def _space(self, task: Task, labels: Mapping):
-        condition = task.sample_space
-        if task.parent is not None:
-            condition = self._by_name[task.parent].label
-        if condition is None:
-            return None
-        space = _need(labels, condition, "label", task)
-        return ops.cast(ops.equal(_flat(space), 1.0), "float32")
-
     def update_state(self, labels: Mapping, outputs: Mapping) -> None:
         """Accumulate one batch (labels and model outputs as in ``task_losses``)."""
         for task in self.tasks:
-            group = self._metrics[task.name]
-            weight = self._space(task, labels)
-            y = _need(labels, task.label, "label", task)
-            out = _need(outputs, task.name, "output", task)
-            if task.kind == "binary":
-                self._update_binary(group, _flat(y), _flat(out), weight)
-                if task.parent is not None:
-                    joint = _need(outputs, task.joint_name, "joint output", task)
-                    self._update_binary(
-                        self._metrics[task.joint_name], _flat(y), _flat(joint), None
+            for space in task.evaluation_spaces(self.tasks):
+                rows = space.rows(labels, _flat)
+                weight = None if rows is None else ops.cast(rows, "float32")
+                y = _flat(require(labels, space.label, "label", task.name))
+                what = "joint output" if space.joint else "output"
+                out = require(outputs, space.output, what, task.name)
+                group = self._metrics[space.output]
+                if task.kind == "binary":
+                    self._update_binary(group, y, _flat(out), weight)
+                elif task.kind == "multiclass":
+                    pred = ops.reshape(out, (-1, task.num_classes))
+                    group["accuracy"].update_state(y, pred, sample_weight=weight)
+                else:
+                    group["mse"].update_state(
+                        ops.expand_dims(y, -1),
+                        ops.expand_dims(_flat(out), -1),
+                        sample_weight=weight,
                     )
-            elif task.kind == "multiclass":
-                pred = ops.reshape(out, (-1, task.num_classes))
-                group["accuracy"].update_state(_flat(y), pred, sample_weight=weight)
-            else:
-                group["mse"].update_state(
-                    ops.expand_dims(_flat(y), -1),
-                    ops.expand_dims(_flat(out), -1),
-                    sample_weight=weight,
-                )
 
     @staticmethod
     def _update_binary(group, y, p, weight):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from mtlrec.key_paths import KeyPathError
 
@@ -37,6 +37,42 @@ _FIELDS = (
     "parent",
     "joint",
 )
+
+
+def require(mapping: Mapping, key: str, what: str, task_name: str):
+    """``mapping[key]``, or ValueError ``task 'cvr': label 'click' is missing (have: ...)``."""
+    if key not in mapping:
+        raise ValueError(
+            f"task {task_name!r}: {what} {key!r} is missing "
+            f"(have: {', '.join(sorted(map(str, mapping)))})"
+        )
+    return mapping[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSpace:
+    """One output a task is evaluated on, against which label, over which rows.
+
+    Attributes:
+        task: the task's name (for messages).
+        output: the model output evaluated (the task's name, or its joint output).
+        label: the label it is compared with.
+        condition: a binary label that must be 1 for a row to count; None: every row.
+        joint: True for the joint output of a funnel step.
+    """
+
+    task: str
+    output: str
+    label: str
+    condition: str | None
+    joint: bool = False
+
+    def rows(self, labels: Mapping, flatten: Callable):
+        """Which rows count: ``flatten(labels[condition]) == 1`` (a bool (N,) array or
+        tensor, whatever ``flatten`` returns compares elementwise), None for every row."""
+        if self.condition is None:
+            return None
+        return flatten(require(labels, self.condition, "label", self.task)) == 1
 
 
 def _is_int(value) -> bool:
@@ -145,6 +181,26 @@ class Task:
         """What the task's loss is named in progress lines and plots: the output it is
         computed on (the joint, e.g. ``ctcvr``, for a funnel step)."""
         return self.joint_name or self.name
+
+    def evaluation_spaces(self, tasks: Iterable["Task"]) -> list[EvaluationSpace]:
+        """Where this task is evaluated (``metrics.evaluate``, ``DayMetrics``,
+        ``StreamingTaskMetrics`` and ``evaluate_model`` all read it from here).
+
+        Its output ``name`` against ``label`` on the rows where its ``sample_space`` label
+        is 1, or its parent's label is 1 for a funnel step (the clicked rows of
+        CTR -> CVR), every row otherwise; a funnel step's joint output (``joint_name``)
+        against the same label over every row.
+
+        Args:
+            tasks: all tasks of the model (to find the parent's label).
+        """
+        condition = self.sample_space
+        if self.parent is not None:
+            condition = next(t for t in tasks if t.name == self.parent).label
+        spaces = [EvaluationSpace(self.name, self.name, self.label, condition)]
+        if self.parent is not None:
+            spaces.append(EvaluationSpace(self.name, self.joint_name, self.label, None, joint=True))
+        return spaces
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str = "task") -> "Task":
@@ -328,6 +384,18 @@ def validate_tasks(tasks: Iterable, schema) -> list[Task]:
                     f"for the logits beside each probability output, got {name!r}"
                 )
     return tasks
+
+
+def evaluation_labels(tasks: Iterable[Task]) -> set[str]:
+    """Every label the tasks' evaluation spaces read (their labels and conditions)."""
+    tasks = list(tasks)
+    return {
+        name
+        for task in tasks
+        for space in task.evaluation_spaces(tasks)
+        for name in (space.label, space.condition)
+        if name is not None
+    }
 
 
 def funnel_chain(task: Task, tasks: Iterable[Task]) -> list[Task]:

@@ -1,6 +1,7 @@
 import dataclasses
 import types
 
+import numpy as np
 import pytest
 
 from mtlrec import Task
@@ -249,3 +250,28 @@ def test_validate_tasks_with_the_schema_class():
     assert [t.name for t in validate_tasks(ESMM, schema)] == ["ctr", "cvr"]
     with pytest.raises(ValueError, match=r"tasks\[0\]\.sample_space \(task 'x'\): 'dwell' must be a binary label"):
         validate_tasks([{"name": "x", "label": "click", "sample_space": "dwell"}], schema)
+
+
+def test_evaluation_spaces_name_rows_label_and_output():
+    from mtlrec.tasks import EvaluationSpace, evaluation_labels
+
+    tasks = [
+        Task("ctr", "click"),
+        Task("cvr", "buy", parent="ctr"),
+        Task("stay", "dwell", kind="regression", sample_space="click"),
+        Task("like", "like"),
+    ]
+    assert tasks[0].evaluation_spaces(tasks) == [EvaluationSpace("ctr", "ctr", "click", None)]
+    assert tasks[1].evaluation_spaces(tasks) == [
+        EvaluationSpace("cvr", "cvr", "buy", "click"),
+        EvaluationSpace("cvr", "ctr_cvr", "buy", None, joint=True),
+    ]
+    assert tasks[2].evaluation_spaces(tasks) == [EvaluationSpace("stay", "stay", "dwell", "click")]
+    assert evaluation_labels(tasks) == {"click", "buy", "dwell", "like"}
+
+    labels = {"click": np.array([[1.0], [0.0], [1.0]])}
+    space = tasks[1].evaluation_spaces(tasks)[0]
+    np.testing.assert_array_equal(space.rows(labels, lambda x: x.reshape(-1)), [True, False, True])
+    assert tasks[0].evaluation_spaces(tasks)[0].rows(labels, np.ravel) is None
+    with pytest.raises(ValueError, match=r"^task 'cvr': label 'click' is missing \(have: clk\)$"):
+        space.rows({"clk": np.zeros(3)}, np.ravel)

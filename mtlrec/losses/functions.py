@@ -13,7 +13,7 @@ from typing import Iterable, Mapping
 
 from keras import ops
 
-from mtlrec.tasks import Task, logit_name
+from mtlrec.tasks import Task, logit_name, require
 
 
 def _as_tasks(tasks: Iterable) -> list[Task]:
@@ -26,12 +26,7 @@ def _flat(x, dtype="float32"):
 
 
 def _lookup(mapping: Mapping, key: str, what: str, task: Task):
-    if key not in mapping:
-        raise ValueError(
-            f"task {task.name!r}: {what} {key!r} is missing "
-            f"(have: {', '.join(sorted(map(str, mapping)))})"
-        )
-    return mapping[key]
+    return require(mapping, key, what, task.name)
 
 
 def masked_mean(values, mask):

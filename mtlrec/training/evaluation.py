@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtlrec.day_metrics import CALIBRATION_BINS, DayMetrics
-from mtlrec.tasks import Task
+from mtlrec.tasks import Task, evaluation_labels
 from mtlrec.training.progress import row_progress
 
 
@@ -79,8 +79,8 @@ def evaluate_model(
     """
     tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
     extras = tuple(extras)
-    # an extra that is also a label (or a sample space) is given as both
-    shared = {name for name in extras if any(t.label == name or t.sample_space == name for t in tasks)}
+    # an extra that the evaluation also reads as a label is given as both
+    shared = set(extras) & evaluation_labels(tasks)
 
     forward = forward_function(model, gate_model)
     signature_names = list(forward.input_signature[0])
