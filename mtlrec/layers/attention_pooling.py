@@ -3,13 +3,8 @@
 import keras
 from keras import ops
 
-from mtlrec.layers._arg_utils import (
-    check_bool,
-    check_positive_int,
-    check_seed,
-    combine_masks,
-    check_initializer,
-)
+from mtlrec import arg_checks as checks
+from mtlrec.layers._masks import combine_masks
 from mtlrec.seeding import fresh_initializer
 
 
@@ -47,14 +42,12 @@ class AttentionPooling(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        units = check_positive_int(units, "units")
-        return_weights = check_bool(return_weights, "return_weights")
-        seed = check_seed(seed)
+        units = checks.check_positive_int("units", units)
+        return_weights = checks.check_bool("return_weights", return_weights)
+        seed = checks.check_seed(seed)
         self.units = units
         self.return_weights = return_weights
-        self.kernel_initializer = check_initializer(
-            kernel_initializer, "kernel_initializer"
-        )
+        self.kernel_initializer = checks.serialize_identifier(checks.check_initializer("kernel_initializer", kernel_initializer))
         self.seed = seed
 
     @staticmethod

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from mtlrec import arg_checks as checks
 from mtlrec.layers import _core_utils as cu
 from mtlrec.layers.expert import Expert
 from mtlrec.layers._gate_config import check_gate, make_gate
@@ -61,9 +62,9 @@ class CGC(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_tasks = cu.check_positive_int("num_tasks", num_tasks)
-        self.num_task_experts = cu.check_positive_int("num_task_experts", num_task_experts, 0)
-        self.num_shared_experts = cu.check_positive_int(
+        self.num_tasks = checks.check_positive_int("num_tasks", num_tasks)
+        self.num_task_experts = checks.check_positive_int("num_task_experts", num_task_experts, 0)
+        self.num_shared_experts = checks.check_positive_int(
             "num_shared_experts", num_shared_experts, 0
         )
         if self.num_task_experts + self.num_shared_experts == 0:
@@ -71,14 +72,14 @@ class CGC(keras.layers.Layer):
                 "Expected at least one expert per task gate. Received: "
                 f"num_task_experts={num_task_experts}, num_shared_experts={num_shared_experts}"
             )
-        self.expert_units = cu.check_units("expert_units", expert_units)
-        self.is_last = cu.check_bool("is_last", is_last)
-        self.return_gate_weights = cu.check_bool("return_gate_weights", return_gate_weights)
-        cu.check_activation("expert_activation", expert_activation)
+        self.expert_units = checks.check_units("expert_units", expert_units)
+        self.is_last = checks.check_bool("is_last", is_last)
+        self.return_gate_weights = checks.check_bool("return_gate_weights", return_gate_weights)
+        checks.check_activation("expert_activation", expert_activation)
         self.expert_activation = expert_activation
-        self.dropout = cu.check_rate("dropout", dropout)
+        self.dropout = checks.check_rate("dropout", dropout)
         self.gate = check_gate(gate)
-        self.seed = cu.check_seed(seed)
+        self.seed = checks.check_seed(seed)
 
     def _input_shapes(self, input_shape):
         """[task_1..task_K, shared] shapes from a single shape or a list of K + 1."""
@@ -191,7 +192,7 @@ class CGC(keras.layers.Layer):
                 "expert_units": list(self.expert_units),
                 "is_last": self.is_last,
                 "return_gate_weights": self.return_gate_weights,
-                "expert_activation": cu.serialize_identifier(self.expert_activation),
+                "expert_activation": checks.serialize_identifier(self.expert_activation),
                 "dropout": self.dropout,
                 "gate": dict(self.gate),
                 "seed": self.seed,

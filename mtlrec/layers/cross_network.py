@@ -3,11 +3,7 @@
 import keras
 from keras import ops
 
-from mtlrec.layers._arg_utils import (
-    check_initializer,
-    check_positive_int,
-    check_seed,
-)
+from mtlrec import arg_checks as checks
 from mtlrec.seeding import fresh_initializer
 
 
@@ -44,15 +40,13 @@ class CrossNetwork(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        num_layers = check_positive_int(num_layers, "num_layers")
+        num_layers = checks.check_positive_int("num_layers", num_layers)
         if low_rank is not None:
-            low_rank = check_positive_int(low_rank, "low_rank")
-        seed = check_seed(seed)
+            low_rank = checks.check_positive_int("low_rank", low_rank)
+        seed = checks.check_seed(seed)
         self.num_layers = num_layers
         self.low_rank = low_rank
-        self.kernel_initializer = check_initializer(
-            kernel_initializer, "kernel_initializer"
-        )
+        self.kernel_initializer = checks.serialize_identifier(checks.check_initializer("kernel_initializer", kernel_initializer))
         self.seed = seed
 
     @staticmethod

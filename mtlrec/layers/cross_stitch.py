@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from mtlrec import arg_checks as checks
 from mtlrec.layers import _core_utils as cu
 
 
@@ -36,7 +37,7 @@ class CrossStitch(keras.layers.Layer):
                 f"Received: self_weight={self_weight!r}"
             )
         self.self_weight = float(self_weight)
-        self.per_channel = cu.check_bool("per_channel", per_channel)
+        self.per_channel = checks.check_bool("per_channel", per_channel)
 
     def _check_shapes(self, input_shape):
         shapes = cu.as_shape_list(input_shape)

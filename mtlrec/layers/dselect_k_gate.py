@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mtlrec.key_paths import ArgumentError
+from mtlrec import arg_checks as checks
 from mtlrec.layers import _core_utils as cu
 from mtlrec.seeding import fresh_initializer
 
@@ -61,14 +61,12 @@ class DSelectKGate(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_experts = cu.check_positive_int("num_experts", num_experts, minimum=2)
-        self.k = cu.check_positive_int("k", k)
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma <= 0:
-            raise ArgumentError("gamma", f"Expected gamma to be a positive number. Received: gamma={gamma!r}")
-        self.gamma = float(gamma)
-        self.entropy_reg = cu.check_non_negative("entropy_reg", entropy_reg)
-        self.return_weights = cu.check_bool("return_weights", return_weights)
-        self.seed = cu.check_seed(seed)
+        self.num_experts = checks.check_positive_int("num_experts", num_experts, minimum=2)
+        self.k = checks.check_positive_int("k", k)
+        self.gamma = checks.check_positive("gamma", gamma)
+        self.entropy_reg = checks.check_non_negative("entropy_reg", entropy_reg)
+        self.return_weights = checks.check_bool("return_weights", return_weights)
+        self.seed = checks.check_seed(seed)
         self.num_bits = math.ceil(math.log2(self.num_experts))
         codes = np.arange(2**self.num_bits)[:, None] >> np.arange(self.num_bits)[None, :]
         self._codes = (codes & 1).astype("float32")  # (2^m, m): b(l)_j

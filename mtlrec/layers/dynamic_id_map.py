@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtlrec.layers._core_utils import check_positive_int
+from mtlrec.arg_checks import check_positive_int
 from mtlrec.layers._id_hashing import hash_ids
 
 #: Value of a map entry: (row or -1 when not admitted, times seen, last day seen).

@@ -2,7 +2,7 @@
 
 import keras
 
-from mtlrec.layers import _core_utils as cu
+from mtlrec import arg_checks as checks
 from mtlrec.layers.mlp import MLP
 
 
@@ -35,14 +35,14 @@ class Expert(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.units = cu.check_units("units", units)
-        cu.check_activation("activation", activation)
+        self.units = checks.check_units("units", units)
+        checks.check_activation("activation", activation)
         self.activation = activation
-        self.dropout = cu.check_rate("dropout", dropout)
-        self.batch_norm = cu.check_bool("batch_norm", batch_norm)
-        self.l2 = cu.check_non_negative("l2", l2)
-        self.kernel_initializer = cu.check_initializer("kernel_initializer", kernel_initializer)
-        self.seed = cu.check_seed(seed)
+        self.dropout = checks.check_rate("dropout", dropout)
+        self.batch_norm = checks.check_bool("batch_norm", batch_norm)
+        self.l2 = checks.check_non_negative("l2", l2)
+        self.kernel_initializer = checks.check_initializer("kernel_initializer", kernel_initializer)
+        self.seed = checks.check_seed(seed)
 
     def build(self, input_shape):
         self.mlp = MLP(
@@ -73,11 +73,11 @@ class Expert(keras.layers.Layer):
         config.update(
             {
                 "units": list(self.units),
-                "activation": cu.serialize_identifier(self.activation),
+                "activation": checks.serialize_identifier(self.activation),
                 "dropout": self.dropout,
                 "batch_norm": self.batch_norm,
                 "l2": self.l2,
-                "kernel_initializer": cu.serialize_identifier(self.kernel_initializer),
+                "kernel_initializer": checks.serialize_identifier(self.kernel_initializer),
                 "seed": self.seed,
             }
         )

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from mtlrec.layers import _core_utils as cu
+from mtlrec import arg_checks as checks
 from mtlrec.layers._id_hashing import hash_ids
 from mtlrec.layers.dynamic_id_map import DynamicIdMap
 from mtlrec.schema import Schema
@@ -67,7 +67,7 @@ class FeatureEmbedding(keras.layers.Layer):
                 )
         self._schema = parsed
         self.schema = parsed.to_dict()
-        self.seed = cu.check_seed(seed)
+        self.seed = checks.check_seed(seed)
         self.tables = {}
         self.id_maps = {}
         self.lookup_counts = {}

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mtlrec.layers._arg_utils import check_bool
+from mtlrec import arg_checks as checks
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -26,7 +26,7 @@ class FMInteraction(keras.layers.Layer):
 
     def __init__(self, reduce_sum=False, **kwargs):
         super().__init__(**kwargs)
-        reduce_sum = check_bool(reduce_sum, "reduce_sum")
+        reduce_sum = checks.check_bool("reduce_sum", reduce_sum)
         self.reduce_sum = reduce_sum
 
     @staticmethod

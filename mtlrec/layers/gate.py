@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from mtlrec import arg_checks as checks
 from mtlrec.layers import _core_utils as cu
 from mtlrec.seeding import fresh_initializer
 
@@ -49,13 +50,13 @@ class Gate(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_experts = cu.check_positive_int("num_experts", num_experts)
-        self.return_weights = cu.check_bool("return_weights", return_weights)
-        self.use_bias = cu.check_bool("use_bias", use_bias)
+        self.num_experts = checks.check_positive_int("num_experts", num_experts)
+        self.return_weights = checks.check_bool("return_weights", return_weights)
+        self.use_bias = checks.check_bool("use_bias", use_bias)
         if kernel_initializer is None:
             kernel_initializer = dict(NEAR_UNIFORM, config=dict(NEAR_UNIFORM["config"]))
-        self.kernel_initializer = cu.check_initializer("kernel_initializer", kernel_initializer)
-        self.seed = cu.check_seed(seed)
+        self.kernel_initializer = checks.check_initializer("kernel_initializer", kernel_initializer)
+        self.seed = checks.check_seed(seed)
 
     def _split_shapes(self, input_shape):
         return cu.gate_shapes(type(self).__name__, self.num_experts, input_shape)
@@ -94,7 +95,7 @@ class Gate(keras.layers.Layer):
                 "num_experts": self.num_experts,
                 "return_weights": self.return_weights,
                 "use_bias": self.use_bias,
-                "kernel_initializer": cu.serialize_identifier(self.kernel_initializer),
+                "kernel_initializer": checks.serialize_identifier(self.kernel_initializer),
                 "seed": self.seed,
             }
         )

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from mtlrec import arg_checks as checks
 from mtlrec.layers import _core_utils as cu
 from mtlrec.seeding import fresh_initializer
 
@@ -34,9 +35,9 @@ class InformationTransfer(keras.layers.Layer):
 
     def __init__(self, return_weights=False, kernel_initializer="glorot_uniform", seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.return_weights = cu.check_bool("return_weights", return_weights)
-        self.kernel_initializer = cu.check_initializer("kernel_initializer", kernel_initializer)
-        self.seed = cu.check_seed(seed)
+        self.return_weights = checks.check_bool("return_weights", return_weights)
+        self.kernel_initializer = checks.check_initializer("kernel_initializer", kernel_initializer)
+        self.seed = checks.check_seed(seed)
 
     def _split_shapes(self, input_shape):
         shapes = cu.as_shape_list(input_shape)
@@ -94,7 +95,7 @@ class InformationTransfer(keras.layers.Layer):
         config.update(
             {
                 "return_weights": self.return_weights,
-                "kernel_initializer": cu.serialize_identifier(self.kernel_initializer),
+                "kernel_initializer": checks.serialize_identifier(self.kernel_initializer),
                 "seed": self.seed,
             }
         )

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mtlrec.layers import _core_utils as cu
+from mtlrec import arg_checks as checks
 from mtlrec.layers.expert import Expert
 from mtlrec.layers._gate_config import check_gate, make_gate
 from mtlrec.seeding import derive_seed
@@ -58,16 +58,16 @@ class MixtureOfExperts(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_experts = cu.check_positive_int("num_experts", num_experts)
-        self.expert_units = cu.check_units("expert_units", expert_units)
-        self.num_tasks = cu.check_positive_int("num_tasks", num_tasks)
-        cu.check_activation("expert_activation", expert_activation)
+        self.num_experts = checks.check_positive_int("num_experts", num_experts)
+        self.expert_units = checks.check_units("expert_units", expert_units)
+        self.num_tasks = checks.check_positive_int("num_tasks", num_tasks)
+        checks.check_activation("expert_activation", expert_activation)
         self.expert_activation = expert_activation
-        self.dropout = cu.check_rate("dropout", dropout)
-        self.return_gate_weights = cu.check_bool("return_gate_weights", return_gate_weights)
-        self.batch_norm = cu.check_bool("batch_norm", batch_norm)
+        self.dropout = checks.check_rate("dropout", dropout)
+        self.return_gate_weights = checks.check_bool("return_gate_weights", return_gate_weights)
+        self.batch_norm = checks.check_bool("batch_norm", batch_norm)
         self.gate = check_gate(gate)
-        self.seed = cu.check_seed(seed)
+        self.seed = checks.check_seed(seed)
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -127,7 +127,7 @@ class MixtureOfExperts(keras.layers.Layer):
                 "num_experts": self.num_experts,
                 "expert_units": list(self.expert_units),
                 "num_tasks": self.num_tasks,
-                "expert_activation": cu.serialize_identifier(self.expert_activation),
+                "expert_activation": checks.serialize_identifier(self.expert_activation),
                 "dropout": self.dropout,
                 "return_gate_weights": self.return_gate_weights,
                 "gate": dict(self.gate),

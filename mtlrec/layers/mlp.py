@@ -2,7 +2,7 @@
 
 import keras
 
-from mtlrec.layers import _core_utils as cu
+from mtlrec import arg_checks as checks
 from mtlrec.seeding import derive_seed, fresh_initializer
 
 
@@ -47,17 +47,17 @@ class MLP(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.units = cu.check_units("units", units)
-        cu.check_activation("activation", activation)
+        self.units = checks.check_units("units", units)
+        checks.check_activation("activation", activation)
         if output_activation is not None:
-            cu.check_activation("output_activation", output_activation)
+            checks.check_activation("output_activation", output_activation)
         self.activation = activation
         self.output_activation = output_activation
-        self.dropout = cu.check_rate("dropout", dropout)
-        self.batch_norm = cu.check_bool("batch_norm", batch_norm)
-        self.l2 = cu.check_non_negative("l2", l2)
-        self.kernel_initializer = cu.check_initializer("kernel_initializer", kernel_initializer)
-        self.seed = cu.check_seed(seed)
+        self.dropout = checks.check_rate("dropout", dropout)
+        self.batch_norm = checks.check_bool("batch_norm", batch_norm)
+        self.l2 = checks.check_non_negative("l2", l2)
+        self.kernel_initializer = checks.check_initializer("kernel_initializer", kernel_initializer)
+        self.seed = checks.check_seed(seed)
 
     def _is_output_layer(self, i):
         return i == len(self.units) - 1 and self.output_activation is not None
@@ -132,12 +132,12 @@ class MLP(keras.layers.Layer):
         config.update(
             {
                 "units": list(self.units),
-                "activation": cu.serialize_identifier(self.activation),
+                "activation": checks.serialize_identifier(self.activation),
                 "dropout": self.dropout,
                 "batch_norm": self.batch_norm,
                 "l2": self.l2,
-                "output_activation": cu.serialize_identifier(self.output_activation),
-                "kernel_initializer": cu.serialize_identifier(self.kernel_initializer),
+                "output_activation": checks.serialize_identifier(self.output_activation),
+                "kernel_initializer": checks.serialize_identifier(self.kernel_initializer),
                 "seed": self.seed,
             }
         )

@@ -3,13 +3,8 @@
 import keras
 from keras import ops
 
-from mtlrec.layers._arg_utils import (
-    check_bool,
-    check_positive_int,
-    check_seed,
-    combine_masks,
-    check_initializer,
-)
+from mtlrec import arg_checks as checks
+from mtlrec.layers._masks import combine_masks
 from mtlrec.seeding import fresh_initializer
 
 
@@ -60,17 +55,13 @@ class PropertyGatedLSTM(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        units = check_positive_int(units, "units")
-        return_sequences = check_bool(return_sequences, "return_sequences")
-        seed = check_seed(seed)
+        units = checks.check_positive_int("units", units)
+        return_sequences = checks.check_bool("return_sequences", return_sequences)
+        seed = checks.check_seed(seed)
         self.units = units
         self.return_sequences = return_sequences
-        self.kernel_initializer = check_initializer(
-            kernel_initializer, "kernel_initializer"
-        )
-        self.recurrent_initializer = check_initializer(
-            recurrent_initializer, "recurrent_initializer"
-        )
+        self.kernel_initializer = checks.serialize_identifier(checks.check_initializer("kernel_initializer", kernel_initializer))
+        self.recurrent_initializer = checks.serialize_identifier(checks.check_initializer("recurrent_initializer", recurrent_initializer))
         self.seed = seed
 
     @staticmethod

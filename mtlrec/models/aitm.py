@@ -5,7 +5,7 @@ from keras import ops
 
 from mtlrec.layers.information_transfer import InformationTransfer
 from mtlrec.layers.mlp import MLP
-from mtlrec.models import _checks
+from mtlrec import arg_checks as checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
 from mtlrec.seeding import derive_seed
 
@@ -73,9 +73,9 @@ class AITM(MultiTaskModel):
             )
         if CALIBRATION in {t.name for t in specs}:
             raise ValueError(f"AITM reserves the loss name {CALIBRATION!r}. Received: tasks={self.tasks!r}")
-        tower_units = _checks.units_list("tower_units", tower_units)
-        lambda_ = _checks.non_negative("lambda", lambda_)
-        dropout = _checks.rate("dropout", dropout)
+        tower_units = checks.check_units("tower_units", tower_units, int_as_list=True)
+        lambda_ = checks.check_non_negative("lambda", lambda_)
+        dropout = checks.check_rate("dropout", dropout)
         self.representations = [
             MLP(
                 tower_units,

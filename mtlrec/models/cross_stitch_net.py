@@ -4,7 +4,7 @@ import keras
 
 from mtlrec.layers.cross_stitch import CrossStitch
 from mtlrec.layers.mlp import MLP
-from mtlrec.models import _checks
+from mtlrec import arg_checks as checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
 from mtlrec.seeding import derive_seed
 
@@ -52,9 +52,9 @@ class CrossStitchNet(MultiTaskModel):
                 f"CrossStitchNet links task columns and needs at least two tasks. "
                 f"Received: tasks={self.tasks!r}"
             )
-        column_units = _checks.units_list("column_units", column_units)
-        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
-        dropout = _checks.rate("dropout", dropout)
+        column_units = checks.check_units("column_units", column_units, int_as_list=True)
+        tower_units = checks.check_units("tower_units", tower_units, allow_empty=True, int_as_list=True)
+        dropout = checks.check_rate("dropout", dropout)
         names = [t.name for t in self.task_specs]
         self.columns = [
             [

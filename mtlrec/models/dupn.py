@@ -5,7 +5,7 @@ import keras
 from mtlrec.layers.attention_pooling import AttentionPooling
 from mtlrec.layers.mlp import MLP
 from mtlrec.layers.property_gated_lstm import PropertyGatedLSTM
-from mtlrec.models import _checks
+from mtlrec import arg_checks as checks
 from mtlrec.models.multi_task_model import MultiTaskModel, _plain, schema_inputs
 from mtlrec.seeding import derive_seed, fresh_initializer
 
@@ -107,7 +107,7 @@ class DUPN(MultiTaskModel):
                 if t.name in ("ctr", rank_task) or t.parent is not None
             ]
         else:
-            item_list = _checks.names_list("item_tasks", item_tasks, by_name)
+            item_list = checks.check_names("item_tasks", item_tasks, by_name)
         if rank_task is not None and rank_task not in item_list:
             item_list.append(rank_task)
         if item_list and not roles["item"]:
@@ -115,11 +115,11 @@ class DUPN(MultiTaskModel):
                 f"Item tasks {item_list} need candidate-item features (features['item']). "
                 f"Received: features={features!r}"
             )
-        lstm_units = _checks.positive_int("lstm_units", lstm_units)
-        attention_units = _checks.positive_int("attention_units", attention_units)
-        representation_dim = _checks.positive_int("representation_dim", representation_dim)
-        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
-        dropout = _checks.rate("dropout", dropout)
+        lstm_units = checks.check_positive_int("lstm_units", lstm_units)
+        attention_units = checks.check_positive_int("attention_units", attention_units)
+        representation_dim = checks.check_positive_int("representation_dim", representation_dim)
+        tower_units = checks.check_units("tower_units", tower_units, allow_empty=True, int_as_list=True)
+        dropout = checks.check_rate("dropout", dropout)
         self._roles = roles
         self._item_task_names = [n for n in task_names if n in item_list]
         self._rank_task = rank_task
@@ -212,9 +212,9 @@ class DUPN(MultiTaskModel):
         behavior = features.get(
             "behavior", [n for n, f in sequences.items() if f.shared_with is not None]
         )
-        behavior = _checks.names_list("features.behavior", behavior, sequences, allow_empty=False)
+        behavior = checks.check_names("features.behavior", behavior, sequences, allow_empty=False)
         properties = features.get("properties", [n for n in sequences if n not in behavior])
-        properties = _checks.names_list(
+        properties = checks.check_names(
             "features.properties", properties, sequences, allow_empty=False
         )
         overlap = sorted(set(behavior) & set(properties))
@@ -234,11 +234,11 @@ class DUPN(MultiTaskModel):
             n for n in categorical + numeric
             if n in owners or n.startswith("item_") or n in numeric
         ]
-        item = _checks.names_list(
+        item = checks.check_names(
             "features.item", features.get("item", default_item), set(categorical + numeric)
         )
         rank = features.get("rank", [n for n in item if n in numeric])
-        rank = _checks.names_list("features.rank", rank, set(numeric))
+        rank = checks.check_names("features.rank", rank, set(numeric))
         item_side = [n for n in categorical + numeric if n in item or n in rank]
         user = [n for n in categorical + numeric if n not in item_side]
         if not user:

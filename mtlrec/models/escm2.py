@@ -6,7 +6,7 @@ from keras import ops
 from mtlrec.key_paths import ArgumentError
 from mtlrec.layers.mlp import MLP
 from mtlrec.losses.functions import binary_crossentropy_from_logits
-from mtlrec.models import _checks
+from mtlrec import arg_checks as checks
 from mtlrec.models.esmm import DEFAULT_TASKS
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
 from mtlrec.seeding import derive_seed
@@ -85,7 +85,7 @@ class ESCM2(MultiTaskModel):
             )
         if variant not in VARIANTS:
             raise ArgumentError("variant", f"Expected variant to be one of {VARIANTS}. Received: variant={variant!r}")
-        counterfactual_weight = _checks.non_negative("counterfactual_weight", counterfactual_weight)
+        counterfactual_weight = checks.check_non_negative("counterfactual_weight", counterfactual_weight)
         if (
             isinstance(propensity_clip, bool)
             or not isinstance(propensity_clip, (int, float))
@@ -96,8 +96,8 @@ class ESCM2(MultiTaskModel):
                 "Expected propensity_clip to be a number in (0, 1]. "
                 f"Received: propensity_clip={propensity_clip!r}"
             )
-        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
-        dropout = _checks.rate("dropout", dropout)
+        tower_units = checks.check_units("tower_units", tower_units, allow_empty=True, int_as_list=True)
+        dropout = checks.check_rate("dropout", dropout)
         self._cvr_task = steps[0]
         self._ctr_task = by_name[steps[0].parent]
         self.imputation_tower = None

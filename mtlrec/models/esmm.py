@@ -2,7 +2,7 @@
 
 import keras
 
-from mtlrec.models import _checks
+from mtlrec import arg_checks as checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
 
 DEFAULT_TASKS = (
@@ -59,8 +59,8 @@ class ESMM(MultiTaskModel):
                 "{'name': 'cvr', 'label': 'conversion', 'parent': 'ctr', 'joint': 'ctcvr'}). "
                 f"Received: tasks={self.tasks!r}"
             )
-        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
-        dropout = _checks.rate("dropout", dropout)
+        tower_units = checks.check_units("tower_units", tower_units, allow_empty=True, int_as_list=True)
+        dropout = checks.check_rate("dropout", dropout)
 
         # === Functional wiring ===
         inputs = schema_inputs(self.schema)

@@ -4,7 +4,7 @@ import keras
 
 from mtlrec.layers.mixture_of_experts import MixtureOfExperts
 from mtlrec.layers._gate_config import check_gate
-from mtlrec.models import _checks
+from mtlrec import arg_checks as checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
 from mtlrec.seeding import derive_seed
 
@@ -47,10 +47,10 @@ class MMoE(MultiTaskModel):
     ):
         # === Layers ===
         self._setup(schema, tasks, interaction, loss_weighting, seed)
-        num_experts = _checks.positive_int("num_experts", num_experts)
-        expert_units = _checks.units_list("expert_units", expert_units)
-        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
-        dropout = _checks.rate("dropout", dropout)
+        num_experts = checks.check_positive_int("num_experts", num_experts)
+        expert_units = checks.check_units("expert_units", expert_units, int_as_list=True)
+        tower_units = checks.check_units("tower_units", tower_units, allow_empty=True, int_as_list=True)
+        dropout = checks.check_rate("dropout", dropout)
         gate = check_gate(gate)
         self.mixture = MixtureOfExperts(
             num_experts,

@@ -14,7 +14,7 @@ from mtlrec.layers.fm_interaction import FMInteraction
 from mtlrec.layers.mlp import MLP
 from mtlrec.losses import make_weighting
 from mtlrec.losses.objective import objective_terms
-from mtlrec.models import _checks
+from mtlrec import arg_checks as checks
 from mtlrec.models._funnel_joint import FunnelJoint
 from mtlrec.models._masked_mean import MaskedMean
 from mtlrec.models._partial_feature_embedding import PartialFeatureEmbedding
@@ -66,12 +66,12 @@ def check_interaction(interaction, schema):
             )
     out = {"type": kind}
     if kind == "dcn":
-        out["num_layers"] = _checks.positive_int(
+        out["num_layers"] = checks.check_positive_int(
             "interaction.num_layers", interaction.get("num_layers", 2)
         )
         low_rank = interaction.get("low_rank")
         out["low_rank"] = (
-            None if low_rank is None else _checks.positive_int("interaction.low_rank", low_rank)
+            None if low_rank is None else checks.check_positive_int("interaction.low_rank", low_rank)
         )
     else:
         parsed = Schema.from_dict(schema)
@@ -177,7 +177,7 @@ class MultiTaskModel(keras.Model):
         self.task_specs = specs
         self.interaction = check_interaction(interaction, schema)
         self.loss_weighting = None if loss_weighting is None else _plain(loss_weighting)
-        self.seed = _checks.seed(seed)
+        self.seed = checks.check_seed(seed)
         self._parsed_schema = parsed
         embedding_cls = PartialFeatureEmbedding if partial_embedding else FeatureEmbedding
         self.feature_embedding = embedding_cls(

@@ -4,7 +4,7 @@ import keras
 
 from mtlrec.layers.cgc import CGC
 from mtlrec.layers._gate_config import check_gate
-from mtlrec.models import _checks
+from mtlrec import arg_checks as checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
 from mtlrec.seeding import derive_seed
 
@@ -55,12 +55,12 @@ class PLE(MultiTaskModel):
     ):
         # === Layers ===
         self._setup(schema, tasks, interaction, loss_weighting, seed)
-        num_levels = _checks.positive_int("num_levels", num_levels)
-        num_task_experts = _checks.positive_int("num_task_experts", num_task_experts)
-        num_shared_experts = _checks.positive_int("num_shared_experts", num_shared_experts)
-        expert_units = _checks.units_list("expert_units", expert_units)
-        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
-        dropout = _checks.rate("dropout", dropout)
+        num_levels = checks.check_positive_int("num_levels", num_levels)
+        num_task_experts = checks.check_positive_int("num_task_experts", num_task_experts)
+        num_shared_experts = checks.check_positive_int("num_shared_experts", num_shared_experts)
+        expert_units = checks.check_units("expert_units", expert_units, int_as_list=True)
+        tower_units = checks.check_units("tower_units", tower_units, allow_empty=True, int_as_list=True)
+        dropout = checks.check_rate("dropout", dropout)
         gate = check_gate(gate)
         self.levels = []
         for level in range(num_levels):

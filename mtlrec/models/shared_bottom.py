@@ -3,7 +3,7 @@
 import keras
 
 from mtlrec.layers.mlp import MLP
-from mtlrec.models import _checks
+from mtlrec import arg_checks as checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
 from mtlrec.seeding import derive_seed
 
@@ -38,9 +38,9 @@ class SharedBottom(MultiTaskModel):
     ):
         # === Layers ===
         self._setup(schema, tasks, interaction, loss_weighting, seed)
-        bottom_units = _checks.units_list("bottom_units", bottom_units)
-        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
-        dropout = _checks.rate("dropout", dropout)
+        bottom_units = checks.check_units("bottom_units", bottom_units, int_as_list=True)
+        tower_units = checks.check_units("tower_units", tower_units, allow_empty=True, int_as_list=True)
+        dropout = checks.check_rate("dropout", dropout)
         self.bottom = MLP(
             bottom_units, dropout=dropout, seed=derive_seed(self.seed, "shared_bottom"), name="shared_bottom"
         )

@@ -2,7 +2,7 @@
 
 import keras
 
-from mtlrec.models import _checks
+from mtlrec import arg_checks as checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
 
 
@@ -44,8 +44,8 @@ class SingleTask(MultiTaskModel):
                     f"SingleTask has no funnel (use ESMM): task {task.name!r} has "
                     f"parent={task.parent!r}. Received: tasks={self.tasks!r}"
                 )
-        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
-        dropout = _checks.rate("dropout", dropout)
+        tower_units = checks.check_units("tower_units", tower_units, allow_empty=True, int_as_list=True)
+        dropout = checks.check_rate("dropout", dropout)
 
         # === Functional wiring ===
         inputs = schema_inputs(self.schema)

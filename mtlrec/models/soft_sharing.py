@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from mtlrec.layers.mlp import MLP
-from mtlrec.models import _checks
+from mtlrec import arg_checks as checks
 from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
 from mtlrec.seeding import derive_seed
 
@@ -55,10 +55,10 @@ class SoftSharing(MultiTaskModel):
                 f"SoftSharing ties task columns and needs at least two tasks. "
                 f"Received: tasks={self.tasks!r}"
             )
-        column_units = _checks.units_list("column_units", column_units)
-        tower_units = _checks.units_list("tower_units", tower_units, allow_empty=True)
-        distance_penalty = _checks.non_negative("distance_penalty", distance_penalty)
-        dropout = _checks.rate("dropout", dropout)
+        column_units = checks.check_units("column_units", column_units, int_as_list=True)
+        tower_units = checks.check_units("tower_units", tower_units, allow_empty=True, int_as_list=True)
+        distance_penalty = checks.check_non_negative("distance_penalty", distance_penalty)
+        dropout = checks.check_rate("dropout", dropout)
         names = [t.name for t in self.task_specs]
         self.columns = [
             MLP(
