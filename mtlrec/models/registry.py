@@ -1,9 +1,9 @@
 """Build a model from the `model` section of a config."""
 
-import inspect
 import keyword
 from collections.abc import Mapping
 
+from mtlrec.constructor_args import REQUIRED, constructor_args
 from mtlrec.key_paths import ArgumentError, KeyPathError, show
 from mtlrec.layers._gate_config import check_gate
 
@@ -52,17 +52,12 @@ _NOT_HYPERPARAMETERS = ("self", "schema", "tasks", "name", "kwargs", "args")
 
 def hyperparameters(model_type):
     """The keys a `model` config of `model_type` may set besides `type`."""
-    params = inspect.signature(MODELS[model_type].__init__).parameters
-    return [
-        config_key(name)
-        for name, p in params.items()
-        if name not in _NOT_HYPERPARAMETERS and p.kind is p.POSITIONAL_OR_KEYWORD
-    ]
+    return [config_key(name) for name in constructor_args(MODELS[model_type], _NOT_HYPERPARAMETERS)]
 
 
 def _expected(default, value):
     """What `value` should be, judged by the type of the parameter's default (None: fine)."""
-    if value is None or default is None or default is inspect.Parameter.empty:
+    if value is None or default is None or default is REQUIRED:
         return None
     if isinstance(default, bool):
         return None if isinstance(value, bool) else "true or false"
@@ -96,10 +91,9 @@ def model_spec(config, path="model", reserved=("loss_weighting",)):
     if kind not in MODELS:
         raise KeyPathError(f"{path}.type", f"expected one of {', '.join(sorted(MODELS))}, got {show(kind)}")
     params = {
-        config_key(name): p
-        for name, p in inspect.signature(MODELS[kind].__init__).parameters.items()
-        if name not in _NOT_HYPERPARAMETERS and config_key(name) not in reserved
-        and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        config_key(name): default
+        for name, default in constructor_args(MODELS[kind], _NOT_HYPERPARAMETERS).items()
+        if config_key(name) not in reserved
     }
     options = {k: v for k, v in config.items() if k != "type"}
     for key, value in options.items():
@@ -108,7 +102,7 @@ def model_spec(config, path="model", reserved=("loss_weighting",)):
                 f"{path}.{key}",
                 f"unknown hyperparameter of model type {kind!r}; expected one of {', '.join(sorted(params))}",
             )
-        expected = _expected(params[key].default, value)
+        expected = _expected(params[key], value)
         if expected:
             raise KeyPathError(f"{path}.{key}", f"expected {expected}, got {show(value)}")
     if options.get("gate") is not None:

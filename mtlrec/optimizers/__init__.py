@@ -6,11 +6,11 @@ model's embedding tables (`variable_groups().embedding_tables`) a lazy optimizer
 the rest a dense one, both built by `make_optimizer`.
 """
 
-import inspect
 from collections.abc import Mapping
 
 import keras
 
+from mtlrec.constructor_args import constructor_args
 from mtlrec.key_paths import KeyPathError
 
 from mtlrec.optimizers.lazy_adagrad import LazyAdagrad
@@ -38,12 +38,7 @@ def _is_number(value):
 
 def _config_keys(cls):
     """Constructor argument name -> default, for the keys a config may set."""
-    params = inspect.signature(cls.__init__).parameters
-    return {
-        k: p.default
-        for k, p in params.items()
-        if k not in _RESERVED and p.kind is not inspect.Parameter.VAR_KEYWORD
-    }
+    return constructor_args(cls, exclude=_RESERVED)
 
 
 def optimizer_arguments(config, path="optimizer"):
