@@ -240,21 +240,28 @@ class FeatureEmbedding(keras.layers.Layer):
             return (x - f.mean) / f.std
         return x
 
-    def call(self, features):
+    def call(self, features, subset=None):
+        """Embed every schema feature, or only the features named in `subset` (its
+        outputs then hold those: `dense` = their categorical embeddings then numerics)."""
         s = self._schema
+        categorical, numeric, sequence = s.categorical, s.numeric, s.sequence
+        if subset is not None:
+            names = self._check_subset(subset)
+            categorical, numeric, sequence = (
+                [f for f in part if f.name in names] for part in (categorical, numeric, sequence)
+            )
         out = {"embeddings": {}, "sequences": {}, "masks": {}}
-        for f in s.categorical:
+        for f in categorical:
             out["embeddings"][f.name] = self._lookup(f, self._scalar(features, f.name))
         embedded = list(out["embeddings"].values())
-        if s.numeric:
-            out["numeric"] = ops.stack([self._normalize(f, self._scalar(features, f.name)) for f in s.numeric], axis=-1)
-        dense = embedded + ([out["numeric"]] if s.numeric else [])
-        out["dense"] = ops.concatenate(dense, axis=-1) if len(dense) > 1 else dense[0] if dense else None
-        if out["dense"] is None:
-            del out["dense"]
+        if numeric:
+            out["numeric"] = ops.stack([self._normalize(f, self._scalar(features, f.name)) for f in numeric], axis=-1)
+        dense = embedded + ([out["numeric"]] if numeric else [])
+        if dense:
+            out["dense"] = ops.concatenate(dense, axis=-1) if len(dense) > 1 else dense[0]
         if embedded and len({int(e.shape[-1]) for e in embedded}) == 1:
             out["fields"] = ops.stack(embedded, axis=1)
-        for f in s.sequence:
+        for f in sequence:
             if f.name not in features:
                 raise ValueError(f"FeatureEmbedding: input feature {f.name!r} missing. Received keys: {sorted(features)}")
             ids = features[f.name]
@@ -263,6 +270,27 @@ class FeatureEmbedding(keras.layers.Layer):
             out["sequences"][f.name] = emb * ops.expand_dims(ops.cast(mask, emb.dtype), -1)
             out["masks"][f.name] = mask
         return out
+
+    def _check_subset(self, subset):
+        names = [subset] if isinstance(subset, str) else list(subset)
+        unknown = [n for n in names if n not in self._schema.feature_names]
+        if not names or unknown:
+            raise ValueError(
+                f"{self.name}: expected subset to name features of the schema "
+                f"({', '.join(self._schema.feature_names)}). Received: subset={subset!r}"
+            )
+        return set(names)
+
+    def load_own_variables(self, store):
+        # DUPN's .keras files written before issue 13 hold this layer's weights under the
+        # path of its former subclass (Keras names a layer's path after its class).
+        if not len(store.keys()) and getattr(store, "h5_file", None) is not None:
+            path = getattr(store, "_h5_entry_path", "")
+            legacy = path[: -len("feature_embedding")] + "partial_feature_embedding"
+            if path.endswith("feature_embedding") and f"{legacy}/vars" in store.h5_file:
+                old = store.h5_file[f"{legacy}/vars"]
+                return super().load_own_variables({k: old[k][()] for k in old.keys()})
+        return super().load_own_variables(store)
 
     def get_config(self):
         config = super().get_config()

@@ -9,7 +9,14 @@ from mtlrec import arg_checks as checks
 from mtlrec.models.multi_task_model import MultiTaskModel, _plain, schema_inputs
 from mtlrec.seeding import derive_seed, fresh_initializer
 
-FEATURE_ROLES = ("item", "behavior", "properties", "rank")
+#: role -> (constructor argument, key of the older `features` dict)
+FEATURE_ROLES = {
+    "user": ("user_features", "user"),
+    "item": ("item_features", "item"),
+    "behavior": ("behavior_features", "behavior"),
+    "properties": ("property_features", "properties"),
+    "rank": ("rank_features", "rank"),
+}
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -42,18 +49,32 @@ class DUPN(MultiTaskModel):
     train a new head on it frozen (`user_model().trainable = False`) or fine-tuned;
     `item_scorer()` scores candidates given a representation.
 
+    Feature roles are arguments; each left at None is inferred from the schema and the
+    task names as written under its argument (the rule of mtlrec before they were
+    arguments, so configs that name none of them build the same model).
+
     Args:
         schema: the schema dict.
         tasks: list of task dicts.
-        features: dict assigning feature roles (any key may be omitted):
-            `behavior`: sequences of item features of the behaviors (default: the
-            sequences that share a categorical table); `properties`: property sequences
-            (default: the other sequences); `item`: candidate-item features (default:
-            the tables the behavior sequences share, `item_*` features and the
-            numerics); `rank`: numeric ranking features of the rank task (default: the
-            numeric item features). Every other feature is user side.
-        item_tasks: task names whose head sees the candidate item.
-        rank_task: name of the learning-to-rank task (None: no rank head).
+        user_features: categorical / numeric user-side features: the attention query q
+            (profile, query, scene context). Default: every categorical and numeric
+            feature that is not item side (in `item_features` or `rank_features`).
+        item_features: categorical / numeric features of the candidate item. Default: the
+            categorical features whose table the behavior sequences share (`item_id` for
+            `hist_item_id`), the features named `item_*`, and every numeric feature.
+        behavior_features: sequences of item features of the behaviors. Default: the
+            sequences that read a categorical feature's table (`shared_with`).
+        property_features: property sequences p_t (behavior type, time, scene). Default:
+            the sequences that are not behavior features.
+        rank_features: numeric ranking features f of the rank task. Default: the numeric
+            features among `item_features`.
+        features: the same roles as one dict `{user, item, behavior, properties, rank}`
+            (how configs and `.keras` files written before the arguments above name
+            them); a role may be given one way only.
+        item_tasks: task names whose head sees the candidate item. Default: the task
+            named `ctr`, the rank task and every funnel step (task with a `parent`).
+        rank_task: name of the learning-to-rank task. Default: the task named `rank` when
+            there is one and there are ranking features (None: no rank head).
         lstm_units: size of the property-gated LSTM.
         attention_units: hidden size of the attention.
         representation_dim: size of the user representation r.
@@ -68,6 +89,11 @@ class DUPN(MultiTaskModel):
         self,
         schema,
         tasks,
+        user_features=None,
+        item_features=None,
+        behavior_features=None,
+        property_features=None,
+        rank_features=None,
         features=None,
         item_tasks=None,
         rank_task=None,
@@ -82,8 +108,13 @@ class DUPN(MultiTaskModel):
         **kwargs,
     ):
         # === Layers ===
-        self._setup(schema, tasks, interaction, loss_weighting, seed, partial_embedding=True)
-        roles = self._feature_roles(features)
+        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        given = self._given_roles(
+            features,
+            dict(user=user_features, item=item_features, behavior=behavior_features,
+                 properties=property_features, rank=rank_features),
+        )
+        roles = self._feature_roles(given)
         task_names = [t.name for t in self.task_specs]
         by_name = {t.name: t for t in self.task_specs}
         rank_task_arg = rank_task
@@ -97,8 +128,8 @@ class DUPN(MultiTaskModel):
                 )
             if not roles["rank"]:
                 raise ValueError(
-                    "The rank task needs numeric ranking features (features['rank']). "
-                    f"Received: rank_task={rank_task!r}, features={features!r}"
+                    f"The rank task needs numeric ranking features ({given['rank'][0]}). "
+                    f"Received: rank_task={rank_task!r}, {given['rank'][0]}={roles['rank']!r}"
                 )
         if item_tasks is None:
             item_list = [
@@ -112,8 +143,8 @@ class DUPN(MultiTaskModel):
             item_list.append(rank_task)
         if item_list and not roles["item"]:
             raise ValueError(
-                f"Item tasks {item_list} need candidate-item features (features['item']). "
-                f"Received: features={features!r}"
+                f"Item tasks {item_list} need candidate-item features ({given['item'][0]}). "
+                f"Received: {given['item'][0]}={roles['item']!r}"
             )
         lstm_units = checks.check_positive_int("lstm_units", lstm_units)
         attention_units = checks.check_positive_int("attention_units", attention_units)
@@ -178,7 +209,8 @@ class DUPN(MultiTaskModel):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
-        self.features = None if features is None else {k: v for k, v in features.items()}
+        for role, (argument, _) in FEATURE_ROLES.items():
+            setattr(self, argument, None if given[role][1] is None else list(given[role][1]))
         self.item_tasks = None if item_tasks is None else list(item_tasks)
         self.rank_task = rank_task_arg
         self.lstm_units = lstm_units
@@ -191,62 +223,92 @@ class DUPN(MultiTaskModel):
 
     # --- feature roles -------------------------------------------------------------
 
-    def _feature_roles(self, features):
-        parsed = self._parsed_schema
-        categorical = [f.name for f in parsed.categorical]
-        numeric = [f.name for f in parsed.numeric]
-        sequences = {f.name: f for f in parsed.sequence}
+    @staticmethod
+    def _given_roles(features, arguments):
+        """role -> (name for messages, names given or None) from the role arguments and
+        the older `features` dict."""
         if features is None:
             features = {}
         if not isinstance(features, dict):
             raise ValueError(
-                f"Expected features to be None or a dict with keys {FEATURE_ROLES}. "
-                f"Received: features={features!r}"
+                f"Expected features to be None or a dict with keys "
+                f"{tuple(k for _, k in FEATURE_ROLES.values())}. Received: features={features!r}"
             )
+        keys = {key: role for role, (_, key) in FEATURE_ROLES.items()}
         for key in features:
-            if key not in FEATURE_ROLES:
+            if key not in keys:
                 raise ValueError(
-                    f"features.{key}: unknown key (allowed: {', '.join(FEATURE_ROLES)}). "
+                    f"features.{key}: unknown key (allowed: {', '.join(keys)}). "
                     f"Received: features={features!r}"
                 )
-        behavior = features.get(
-            "behavior", [n for n, f in sequences.items() if f.shared_with is not None]
+        given = {}
+        for role, (argument, key) in FEATURE_ROLES.items():
+            if key in features and arguments[role] is not None:
+                raise ValueError(
+                    f"Expected the {role} features once, as {argument} or as features.{key}. "
+                    f"Received: {argument}={arguments[role]!r}, features={features!r}"
+                )
+            if key in features:
+                given[role] = (f"features.{key}", features[key])
+            else:
+                given[role] = (argument, arguments[role])
+        return given
+
+    def _feature_roles(self, given):
+        parsed = self._parsed_schema
+        categorical = [f.name for f in parsed.categorical]
+        numeric = [f.name for f in parsed.numeric]
+        sequences = {f.name: f for f in parsed.sequence}
+
+        def role(name, default, known, allow_empty=True):
+            where, value = given[name]
+            value = default() if value is None else value
+            return checks.check_names(where, value, known, allow_empty=allow_empty)
+
+        behavior = role(
+            "behavior", lambda: [n for n, f in sequences.items() if f.shared_with is not None],
+            sequences, allow_empty=False,
         )
-        behavior = checks.check_names("features.behavior", behavior, sequences, allow_empty=False)
-        properties = features.get("properties", [n for n in sequences if n not in behavior])
-        properties = checks.check_names(
-            "features.properties", properties, sequences, allow_empty=False
+        properties = role(
+            "properties", lambda: [n for n in sequences if n not in behavior], sequences,
+            allow_empty=False,
         )
         overlap = sorted(set(behavior) & set(properties))
         if overlap:
             raise ValueError(
-                f"features.properties: {overlap} are also behavior sequences. "
-                f"Received: features={features!r}"
+                f"{given['properties'][0]}: {overlap} are also behavior sequences. "
+                f"Received: {given['behavior'][0]}={behavior!r}, {given['properties'][0]}={properties!r}"
             )
         lengths = {n: sequences[n].max_len for n in behavior + properties}
         if len(set(lengths.values())) != 1:
             raise ValueError(
-                "features.behavior and features.properties must have one max_len. "
+                f"{given['behavior'][0]} and {given['properties'][0]} must have one max_len. "
                 f"Received max_len: {lengths}"
             )
         owners = [sequences[n].shared_with for n in behavior if sequences[n].shared_with]
-        default_item = [
-            n for n in categorical + numeric
-            if n in owners or n.startswith("item_") or n in numeric
-        ]
-        item = checks.check_names(
-            "features.item", features.get("item", default_item), set(categorical + numeric)
+        item = role(
+            "item",
+            lambda: [n for n in categorical + numeric
+                     if n in owners or n.startswith("item_") or n in numeric],
+            set(categorical + numeric),
         )
-        rank = features.get("rank", [n for n in item if n in numeric])
-        rank = checks.check_names("features.rank", rank, set(numeric))
+        rank = role("rank", lambda: [n for n in item if n in numeric], set(numeric))
         item_side = [n for n in categorical + numeric if n in item or n in rank]
-        user = [n for n in categorical + numeric if n not in item_side]
+        user = role("user", lambda: [n for n in categorical + numeric if n not in item_side],
+                    set(categorical + numeric))
+        both = sorted(set(user) & set(item_side))
+        if both:
+            raise ValueError(
+                f"{given['user'][0]}: {both} are also item-side features. "
+                f"Received: {given['user'][0]}={user!r}"
+            )
         if not user:
             raise ValueError(
                 "DUPN needs user-side features (profile or query / scene context) for the "
                 f"attention query; all categorical and numeric features are item side. "
-                f"Received: features={features!r}"
+                f"Received: {given['item'][0]}={item!r}, {given['rank'][0]}={rank!r}"
             )
+        user = [n for n in categorical + numeric if n in user]
         return {
             "user": user + behavior + properties,
             "query": user,
@@ -264,7 +326,7 @@ class DUPN(MultiTaskModel):
         return tensors[0] if len(tensors) == 1 else keras.layers.Concatenate(axis=axis)(tensors)
 
     def _user_representation(self, user_inputs):
-        emb = self.feature_embedding(user_inputs)
+        emb = self.feature_embedding(user_inputs, subset=list(user_inputs))
         query = emb["dense"]
         items = self._concat([emb["sequences"][n] for n in self._roles["behavior"]])
         props = self._concat([emb["sequences"][n] for n in self._roles["properties"]])
@@ -279,7 +341,8 @@ class DUPN(MultiTaskModel):
         outputs = {}
         if not self._item_task_names:
             return outputs
-        emb = self.feature_embedding({n: item_inputs[n] for n in self._roles["item"]})
+        item = self._roles["item"]
+        emb = self.feature_embedding({n: item_inputs[n] for n in item}, subset=item)
         head_input = self._concat([rep, emb["dense"]])
         if self.fm_projection is not None:
             user_field = keras.layers.Reshape((1, -1))(self.fm_projection(rep))
@@ -296,8 +359,9 @@ class DUPN(MultiTaskModel):
         for name in self._item_task_names:
             task = by_name[name]
             if name == self._rank_task:
+                rank = self._roles["rank"]
                 ranking = self.feature_embedding(
-                    {n: item_inputs[n] for n in self._roles["rank"]}
+                    {n: item_inputs[n] for n in rank}, subset=rank
                 )["numeric"]
                 weights = self.towers[name](rep)  # per-user weights of the ranking features
                 score = keras.layers.Dot(axes=1)([weights, ranking])
@@ -345,7 +409,8 @@ class DUPN(MultiTaskModel):
         config = super().get_config()
         config.update(
             {
-                "features": None if self.features is None else _plain(self.features),
+                **{arg: _plain(getattr(self, arg)) for arg, _ in FEATURE_ROLES.values()},
+                "features": None,
                 "item_tasks": None if self.item_tasks is None else list(self.item_tasks),
                 "rank_task": self.rank_task,
                 "lstm_units": self.lstm_units,

@@ -17,7 +17,6 @@ from mtlrec.losses.objective import objective_terms
 from mtlrec import arg_checks as checks
 from mtlrec.models._funnel_joint import FunnelJoint
 from mtlrec.models._masked_mean import MaskedMean
-from mtlrec.models._partial_feature_embedding import PartialFeatureEmbedding
 from mtlrec.models.model_format import MODEL_FORMAT, check_model_format
 from mtlrec.models.variable_groups import VariableGroups
 from mtlrec.schema import Schema
@@ -147,14 +146,8 @@ class MultiTaskModel(keras.Model):
 
     # === Layers (helpers called by subclasses before the functional init) ===
 
-    def _setup(
-        self, schema, tasks, interaction=None, loss_weighting=None, seed=None, partial_embedding=False
-    ):
-        """Validate the shared arguments and create the embedding and interaction layers.
-
-        `partial_embedding`: use an embedding layer that can be called on a subset of
-        the features (DUPN's separate user-side and item-side calls).
-        """
+    def _setup(self, schema, tasks, interaction=None, loss_weighting=None, seed=None):
+        """Validate the shared arguments and create the embedding and interaction layers."""
         if hasattr(schema, "to_dict"):
             schema = schema.to_dict()
         if not isinstance(schema, dict):
@@ -179,8 +172,7 @@ class MultiTaskModel(keras.Model):
         self.loss_weighting = None if loss_weighting is None else _plain(loss_weighting)
         self.seed = checks.check_seed(seed)
         self._parsed_schema = parsed
-        embedding_cls = PartialFeatureEmbedding if partial_embedding else FeatureEmbedding
-        self.feature_embedding = embedding_cls(
+        self.feature_embedding = FeatureEmbedding(
             self.schema, seed=derive_seed(self.seed, "feature_embedding"), name="feature_embedding"
         )
         self.interaction_layer = None

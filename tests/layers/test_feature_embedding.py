@@ -129,6 +129,30 @@ def test_sequences_and_masks():
     np.testing.assert_allclose(scene[0, 0], _row(hash_ids(["search"], 7).numpy()[0], 2, 100.0), rtol=1e-6)
 
 
+def test_a_subset_embeds_only_the_features_it_names():
+    layer = FeatureEmbedding(SCHEMA)
+    layer.build()
+    _set_tables(layer)
+    full = layer(_batch())
+    b = _batch()
+    sub = layer({k: b[k] for k in ("brand", "raw", "hist_scene")}, subset=["raw", "hist_scene", "brand"])
+    assert set(sub) == {"dense", "fields", "embeddings", "numeric", "sequences", "masks"}
+    assert list(sub["embeddings"]) == ["brand"] and list(sub["sequences"]) == ["hist_scene"]
+    np.testing.assert_allclose(sub["embeddings"]["brand"], full["embeddings"]["brand"])
+    np.testing.assert_allclose(sub["numeric"], full["numeric"][:, 2:])  # raw is the third numeric
+    # dense = the subset's categorical embeddings, then its numerics (schema order)
+    np.testing.assert_allclose(sub["dense"], np.concatenate([full["embeddings"]["brand"], full["numeric"][:, 2:]], 1))
+    np.testing.assert_allclose(sub["sequences"]["hist_scene"], full["sequences"]["hist_scene"])
+    numerics_only = layer({"price": b["price"]}, subset=["price"])
+    assert set(numerics_only) == {"dense", "numeric", "embeddings", "sequences", "masks"}
+    with pytest.raises(ValueError, match=r"expected subset to name features of the schema .*Received: subset=\['nope'\]"):
+        layer(b, subset=["nope"])
+    with pytest.raises(ValueError, match=r"Received: subset=\[\]"):
+        layer(b, subset=[])
+    with pytest.raises(ValueError, match=r"input feature 'raw' missing"):
+        layer({"brand": b["brand"]}, subset=["brand", "raw"])
+
+
 def test_tables_named_and_shared():
     layer = FeatureEmbedding(SCHEMA)
     layer.build()

@@ -1,6 +1,8 @@
 """DUPN: feature roles, the shared item table, the rank head, user_model transfer and
 item_scorer."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -125,3 +127,65 @@ def test_feature_roles_and_rank_task_errors(tiny_funnel):
     with pytest.raises(ValueError, match="also behavior sequences"):
         _model(tiny_funnel, features={"behavior": ["hist_item_id"],
                                       "properties": ["hist_item_id", "hist_scene"]})
+
+
+def test_feature_roles_as_arguments_default_to_the_inferred_roles(tiny_funnel):
+    """Naming today's inferred roles explicitly builds the same model (same inputs, same
+    weights, same outputs); the `features` dict of older configs still works."""
+    features, _ = tiny_funnel.batch(16)
+    inferred = _model(tiny_funnel, seed=3)
+    explicit = _model(
+        tiny_funnel, seed=3,
+        user_features=["user_id", "user_gender", "scene"], item_features=["item_id", "price"],
+        behavior_features=["hist_item_id"], property_features=["hist_behavior", "hist_scene"],
+        rank_features=["price"], item_tasks=["ctr", "rank"], rank_task="rank",
+    )
+    older = _model(tiny_funnel, seed=3, features={"item": ["item_id", "price"], "rank": ["price"]})
+    for other in (explicit, older):
+        assert sorted(other.user_model().input) == sorted(inferred.user_model().input)
+        assert sorted(other.item_scorer().input) == sorted(inferred.item_scorer().input)
+        for name, value in inferred(features).items():
+            np.testing.assert_allclose(_np(other(features)[name]), _np(value), rtol=1e-6)
+    assert explicit.get_config()["user_features"] == ["user_id", "user_gender", "scene"]
+    assert older.get_config()["item_features"] == ["item_id", "price"]
+    assert older.get_config()["features"] is None
+    assert inferred.get_config()["item_features"] is None
+
+
+def test_user_features_choose_the_attention_query(tiny_funnel):
+    model = _model(tiny_funnel, user_features=["user_id", "scene"])
+    assert sorted(model.user_model().input) == sorted(
+        ["user_id", "scene", "hist_item_id", "hist_behavior", "hist_scene"]
+    )
+    with pytest.raises(ValueError, match=r"^user_features: \['item_id'\] are also item-side features"):
+        _model(tiny_funnel, user_features=["user_id", "item_id"])
+    with pytest.raises(ValueError, match=r"Expected item_features to name one of: .*'hist_item_id' is not one"):
+        _model(tiny_funnel, item_features=["hist_item_id"])
+    with pytest.raises(ValueError, match=r"Expected the item features once, as item_features or as features.item"):
+        _model(tiny_funnel, item_features=["item_id"], features={"item": ["item_id"]})
+
+
+def test_round_trip_keeps_roles_and_weights(tmp_path, tiny_funnel):
+    model = _model(tiny_funnel, seed=4, user_features=["user_id", "scene"], rank_features=["price"])
+    model.save(tmp_path / "dupn.keras")
+    restored = keras.saving.load_model(tmp_path / "dupn.keras", safe_mode=True)
+    assert restored.get_config() == model.get_config()
+    assert [v.path for v in restored.weights] == [v.path for v in model.weights]
+    for a, b in zip(model.weights, restored.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_keras_file_written_before_the_role_arguments_loads_with_its_weights():
+    """`data/dupn_format3.keras`: a DUPN (the tiny schema, seed=7, every weight moved off
+    its init) saved by mtlrec before issue 13, when its embedding layer was a
+    `PartialFeatureEmbedding` (Keras files a layer's weights under its class name);
+    `data/dupn_format3.npz` holds 5 input rows and the outputs that model gave them."""
+    data = Path(__file__).parent / "data"
+    recorded = np.load(data / "dupn_format3.npz", allow_pickle=True)
+    model = keras.saving.load_model(data / "dupn_format3.keras", safe_mode=True)
+    features = {k[3:]: recorded[k] for k in recorded.files if k.startswith("in_")}
+    outputs = model(features)
+    names = [k[4:] for k in recorded.files if k.startswith("out_")]
+    assert sorted(names) == sorted(outputs)
+    for name in names:
+        np.testing.assert_allclose(_np(outputs[name]), recorded[f"out_{name}"], rtol=1e-6, atol=1e-7)
