@@ -1,5 +1,6 @@
 """`make_dataset`: day partitions -> tf.data.Dataset of (features, labels) batches."""
 
+import pyarrow as pa
 import tensorflow as tf
 
 from mtlrec.data_pipeline import parquet_reader, tfrecord_reader
@@ -93,6 +94,29 @@ def _parquet_stream(files, plan, batch_size, shuffle_buffer, seed, repeat, skip_
         ds = one_pass(tf.constant(0, tf.int64))
         return ds.take(0) if skip_batches >= per_pass else ds
     return tf.data.Dataset.range(first, 2**62).flat_map(one_pass)
+
+
+def arrow_features(batch, schema, names=None, file=None):
+    """The model features of one Arrow record batch, converted as `make_dataset` converts
+    the record batches of a Parquet file (the same plan, types, defaults for nulls and
+    non-finite numerics, and sequences: each row's last `max_len` items, padded after them
+    with -1 / ""); what `predict` feeds a SavedModel.
+
+    Args:
+        batch: a `pyarrow.RecordBatch` holding the feature columns (others are ignored).
+        schema: schema dict (or `mtlrec.schema.Schema`).
+        names: the features to convert (default: every schema feature).
+        file: the file the batch comes from, for error messages.
+
+    Returns:
+        dict name -> `tf.Tensor`, as in the `features` of `make_dataset`.
+    """
+    plan = [c for c in column_plan(schema) if c.role == "feature" and (names is None or c.name in names)]
+    plan = parquet_reader.resolve_plan(plan, batch.schema, file)
+    table = pa.Table.from_batches([parquet_reader.normalize_batch(batch, plan, file)])
+    block = {k: tf.constant(v) for k, v in parquet_reader.block_to_numpy(table, plan).items()}
+    features, _ = _features_labels(parquet_reader.decode_block(block, plan), plan)
+    return features
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python loops over columns

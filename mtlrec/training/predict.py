@@ -3,14 +3,14 @@
 ``predict_file(model_dir, input_path, output_path)`` streams the input (one
 Parquet or TFRecord file, or every data file of a directory such as a day
 partition, in name order: the names ``mtlrec.data_pipeline.partitions`` reads)
-in record batches, feeds the raw columns to ``serving_default``
-and writes one output row per input row: the schema's key column (or ``row``,
-the input row number, when the schema has no key or the input lacks it)
-followed by one column per model output. The output is written aside and
-renamed, so a failed run leaves no partial file. Only TensorFlow and pyarrow
-are needed; the model does its own hashing and normalisation, and keeps the
-most recent ``max_len`` items of each id list (lists are sent padded to the
-longest row of a batch).
+in record batches, converts their feature columns with the training pipeline's
+converters (``mtlrec.data_pipeline.dataset.arrow_features``: the same types, null and
+non-finite defaults, and sequences cut to their last ``max_len`` items and padded, as
+``make_dataset`` reads a Parquet file), feeds them to ``serving_default`` and writes one
+output row per input row: the schema's key column (or ``row``, the input row number,
+when the schema has no key or the input lacks it) followed by one column per model
+output. The output is written aside and renamed, so a failed run leaves no partial file.
+The model does its own hashing and normalisation.
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
 from mtlrec.data_pipeline.partitions import EXTENSIONS, file_format
-from mtlrec.data_pipeline.recent_items import fit_padded
-from mtlrec.data_pipeline.tfrecord_io import pad_rows, peek_kinds, read_tfrecord_batches
-from mtlrec.schema import PAD
+from mtlrec.data_pipeline.dataset import arrow_features
+from mtlrec.data_pipeline.tfrecord_io import peek_kinds, read_tfrecord_batches
 from mtlrec.training.export import read_metadata
 from mtlrec.training.progress import row_progress
 
@@ -76,15 +74,6 @@ def _record_batches(file: Path, columns: list, sequences: set, batch_size: int):
     yield from parquet.iter_batches(batch_size=batch_size, columns=[c for c in columns if c in names])
 
 
-def _features_by_kind(schema: dict) -> dict:
-    """feature name -> (kind, spec dict) from the export's schema."""
-    out = {}
-    for section in ("categorical", "numeric", "sequence"):
-        for spec in schema.get(section, []) or []:
-            out[spec["name"]] = (section, spec)
-    return out
-
-
 def _column(batch: pa.RecordBatch, name: str, file):
     index = batch.schema.get_field_index(name)
     if index < 0:
@@ -97,60 +86,22 @@ def _column(batch: pa.RecordBatch, name: str, file):
     return batch.column(index)
 
 
-def _ids(col, dtype: str, fill, file, name) -> np.ndarray:
-    target = pa.string() if dtype == "string" else pa.int64()
-    try:
-        col = pc.cast(col, target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise DataValidationError(
-            f"expected {dtype} ids, got {col.type} ({err})", file=file, column=name
-        ) from None
-    col = pc.fill_null(col, fill)
-    values = col.to_numpy(zero_copy_only=False)
-    return values.astype(object) if dtype == "string" else values.astype(np.int64)
-
-
-def _floats(col, default: float, file, name) -> np.ndarray:
-    try:
-        col = pc.cast(col, pa.float32())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise DataValidationError(f"expected numbers, got {col.type} ({err})", file=file, column=name) from None
-    values = pc.fill_null(col, default).to_numpy(zero_copy_only=False).astype(np.float32)
-    values[~np.isfinite(values)] = default
-    return values
-
-
-def _sequences(col, dtype: str, width, file, name) -> np.ndarray:
-    """Lists -> (B, L) padded after their items, L the longest row; an export with a fixed
-    ``width`` (older versions) gets each row's most recent ``width`` items."""
-    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
-        raise DataValidationError(f"expected a list of ids, got {col.type}", file=file, column=name)
-    pad = PAD[dtype]
-    col = pc.fill_null(col, pa.scalar([], type=col.type))
-    values = _ids(pc.list_flatten(col), dtype, pad, file, name)
-    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
-    padded = pad_rows(values, lengths, pad)
-    if width is None:
-        return padded
-    return fit_padded(padded, int(width), pad).numpy()
+def _tensors(batch: pa.RecordBatch, inputs: dict, schema: dict, file=None) -> dict:
+    """The model's inputs from one Arrow record batch, converted by the training pipeline
+    (``mtlrec.data_pipeline.dataset.arrow_features``)."""
+    for name in inputs:
+        _column(batch, name, file)  # a missing column: named with the columns present
+    return arrow_features(batch, schema, names=set(inputs), file=file)
 
 
 def batch_inputs(batch: pa.RecordBatch, inputs: dict, schema: dict, file=None) -> dict:
-    """numpy arrays for the model's inputs from one Arrow record batch."""
-    kinds = _features_by_kind(schema)
+    """numpy arrays for the model's inputs from one Arrow record batch (strings as ``str``)."""
     out = {}
-    for name, spec in inputs.items():
-        col = _column(batch, name, file)
-        kind, feature = kinds.get(name, (None, {}))
-        dtype = "string" if spec["dtype"] == "string" else spec["dtype"]
-        if kind == "sequence" or len(spec["shape"]) == 2:
-            out[name] = _sequences(col, "string" if dtype == "string" else "int64", spec["shape"][1], file, name)
-        elif dtype == "string" or dtype == "int64":
-            fill = feature.get("default")
-            fill = PAD["string" if dtype == "string" else "int64"] if fill is None else fill
-            out[name] = _ids(col, "string" if dtype == "string" else "int64", fill, file, name)
-        else:
-            out[name] = _floats(col, float(feature.get("default", 0.0) or 0.0), file, name)
+    for name, value in _tensors(batch, inputs, schema, file).items():
+        value = value.numpy()
+        if value.dtype == object:
+            value = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(value)
+        out[name] = value
     return out
 
 
@@ -205,8 +156,7 @@ def predict_file(model_dir, input_path, output_path, batch_size: int = 4096) -> 
         for file in files:
             for batch in _record_batches(file, columns, sequences, batch_size):
                 use_key = key is not None and key in batch.schema.names
-                features = batch_inputs(batch, inputs, schema, file)
-                outputs = serve(**{n: tf.constant(v) for n, v in features.items()})
+                outputs = serve(**_tensors(batch, inputs, schema, file))
                 table = {}
                 if use_key:
                     table[key] = _column(batch, key, file)
