@@ -38,6 +38,18 @@ def _numpy(value) -> np.ndarray:
     return value
 
 
+def _split_extras(batch_labels, extras, shared):
+    """(labels, extras) numpy dicts of one batch's labels dict; a name in ``shared`` is both."""
+    labels, extra_values = {}, {}
+    for name, value in batch_labels.items():
+        value = _numpy(value)
+        if name in extras:
+            extra_values[name] = value
+        if name not in extras or name in shared:
+            labels[name] = value
+    return labels, extra_values
+
+
 def forward_function(model, gate_model=None):
     """A ``tf.function`` features -> (outputs, gate weights), traced once for any batch size."""
     from mtlrec.training.export import input_signature, probability_outputs
@@ -91,13 +103,7 @@ def evaluate_model(
     try:
         for features, batch_labels in dataset:
             outputs, gates = forward({name: features[name] for name in signature_names})
-            labels, extra_values = {}, {}
-            for name, value in batch_labels.items():
-                value = _numpy(value)
-                if name in extras:
-                    extra_values[name] = value
-                if name not in extras or name in shared:
-                    labels[name] = value
+            labels, extra_values = _split_extras(batch_labels, extras, shared)
             day.update(labels, {k: _numpy(v) for k, v in outputs.items()}, extra_values)
             for name, value in gates.items():
                 value = np.asarray(value, dtype=np.float64)

@@ -112,6 +112,41 @@ def _output_array(name: str, value: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, value.shape[1])
 
 
+def _open_export(model_dir):
+    """(serving function, inputs as the metadata lists them, schema dict, key column or
+    None) of an export version or, for an export root, of its newest version."""
+    import tensorflow as tf
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "saved_model.pb").exists():
+        from mtlrec.training.export import latest_export
+
+        latest = latest_export(model_dir)  # an export root: its newest version
+        model_dir = latest if latest is not None else model_dir
+    if not (model_dir / "saved_model.pb").exists():
+        raise DataValidationError("not a SavedModel directory (no saved_model.pb)", file=model_dir)
+    meta = read_metadata(model_dir)
+    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    specs = serve.structured_input_signature[1]
+    inputs = meta.get("inputs") or {
+        name: {"dtype": spec.dtype.name, "shape": list(spec.shape)} for name, spec in specs.items()
+    }
+    return serve, inputs, meta.get("schema", {}), meta.get("key")
+
+
+def _scores(batch: pa.RecordBatch, outputs: dict, key, first_row: int, file) -> pa.Table:
+    """The output rows of one batch: its key column (or ``row`` numbers from ``first_row``
+    when there is no key or the file lacks it), then the outputs by name."""
+    table = {}
+    if key is not None and key in batch.schema.names:
+        table[key] = _column(batch, key, file)
+    else:
+        table["row"] = pa.array(np.arange(first_row, first_row + batch.num_rows, dtype=np.int64))
+    for name in sorted(outputs):
+        table[name] = _output_array(name, outputs[name].numpy())
+    return pa.table(table)
+
+
 def predict_file(model_dir, input_path, output_path, batch_size: int = 4096) -> int:
     """Score ``input_path`` with the SavedModel at ``model_dir`` into ``output_path``.
 
@@ -124,25 +159,7 @@ def predict_file(model_dir, input_path, output_path, batch_size: int = 4096) -> 
     Raises:
         DataValidationError: a missing input, a missing column or one of the wrong type.
     """
-    import tensorflow as tf
-
-    model_dir = Path(model_dir)
-    if not (model_dir / "saved_model.pb").exists():
-        from mtlrec.training.export import latest_export
-
-        latest = latest_export(model_dir)  # an export root: its newest version
-        model_dir = latest if latest is not None else model_dir
-    if not (model_dir / "saved_model.pb").exists():
-        raise DataValidationError("not a SavedModel directory (no saved_model.pb)", file=model_dir)
-    meta = read_metadata(model_dir)
-    loaded = tf.saved_model.load(str(model_dir))
-    serve = loaded.signatures["serving_default"]
-    specs = serve.structured_input_signature[1]
-    inputs = meta.get("inputs") or {
-        name: {"dtype": spec.dtype.name, "shape": list(spec.shape)} for name, spec in specs.items()
-    }
-    schema = meta.get("schema", {})
-    key = meta.get("key")
+    serve, inputs, schema, key = _open_export(model_dir)
     files = input_files(input_path)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,16 +172,8 @@ def predict_file(model_dir, input_path, output_path, batch_size: int = 4096) -> 
         bar = row_progress(_known_rows(files), "predict")
         for file in files:
             for batch in _record_batches(file, columns, sequences, batch_size):
-                use_key = key is not None and key in batch.schema.names
                 outputs = serve(**_tensors(batch, inputs, schema, file))
-                table = {}
-                if use_key:
-                    table[key] = _column(batch, key, file)
-                else:
-                    table["row"] = pa.array(np.arange(rows, rows + batch.num_rows, dtype=np.int64))
-                for name in sorted(outputs):
-                    table[name] = _output_array(name, outputs[name].numpy())
-                out = pa.table(table)
+                out = _scores(batch, outputs, key, rows, file)
                 if writer is None:
                     writer = pq.ParquetWriter(str(tmp), out.schema)
                 elif out.schema != writer.schema:
