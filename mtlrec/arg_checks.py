@@ -7,7 +7,6 @@ layer contract asks: ``Expected units to be an integer >= 1. Received: units=-3`
 argument, so a config reader names the key without parsing the message.
 """
 
-import keras
 import numpy as np
 
 from mtlrec.key_paths import ArgumentError
@@ -87,6 +86,8 @@ def check_bool(name, value):
 
 def check_activation(name, value):
     """The activation function Keras resolves ``value`` to."""
+    import keras  # here, so that data-side modules checking ints do not load Keras
+
     try:
         return keras.activations.get(value)
     except (ValueError, TypeError) as err:
@@ -97,6 +98,8 @@ def check_activation(name, value):
 
 def check_initializer(name, value):
     """``value`` unchanged once Keras resolves it to an initializer."""
+    import keras
+
     try:
         initializer = keras.initializers.get(value)
     except (ValueError, TypeError) as err:
@@ -113,6 +116,8 @@ def serialize_identifier(value):
     Keras config."""
     if value is None or isinstance(value, (str, dict)):
         return value
+    import keras
+
     return keras.saving.serialize_keras_object(value)
 
 

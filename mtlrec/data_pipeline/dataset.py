@@ -3,15 +3,11 @@
 import pyarrow as pa
 import tensorflow as tf
 
+from mtlrec.arg_checks import check_positive_int
 from mtlrec.data_pipeline import parquet_reader, tfrecord_reader
 from mtlrec.data_pipeline.columns import column_plan
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
 from mtlrec.data_pipeline.partitions import check_fmt, day_files, resolve_days
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Expected {name} to be an integer >= {minimum}. Received: {name}={value!r}")
 
 
 def make_dataset(root, days, schema, fmt="parquet", batch_size=1024, shuffle_buffer=0, seed=None,
@@ -41,9 +37,9 @@ def make_dataset(root, days, schema, fmt="parquet", batch_size=1024, shuffle_buf
     `labels`: label name -> (B,) float32, plus the extra columns.
     """
     check_fmt(fmt)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("shuffle_buffer", shuffle_buffer, 0)
-    _check_int("skip_batches", skip_batches, 0)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("shuffle_buffer", shuffle_buffer, minimum=0)
+    check_positive_int("skip_batches", skip_batches, minimum=0)
     if seed is None and deterministic:
         seed = 0
     files = [f for day in resolve_days(root, days) for f in day_files(root, day, fmt)]

@@ -10,13 +10,13 @@ so the Pearson correlation of the labels grows with p (not equal to p: the sin t
 
 import numpy as np
 
+from mtlrec.arg_checks import check_positive_int
+
 
 def mmoe_synthetic(n, p, dim=100, seed=0, *, c=1.0, num_sin=10, noise_std=0.1):
     """Return `(x, y1, y2)`: x (n, dim) float32, y1 and y2 (n,) float32."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-        raise ValueError(f"Expected n to be a positive integer. Received: n={n!r}")
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 2:
-        raise ValueError(f"Expected dim to be an integer >= 2. Received: dim={dim!r}")
+    check_positive_int("n", n)
+    check_positive_int("dim", dim, minimum=2)
     if not -1.0 <= p <= 1.0:
         raise ValueError(f"Expected p (task correlation) in [-1, 1]. Received: p={p!r}")
     rng = np.random.default_rng(seed)

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mtlrec.arg_checks import check_positive_int
 from mtlrec.data_pipeline.filesystems import require_local
 from mtlrec.data_pipeline.partitions import check_fmt, day_dir, parse_day
 
@@ -79,8 +80,7 @@ def _knobs(knobs):
     k = dict(KNOBS, **knobs)
     for name in ("num_users", "num_items", "num_categories", "num_brands", "num_shops", "latent_dim", "max_len",
                  "files_per_day", "row_group_size", "dim", "property_dim"):
-        if isinstance(k[name], bool) or not isinstance(k[name], (int, np.integer)) or k[name] <= 0:
-            raise ValueError(f"Expected {name} to be a positive integer. Received: {name}={k[name]!r}")
+        check_positive_int(name, k[name])
     fractions = ("relatedness", "initial_items", "new_items_per_day", "retired_items_per_day",
                  "initial_users", "new_users_per_day")
     for name in fractions + ("base_ctr", "base_cvr", "base_follow"):
@@ -350,8 +350,7 @@ def generate_funnel(root, start_day, num_days, rows_per_day, seed=0, fmt="parque
     k = _knobs(knobs)
     start = parse_day(start_day, "start_day")
     for name, v in (("num_days", num_days), ("rows_per_day", rows_per_day)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f"Expected {name} to be a positive integer. Received: {name}={v!r}")
+        check_positive_int(name, v)
     world = _World(seed, k)
     pool_size = max(2 * k["max_len"], 8)
     days = []
