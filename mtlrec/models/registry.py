@@ -130,6 +130,7 @@ def build_model(model_config, schema, tasks, path="model"):
         raise KeyPathError(err.path, err.detail, shown=f"{path}: {err.shown or err.path}") from None
     except ArgumentError as err:
         head = err.argument.split(".")[0]
+        head = _parameter(head) if _parameter(head) in spec.args else head  # `lambda` -> `lambda_`
         key = f"{path}.{config_key(head)}" if head in spec.args else path
         raise KeyPathError(key, str(err)) from None
     except ValueError as err:
