@@ -68,9 +68,15 @@ def decay_dense(optimizer, variable):
         variable.assign_sub(variable * wd * lr)
 
 
-def decay_rows(optimizer, variable, ids, lr):
-    """The decay term `w_r * wd * lr` for rows `ids`, or None without decay."""
-    if optimizer.weight_decay is None or not optimizer._use_weight_decay(variable):
+def decay_rows(optimizer, variable, ids, lr, decays=None):
+    """The decay term `w_r * wd * lr` for rows `ids`, or None without decay.
+
+    `decays`: whether the variable takes weight decay (default: asked of the optimizer
+    for `variable`; a shard of a table passes the answer for its table).
+    """
+    if decays is None:
+        decays = optimizer.weight_decay is not None and optimizer._use_weight_decay(variable)
+    if optimizer.weight_decay is None or not decays:
         return None
     wd = tf.cast(optimizer.weight_decay, variable.dtype)
     return gather_rows(variable, ids) * wd * lr
@@ -103,10 +109,17 @@ def refuse_gradient_accumulation(optimizer_name, steps):
 
 class LazyRowUpdates:
     """Mixin placed before a Keras optimizer class: dense gradients take that
-    optimizer's own update; an `IndexedSlices` gradient has its duplicate ids
-    summed, and `_row_step(values, ids, variable, lr)` (updating the rows'
-    slots) returns the step for those rows, to which their decoupled weight
-    decay is added before `w_r <- w_r - step`."""
+    optimizer's own update; an `IndexedSlices` gradient goes to `update_rows`.
+
+    A subclass gives `SLOTS` (slot name -> its attribute list in the Keras optimizer),
+    `slot_initial_value(name)` and `_row_step(values, ids, lr, slots)`: the step for
+    rows `ids` given their summed gradients, updating those rows of `slots` (slot name
+    -> variable, numbered like the rows). Keras' own slots serve a whole table;
+    `mtlrec.optimizers.sharded_rows` passes the slot shards of one table shard.
+    """
+
+    #: slot name -> the Keras optimizer's list attribute holding it (per variable index)
+    SLOTS = {}
 
     def _clip_gradients(self, grads):
         return clip_gradients(self, grads, super()._clip_gradients)
@@ -116,14 +129,35 @@ class LazyRowUpdates:
         # gradient is sparse (decay the touched rows only) or dense.
         return
 
+    def slot_names(self):
+        """The row slots this optimizer keeps per table, in creation order."""
+        return [name for name, attr in self.SLOTS.items() if self._keeps_slot(name)]
+
+    def _keeps_slot(self, name):
+        return True
+
+    def slot_initial_value(self, name):
+        return 0.0
+
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices):
             decay_dense(self, variable)
             return super().update_step(gradient, variable, learning_rate)
+        index = self._get_variable_index(variable)
+        slots = {name: getattr(self, self.SLOTS[name])[index] for name in self.slot_names()}
+        self.update_rows(gradient, variable, learning_rate, slots)
+
+    def update_rows(self, gradient, variable, learning_rate, slots, decays=None):
+        """Sums the duplicate ids of `gradient` (`IndexedSlices` on `variable`'s rows),
+        then `w_r <- w_r - (step + decoupled decay)` on those rows only.
+
+        `variable` is a table or one shard of it, `slots` its slots (same row numbers),
+        `decays` whether it takes weight decay (default: asked for `variable`).
+        """
         values, ids = dedupe_slices(gradient, variable.dtype)
         lr = tf.cast(learning_rate, variable.dtype)
-        step = self._row_step(values, ids, variable, lr)
-        decay = decay_rows(self, variable, ids, lr)
+        step = self._row_step(values, ids, lr, slots)
+        decay = decay_rows(self, variable, ids, lr, decays)
         if decay is not None:
             step = step + decay
         self.assign_sub(variable, tf.IndexedSlices(step, ids))

@@ -73,8 +73,13 @@ class LazyAdagrad(LazyRowUpdates, keras.optimizers.Adagrad):
             **kwargs,
         )
 
-    def _row_step(self, values, ids, variable, lr):
-        accumulator = self._accumulators[self._get_variable_index(variable)]
+    SLOTS = {"accumulator": "_accumulators"}
+
+    def slot_initial_value(self, name):
+        return self.initial_accumulator_value
+
+    def _row_step(self, values, ids, lr, slots):
+        accumulator = slots["accumulator"]
         acc_rows = gather_rows(accumulator, ids) + tf.square(values)
         self.assign(accumulator, tf.IndexedSlices(acc_rows, ids))
         return (lr * values) / tf.sqrt(acc_rows + self.epsilon)

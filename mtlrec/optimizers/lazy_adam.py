@@ -127,30 +127,34 @@ class LazyAdam(LazyRowUpdates, keras.optimizers.Adam):
     def get_config(self):
         return {**super().get_config(), "row_momentum": self.row_momentum}
 
-    def _row_step(self, values, ids, variable, lr):
-        dtype = variable.dtype
+    SLOTS = {"momentum": "_momentums", "velocity": "_velocities", "velocity_hat": "_velocity_hats"}
+
+    def _keeps_slot(self, name):
+        return name != "velocity_hat" or self.amsgrad
+
+    def _row_step(self, values, ids, lr, slots):
+        dtype = values.dtype
         step = tf.cast(self.iterations + 1, dtype)
         beta_1 = tf.cast(self.beta_1, dtype)
         beta_2 = tf.cast(self.beta_2, dtype)
-        index = self._get_variable_index(variable)
         if self.row_momentum == "per_step":
             momentum_sum = (1 - beta_1) / (1 - beta_1 / tf.sqrt(beta_2))
             alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) * momentum_sum
             first = values
         else:
             alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
-            m = self._momentums[index]
+            m = slots["momentum"]
             # Same operation order as keras' Adam, so a row updated every step
             # gets exactly the dense result.
             first = gather_rows(m, ids)
             first = first + (values - first) * (1 - self.beta_1)
             self.assign(m, tf.IndexedSlices(first, ids))
-        v = self._velocities[index]
+        v = slots["velocity"]
         v_rows = gather_rows(v, ids)
         v_rows = v_rows + (tf.square(values) - v_rows) * (1 - self.beta_2)
         self.assign(v, tf.IndexedSlices(v_rows, ids))
         if self.amsgrad:
-            v_hat = self._velocity_hats[index]
+            v_hat = slots["velocity_hat"]
             v_rows = tf.maximum(gather_rows(v_hat, ids), v_rows)
             self.assign(v_hat, tf.IndexedSlices(v_rows, ids))
         return (first * alpha) / (tf.sqrt(v_rows) + self.epsilon)

@@ -1,0 +1,158 @@
+"""``training.strategy: parameter_server``: the cluster of ``TF_CONFIG``, its checks and the
+strategy whose variable partitioner row-shards the embedding tables over the ps tasks.
+
+Tasks (``TF_CONFIG``'s ``cluster``): one ``chief`` (runs mtlrec's training loop through a
+``ClusterCoordinator`` and owns the run directory), one or more ``worker`` (run the steps
+the chief schedules) and one or more ``ps`` (hold the variables). Every task runs the same
+``mtlrec train`` command; a worker or ps task serves (``serve``) until it is stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+
+import tensorflow as tf
+
+from mtlrec.training.errors import RunError
+
+logger = logging.getLogger("mtlrec.training")
+
+#: Seconds the chief waits for every task of the cluster to accept connections.
+CONNECT_TIMEOUT = float(os.environ.get("MTLREC_PS_CONNECT_TIMEOUT", "60"))
+
+
+def ps_cluster() -> tuple[dict, dict]:
+    """``(cluster, task)`` of ``TF_CONFIG`` for a parameter-server run.
+
+    Raises:
+        ValueError: (a config error) no ``TF_CONFIG``, no ``ps`` tasks, no ``chief``,
+            no ``worker``, or a task that is not in the cluster.
+    """
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError(
+            "training.strategy: parameter_server needs TF_CONFIG with chief, worker and ps tasks"
+        )
+    try:
+        tf_config = json.loads(raw)
+        cluster, task = dict(tf_config.get("cluster") or {}), dict(tf_config.get("task") or {})
+    except (ValueError, AttributeError, TypeError) as err:
+        raise ValueError(f"TF_CONFIG: expected a JSON object with cluster and task ({err})") from None
+    for job, wanted in (("ps", "the parameter servers"), ("chief", "the task that runs the loop"), ("worker", "the tasks that run the steps")):
+        if not cluster.get(job):
+            raise ValueError(
+                f"TF_CONFIG: training.strategy parameter_server needs {job} tasks ({wanted}); "
+                f"the cluster has {sorted(cluster) or 'none'}"
+            )
+    if len(cluster["chief"]) != 1:
+        raise ValueError(f"TF_CONFIG: expected one chief task, got {len(cluster['chief'])}")
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise ValueError(f"TF_CONFIG: task {task!r} is not a task of the cluster {sorted(cluster)}")
+    return cluster, {"type": kind, "index": index}
+
+
+def wait_for_tasks(cluster: dict, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Returns once every worker and ps task accepts TCP connections.
+
+    Raises:
+        RunError: naming the tasks still unreachable after ``timeout`` seconds.
+    """
+    pending = {(job, i): address for job in ("worker", "ps") for i, address in enumerate(cluster.get(job, []))}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for key, address in list(pending.items()):
+            host, _, port = address.rpartition(":")
+            try:
+                with socket.create_connection((host, int(port)), timeout=2):
+                    del pending[key]
+            except (OSError, ValueError):
+                pass
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if pending:
+        names = ", ".join(f"{job} {i} ({address})" for (job, i), address in sorted(pending.items()))
+        raise RunError(
+            f"TF_CONFIG: parameter_server cluster unreachable after {timeout:g} s: {names}; "
+            "start `mtlrec train` with its TF_CONFIG on every task"
+        )
+
+
+def is_embedding_table_name(name: str) -> bool:
+    """Whether a variable's own name (its last path component) names an embedding table:
+    it contains "embedding" (``FeatureEmbedding``'s ``embedding_<feature>``,
+    ``keras.layers.Embedding``'s ``embeddings``)."""
+    return "embedding" in name.split("/")[-1].split(":")[0].lower()
+
+
+class TablePartitioner:
+    """Splits the embedding tables by rows over all ps tasks; every other variable stays
+    whole (the strategy places it on one ps task, round robin).
+
+    ``ParameterServerStrategy`` calls a partitioner with the shape and dtype only: the
+    variable creator of ``tables_sharded`` tells it, by the variable's name, whether the
+    variable being created is a table (``is_embedding_table_name``).
+    """
+
+    def __init__(self, num_ps: int):
+        self.num_ps = num_ps
+        self._table = False
+
+    def __call__(self, shape, dtype):
+        shards = min(self.num_ps, int(shape[0])) if self._table and len(shape) >= 1 else 1
+        return [max(shards, 1)] + [1] * (len(shape) - 1)
+
+    @contextlib.contextmanager
+    def tables_sharded(self):
+        """Variables created inside (under the strategy's scope) are sharded when they are tables."""
+
+        def creator(next_creator, **kwargs):
+            previous = self._table
+            self._table = is_embedding_table_name(kwargs.get("name") or "")
+            try:
+                return next_creator(**kwargs)
+            finally:
+                self._table = previous
+
+        with tf.variable_creator_scope(creator):
+            yield
+
+
+def strategy_or_serve(timeout: float = CONNECT_TIMEOUT):
+    """On the chief: its ``ParameterServerStrategy`` (with its ``TablePartitioner`` as
+    ``.partitioner``), once every task answers. On a worker or ps task: serve until the
+    process is stopped (does not return).
+
+    Raises:
+        ValueError: a bad ``TF_CONFIG`` (see ``ps_cluster``).
+        RunError: a task that cannot be reached.
+    """
+    cluster, task = ps_cluster()
+    if task["type"] != "chief":
+        serve(cluster, task)
+    wait_for_tasks(cluster, timeout)
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    partitioner = TablePartitioner(len(cluster["ps"]))
+    strategy = tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
+    strategy.partitioner = partitioner
+    logger.info(
+        "ParameterServerStrategy: %d workers, %d ps tasks (embedding tables split by rows over them)",
+        len(cluster["worker"]), len(cluster["ps"]),
+    )
+    return strategy
+
+
+def serve(cluster: dict, task: dict) -> None:
+    """Run this worker or ps task's server until the process is stopped."""
+    server = tf.distribute.Server(
+        tf.train.ClusterSpec(cluster), job_name=task["type"], task_index=task["index"], protocol="grpc", start=True
+    )
+    logger.info("%s %d serving at %s", task["type"], task["index"], cluster[task["type"]][task["index"]])
+    server.join()
+    raise SystemExit(0)

@@ -1,0 +1,45 @@
+"""Lazy row updates of a row-sharded table (the parameter_server building block) equal the
+lazy optimizer's updates of the same table whole."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtlrec.optimizers import LazyAdagrad, LazyAdam
+from mtlrec.optimizers.sharded_rows import ShardedRowOptimizer, table_shards
+from mtlrec.sparse_reads import gather_rows
+
+
+def _sharded(values):
+    return tf.__internal__.distribute.ShardedVariable(
+        [tf.Variable(values[:3], name="embedding_t/part_0"), tf.Variable(values[3:], name="embedding_t/part_1")]
+    )
+
+
+def test_gather_rows_of_a_sharded_table_keeps_the_order_of_the_ids():
+    values = np.arange(10, dtype="float32").reshape(5, 2)
+    rows = gather_rows(_sharded(values), tf.constant([[4, 0], [3, 1]]))
+    np.testing.assert_array_equal(rows.numpy(), values[[[4, 0], [3, 1]]])
+
+
+@pytest.mark.parametrize("make", [lambda: LazyAdam(learning_rate=0.1), lambda: LazyAdagrad(learning_rate=0.1)])
+def test_sharded_row_updates_equal_the_whole_table_updates(make):
+    values = np.random.default_rng(0).normal(size=(5, 2)).astype("float32")
+    whole = tf.Variable(values, name="embedding_t")
+    reference = make()
+    reference.build([whole])
+    sharded = _sharded(values)
+    optimizer = make()
+    optimizer.build([])
+    rows = ShardedRowOptimizer(optimizer, [sharded], tf.distribute.get_strategy())
+    grad_rows = np.array([[1.0, -2.0], [0.5, 0.5], [3.0, 1.0]], "float32")
+    ids = [4, 1, 4]  # rows 1 (shard 0) and 4 (shard 1, its row 1), 4 twice
+    for _ in range(2):
+        reference.apply_gradients([(tf.IndexedSlices(tf.constant(grad_rows), tf.constant(ids), [5, 2]), whole)])
+        rows.apply([([tf.IndexedSlices(tf.constant(grad_rows[1:2]), tf.constant([1])),
+                      tf.IndexedSlices(tf.constant(grad_rows[[0, 2]]), tf.constant([1, 1]))], sharded)])
+    got = tf.concat([s.read_value() for s in table_shards(sharded)], 0).numpy()
+    np.testing.assert_allclose(got, whole.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(got[[0, 2, 3]], values[[0, 2, 3]])  # untouched rows stay
+    assert int(optimizer.iterations.numpy()) == 2
+    assert [s.shape.as_list() for s in rows.slot_shards(sharded)[optimizer.slot_names()[-1]]] == [[3, 2], [2, 2]]
