@@ -68,7 +68,6 @@ def make_report(run_dir, out_dir=None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
@@ -82,66 +81,92 @@ def make_report(run_dir, out_dir=None) -> list[Path]:
     except Exception:  # a report never fails on the state file
         pass
     written = []
+    for plot in (_plot_auc, _plot_losses, _plot_calibration, _plot_tables, _plot_experts):
+        written += plot(rows, run_dir, name, out_dir)
+    return written
 
-    def save(fig, filename):
-        path = out_dir / filename
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+
+def _save(fig, path: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]
+
+
+def _plot_auc(rows, run_dir, name, out_dir) -> list[Path]:
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
     if _plot_lines(ax, _series(rows, "auc"), f"{name}: AUC on the following day", "AUC"):
-        save(fig, "auc_by_day.png")
-    else:
-        plt.close(fig)
+        return _save(fig, out_dir / "auc_by_day.png")
+    plt.close(fig)
+    return []
+
+
+def _plot_losses(rows, run_dir, name, out_dir) -> list[Path]:
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     losses = {_loss_names(run_dir).get(task, task): points for task, points in _series(rows, "train_loss").items()}
     _plot_lines(axes[0], losses, f"{name}: training loss", "mean loss of the day")
     _plot_lines(axes[1], _series(rows, "logloss"), f"{name}: evaluation logloss", "logloss")
-    save(fig, "loss_by_day.png")
+    return _save(fig, out_dir / "loss_by_day.png")
+
+
+def _plot_calibration(rows, run_dir, name, out_dir) -> list[Path]:
+    import matplotlib.pyplot as plt
 
     calibration_files = sorted((run_dir / "calibration").glob("*.json"))
     by_day = _series(rows, "calibration")
-    if calibration_files or by_day:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        ax = axes[0]
-        if calibration_files:
-            data = json.loads(calibration_files[-1].read_text(encoding="utf-8"))
-            top = 0.0
-            for output, bins in sorted(data.get("bins", {}).items()):
-                if bins["pred"]:
-                    ax.plot(bins["pred"], bins["label"], "-o", ms=3, label=output)
-                    top = max(top, max(bins["pred"]), max(bins["label"]))
-            top = top or 1.0
-            ax.plot([0, top], [0, top], "k--", lw=0.8, label="perfect")
-            ax.set_title(f"reliability after {data.get('day')} (on {data.get('eval_day')})")
-            ax.legend(fontsize=8)
-        ax.set_xlabel("mean prediction (decile)")
-        ax.set_ylabel("mean label")
-        ax.grid(alpha=0.3)
-        _plot_lines(axes[1], by_day, "calibration by day (1 = calibrated)", "mean pred / mean label")
-        axes[1].axhline(1.0, color="k", lw=0.8, ls="--")
-        save(fig, "calibration.png")
+    if not (calibration_files or by_day):
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    ax = axes[0]
+    if calibration_files:
+        data = json.loads(calibration_files[-1].read_text(encoding="utf-8"))
+        top = 0.0
+        for output, bins in sorted(data.get("bins", {}).items()):
+            if bins["pred"]:
+                ax.plot(bins["pred"], bins["label"], "-o", ms=3, label=output)
+                top = max(top, max(bins["pred"]), max(bins["label"]))
+        top = top or 1.0
+        ax.plot([0, top], [0, top], "k--", lw=0.8, label="perfect")
+        ax.set_title(f"reliability after {data.get('day')} (on {data.get('eval_day')})")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("mean prediction (decile)")
+    ax.set_ylabel("mean label")
+    ax.grid(alpha=0.3)
+    _plot_lines(axes[1], by_day, "calibration by day (1 = calibrated)", "mean pred / mean label")
+    axes[1].axhline(1.0, color="k", lw=0.8, ls="--")
+    return _save(fig, out_dir / "calibration.png")
+
+
+def _plot_tables(rows, run_dir, name, out_dir) -> list[Path]:
+    import matplotlib.pyplot as plt
 
     tables = {k: v for k, v in _series(rows, "lookups").items() if k.startswith("table:")}
-    if tables:
-        capacity, in_use = _series(rows, "capacity"), _series(rows, "rows_in_use")
-        occupancy = {
-            task: [(d, used / dict(capacity[task])[d]) for d, used in points]
-            for task, points in in_use.items()
-            if task in capacity
-        }
-        moves = {f"{t} {m}": p for m in ("admitted", "evicted") for t, p in _series(rows, m).items() if t in tables}
-        fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-        _plot_lines(axes[0], occupancy, f"{name}: table occupancy", "rows in use / capacity")
-        axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
-        _plot_lines(axes[1], moves, "ids admitted and evicted", "ids on the day")
-        _plot_lines(axes[2], {t: p for t, p in _series(rows, "oov_share").items() if t in tables},
-                    "out-of-vocabulary share of lookups", "OOV lookups / lookups")
-        save(fig, "table_occupancy.png")
+    if not tables:
+        return []
+    capacity, in_use = _series(rows, "capacity"), _series(rows, "rows_in_use")
+    occupancy = {
+        task: [(d, used / dict(capacity[task])[d]) for d, used in points]
+        for task, points in in_use.items()
+        if task in capacity
+    }
+    moves = {f"{t} {m}": p for m in ("admitted", "evicted") for t, p in _series(rows, m).items() if t in tables}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    _plot_lines(axes[0], occupancy, f"{name}: table occupancy", "rows in use / capacity")
+    axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
+    _plot_lines(axes[1], moves, "ids admitted and evicted", "ids on the day")
+    _plot_lines(axes[2], {t: p for t, p in _series(rows, "oov_share").items() if t in tables},
+                "out-of-vocabulary share of lookups", "OOV lookups / lookups")
+    return _save(fig, out_dir / "table_occupancy.png")
 
+
+def _latest_expert_weights(rows) -> tuple[dict, str | None]:
+    """task -> {expert index: mean gate weight} of each task's latest day, and that day."""
     experts = {}
     latest_day = {}
     for row in rows:
@@ -151,25 +176,31 @@ def make_report(run_dir, out_dir=None) -> list[Path]:
                     experts[row["task"]] = {}
                 latest_day[row["task"]] = row["day"]
                 experts[row["task"]][int(row["metric"].split("_", 1)[1])] = row["value"]
-    if experts:
-        import numpy as np
+    return experts, max(latest_day.values(), default=None)
 
-        tasks = sorted(experts)
-        width = max(max(e) + 1 for e in experts.values())
-        matrix = np.full((len(tasks), width), np.nan)
-        for i, task in enumerate(tasks):
-            for j, value in experts[task].items():
-                matrix[i, j] = value
-        fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.7 * width), 1.5 + 0.6 * len(tasks)))
-        image = ax.imshow(matrix, cmap="viridis", vmin=0.0, aspect="auto")
-        ax.set_xticks(range(width), [str(j) for j in range(width)])
-        ax.set_yticks(range(len(tasks)), tasks)
-        ax.set_xlabel("expert")
-        ax.set_title(f"{name}: mean gate weight (day {max(latest_day.values())})")
-        for i in range(len(tasks)):
-            for j in range(width):
-                if not np.isnan(matrix[i, j]):
-                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
-        fig.colorbar(image, ax=ax)
-        save(fig, "expert_utilization.png")
-    return written
+
+def _plot_experts(rows, run_dir, name, out_dir) -> list[Path]:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    experts, day = _latest_expert_weights(rows)
+    if not experts:
+        return []
+    tasks = sorted(experts)
+    width = max(max(e) + 1 for e in experts.values())
+    matrix = np.full((len(tasks), width), np.nan)
+    for i, task in enumerate(tasks):
+        for j, value in experts[task].items():
+            matrix[i, j] = value
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.7 * width), 1.5 + 0.6 * len(tasks)))
+    image = ax.imshow(matrix, cmap="viridis", vmin=0.0, aspect="auto")
+    ax.set_xticks(range(width), [str(j) for j in range(width)])
+    ax.set_yticks(range(len(tasks)), tasks)
+    ax.set_xlabel("expert")
+    ax.set_title(f"{name}: mean gate weight (day {day})")
+    for i in range(len(tasks)):
+        for j in range(width):
+            if not np.isnan(matrix[i, j]):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+    fig.colorbar(image, ax=ax)
+    return _save(fig, out_dir / "expert_utilization.png")
