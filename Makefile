@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The suite runs in two processes (pytest-xdist): most tests are single-threaded
+# Python and TensorFlow start-up, so two cores share it well (tests/models + tests/layers:
+# 192 s in one process, 114 s in two; the whole suite 14:46 -> 11:25, with other jobs running).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test bench clean
 
@@ -16,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/mtlrec demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) demo_runs .pytest_cache

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -115,7 +116,7 @@ class RunDirectory:
             yield
         except (OSError, tf.errors.OpError) as err:
             reason = getattr(err, "strerror", None) or getattr(err, "message", None) or str(err)
-            reason = " ".join(str(reason).split())[:300]
+            reason = _short_reason(reason)
             where = getattr(err, "filename", None)
             raise RunError(
                 f"{self.path}: could not write {what}{f' ({where})' if where else ''}: {reason}; "
@@ -241,3 +242,13 @@ class RunDirectory:
         meta = read_metadata(path)
         same = (meta.get("day"), meta.get("global_step")) == (latest[1].get("day"), latest[1].get("global_step"))
         return path if same else None
+
+
+def _short_reason(reason) -> str:
+    """The OS's reason for a failed write, at most 300 characters.
+
+    TensorFlow's errors start with the op's name and the temporary file's path and end
+    with the reason (``...; File too large``): the end is kept, never the start alone.
+    """
+    text = " ".join(re.sub(r"\{\{[^}]*\}\}", "", str(reason)).split())
+    return text if len(text) <= 300 else "..." + text[-297:]

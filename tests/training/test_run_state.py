@@ -46,3 +46,19 @@ def test_save_is_atomic_and_a_corrupt_file_is_reported(tmp_path):
     (tmp_path / "state.json").write_text("{not json")
     with pytest.raises(RunError, match=r"state\.json: not a readable state file"):
         RunState.load(tmp_path)
+
+
+def test_a_failed_write_keeps_the_reason_at_the_end_of_a_long_tensorflow_error(tmp_path):
+    import tensorflow as tf
+
+    from mtlrec.training.run_directory import RunDirectory
+
+    temp = "/tmp/" + "x" * 400 + "/part-00000-of-00001.data-00000-of-00001.tempstate123"
+    error = tf.errors.UnknownError(None, None, "{{function_node __wrapped__SaveV2_dtypes_39}} " + temp + "; File too large")
+    with pytest.raises(RunError) as raised:
+        with RunDirectory(tmp_path / "run").writing("a checkpoint"):
+            raise error
+    message = str(raised.value)
+    assert "function_node" not in message
+    reason = message.split("could not write a checkpoint: ")[1].split("; is the disk full")[0]
+    assert reason.endswith("File too large") and reason.startswith("...") and len(reason) == 300
