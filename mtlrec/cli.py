@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--days", help="inclusive range A:B (default: data.train_days)")
     p.add_argument("--run-dir", help="run directory (default: the config's run_dir)")
     p.add_argument("--force", action="store_true", help="train days that are already trained")
+    p.add_argument(
+        "--migrate-lookups",
+        action="store_true",
+        help="accept changed lookup settings (lookup, num_buckets, oov_buckets, min_count, ttl_days) "
+        "of tables on an existing run: those tables start afresh, everything else is kept",
+    )
 
     p = sub.add_parser("evaluate", help="per-task metrics of the latest model on a day")
     p.add_argument("config")
@@ -194,7 +200,7 @@ def _cmd_train(args) -> int:
     from mtlrec.training.experiment import Experiment
 
     experiment = Experiment(config, run_dir=args.run_dir, strategy=strategy)
-    entries = experiment.train(day=args.day, days=args.days, force=args.force)
+    entries = experiment.train(day=args.day, days=args.days, force=args.force, migrate_lookups=args.migrate_lookups)
     if not entries:
         print("nothing to train: the days asked are already trained with this config "
               "(--force trains them again)")

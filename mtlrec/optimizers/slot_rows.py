@@ -15,6 +15,18 @@ _SLOTS = (
 )
 
 
+def slots_of(optimizer, variable) -> list:
+    """`[(slot, initial value)]`: every slot `optimizer` keeps for `variable` (the Keras
+    variables) with the value it starts at (0, or Adagrad's `initial_accumulator_value`)."""
+    index = optimizer._get_variable_index(variable)
+    found = []
+    for attr, initial in _SLOTS:
+        slots = getattr(optimizer, attr, None) or []
+        if index < len(slots) and slots[index] is not None:
+            found.append((slots[index], initial(optimizer)))
+    return found
+
+
 def reset_slot_rows(optimizer, variable, rows):
     """Set rows `rows` of every slot `optimizer` keeps for `variable` back to their
     initial value (0, or Adagrad's `initial_accumulator_value`), as if never updated.
@@ -23,14 +35,9 @@ def reset_slot_rows(optimizer, variable, rows):
         The number of slot variables reset (0 when the optimizer keeps none for it).
     """
     rows = tf.convert_to_tensor(rows, tf.int64)
-    index = optimizer._get_variable_index(variable)
-    reset = 0
-    for attr, initial in _SLOTS:
-        slots = getattr(optimizer, attr, None) or []
-        if index >= len(slots) or slots[index] is None:
-            continue
-        slot = tf_variable(slots[index])
-        values = tf.fill(tf.stack([tf.size(rows), tf.shape(slot)[1]]), tf.cast(initial(optimizer), slot.dtype))
+    found = slots_of(optimizer, variable)
+    for slot, initial in found:
+        slot = tf_variable(slot)
+        values = tf.fill(tf.stack([tf.size(rows), tf.shape(slot)[1]]), tf.cast(initial, slot.dtype))
         slot.scatter_update(tf.IndexedSlices(values, rows))
-        reset += 1
-    return reset
+    return len(found)

@@ -30,7 +30,9 @@ from mtlrec.training.day_validation import DayCheck, validate_days
 from mtlrec.training.errors import RunError
 from mtlrec.training.faults import fault_point
 from mtlrec.training.metrics_log import metric_rows
-from mtlrec.training.run_directory import RunDirectory
+from mtlrec.training.lookup_changes import migration_record
+from mtlrec.training.lookup_migration import restore_migrated
+from mtlrec.training.run_directory import MIGRATION_KEY, RunDirectory
 from mtlrec.training.run_schema import resolve_schema
 from mtlrec.training.run_state import RunState, now_utc
 
@@ -54,6 +56,7 @@ class Experiment:
         self.run = RunDirectory(run_dir or config.run_dir)
         self.strategy = strategy
         self.trainer = None
+        self._migration = None  # a lookup migration not yet committed by a checkpoint
 
     @property
     def run_dir(self) -> Path:
@@ -74,8 +77,12 @@ class Experiment:
 
     # ------------------------------------------------------------ commands
 
-    def train(self, day=None, days=None, force: bool = False) -> list[dict]:
+    def train(self, day=None, days=None, force: bool = False, migrate_lookups: bool = False) -> list[dict]:
         """Train the given days in order (``--day D`` / ``--days A:B`` / ``data.train_days``).
+
+        ``migrate_lookups`` (``--migrate-lookups``): the tables whose lookup settings the
+        config changes start afresh (``mtlrec.training.lookup_migration``) instead of
+        being refused.
 
         Returns:
             The ``state.json`` entries of the days trained by this call.
@@ -84,7 +91,8 @@ class Experiment:
             RunError: a day already trained (without ``force``), an interrupted
                 day that is not the first one asked for, a non-finite loss.
             DataValidationError: a bad or missing day (before anything is written).
-            ConfigError: a model the config cannot build.
+            ConfigError: a model the config cannot build; changed lookup settings
+                without ``migrate_lookups``.
         """
         if self.strategy is None:
             from mtlrec.training.trainer import cluster_from_env, make_strategy
@@ -99,7 +107,7 @@ class Experiment:
         # the days and the days they are evaluated on, before touching the run directory
         checks = validate_days(self.config, self.run.saved_schema(), plan.validation_days)
         with self.run.locked():
-            return self._train(days, force, checks)
+            return self._train(days, force, checks, migrate_lookups)
 
     def evaluate(self, day: str | None = None):
         """Metrics of the newest checkpoint on ``day`` (default: ``data.eval_day``)."""
@@ -122,19 +130,24 @@ class Experiment:
 
     # ------------------------------------------------------------ the loop over the plan
 
-    def _train(self, days: list[str], force: bool, checks: dict[str, DayCheck]) -> list[dict]:
+    def _train(self, days: list[str], force: bool, checks: dict[str, DayCheck], migrate: bool) -> list[dict]:
         from mtlrec.training.tensorboard_log import DaySummaries
 
         state = self.run.load_state()
+        self.run.finish_migration(state)
+        self._migration = None
         plan = DayPlan.make(self.config, state, days, force)
         if plan.resuming:
             logger.info("resuming the interrupted command (days %s)", ", ".join(plan.to_train))
         interrupted = interrupted_day(plan, state, self.run.latest_checkpoint(), force)
-        schema = resolve_schema(self.config, self.run, (plan.to_train or days)[0])
+        first_day = (plan.to_train or days)[0]
+        schema, changes = resolve_schema(self.config, self.run, first_day, migrate)
         trainer = self._build(schema)
-        if self._restore(trainer) is None:
+        if self._restore(trainer, [c.table for c in changes]) is None:
             interrupted = None
         command = state.begin(days, force)["id"]
+        if changes:
+            self._migration = migration_record(changes, schema, first_day, command)
         state.data["name"] = self.config.name
         state.data["model_type"] = self.config.model.get("type")
         self.run.begin_command(schema, self.config.to_dict(), state)
@@ -155,12 +168,12 @@ class Experiment:
             position = trainer.train_day(
                 position,
                 train_dataset(self.config, trainer.schema, trainer.sharding, day, rows),
-                on_checkpoint=lambda pos: self._checkpoint(trainer, pos, run.command),
+                on_checkpoint=lambda pos: self._checkpoint(trainer, pos, run.command, state),
                 summary_writer=run.summaries.writer,
                 label=self.config.name,
                 total_rows=_day_rows(self.config.training, rows),
             )
-            self._checkpoint(trainer, position, run.command)
+            self._checkpoint(trainer, position, run.command, state)
         step = int(trainer.global_step.numpy())
         tables = trainer.lookup_report()
         warn_full_tables(day, tables)
@@ -213,8 +226,11 @@ class Experiment:
         self.trainer = trainer
         return trainer
 
-    def _restore(self, trainer) -> dict | None:
-        """Load the newest checkpoint into ``trainer``; its meta, or None when there is none."""
+    def _restore(self, trainer, migrated=()) -> dict | None:
+        """Load the newest checkpoint into ``trainer``; its meta, or None when there is none.
+        The tables named in ``migrated`` start afresh (``restore_migrated``)."""
+        if migrated:
+            return restore_migrated(self.run, trainer, self.run.saved_schema(), migrated)
         latest = self.run.restore_latest()
         if latest is None:
             return None
@@ -226,7 +242,7 @@ class Experiment:
         """``(trainer, meta)``: the model of an existing run with its newest checkpoint."""
         if self.run.saved_schema() is None:
             raise RunError(f"{self.run_dir}: no trained model here (train a day first)")
-        trainer = self._build(resolve_schema(self.config, self.run, None))
+        trainer = self._build(resolve_schema(self.config, self.run, None)[0])
         meta = self._restore(trainer)
         if meta is None:
             raise RunError(f"{self.checkpoint_dir}: no checkpoint to load (train a day first)")
@@ -236,13 +252,20 @@ class Experiment:
             )
         return trainer, meta
 
-    def _checkpoint(self, trainer, position, command: str) -> None:
+    def _checkpoint(self, trainer, position, command: str, state: RunState) -> None:
+        """A checkpoint at ``position``; the first one after a lookup migration carries it
+        (and so commits it: ``RunDirectory.commit_migration``)."""
         meta = dataclasses.asdict(position)
         meta["global_step"] = int(trainer.global_step.numpy())
         meta["command"] = command
         meta["written_at"] = now_utc()
+        if self._migration is not None:
+            meta[MIGRATION_KEY] = self._migration
         what = f"a checkpoint (day {position.day}, step {position.steps} of the day)"
         path = self.run.save_checkpoint(meta, what)
+        if self._migration is not None:
+            self.run.commit_migration(self._migration, state)
+            self._migration = None
         if path is not None:
             logger.info("checkpoint %s (day %s, step %d of the day)", path.name, position.day, position.steps)
 

@@ -3,8 +3,9 @@
 ``run_dir/`` holds everything a run needs to continue::
 
     .lock                   held (flock) by the process using the directory
-    state.json              days trained, step counts, the command in progress
-    schema.json             the schema the model was built with (numeric stats filled)
+    state.json              days trained, step counts, the command in progress, lookup migrations
+    schema.json             the schema the model was built with (numeric stats filled;
+                            replaced by a lookup migration once its checkpoint is written)
     config.yaml             the config of the last command (for reference)
     checkpoints/ckpt-<n>/   tf.train.Checkpoint + meta.json (day, batches consumed)
     checkpoints/model.keras the model of the last trained day (fine-tuning, layer reuse)
@@ -37,6 +38,8 @@ SCHEMA_FILE = "schema.json"
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.keras"
 LOCK_FILE = ".lock"
+#: The key of a lookup migration in the ``meta.json`` of the checkpoint that commits it.
+MIGRATION_KEY = "lookup_migration"
 
 
 def _is_chief() -> bool:
@@ -150,11 +153,38 @@ class RunDirectory:
                 state.save()
 
     def saved_schema(self) -> dict | None:
-        """The schema this run was trained with (``schema.json``), or None before the first day."""
+        """The schema this run was trained with (``schema.json``), or None before the first
+        day; the schema of a lookup migration when the newest checkpoint carries one (that
+        checkpoint committed it: ``commit_migration`` may not have run before a crash)."""
+        migration = self._checkpoint_migration()
+        if migration is not None:
+            return migration["schema"]
         path = self.path / SCHEMA_FILE
         if not path.exists():
             return None
         return json.loads(path.read_text(encoding="utf-8"))
+
+    def _checkpoint_migration(self) -> dict | None:
+        latest = self.latest_checkpoint()
+        return None if latest is None else latest[1].get(MIGRATION_KEY)
+
+    def commit_migration(self, record: dict, state: RunState) -> None:
+        """After the first checkpoint of a lookup migration (its ``meta.json`` carries
+        ``record``, see ``mtlrec.training.lookup_changes.migration_record``):
+        ``schema.json`` becomes its schema and ``state.json`` records it (once)."""
+        if not self.is_chief:
+            return
+        with self.writing("the run's migrated schema and state"):
+            atomic.write_json(self.path / SCHEMA_FILE, record["schema"])
+            if state.record_migration(record):
+                state.save()
+
+    def finish_migration(self, state: RunState) -> None:
+        """``commit_migration`` of a migration the newest checkpoint carries (a crash
+        came between that checkpoint and its commit)."""
+        migration = self._checkpoint_migration()
+        if migration is not None:
+            self.commit_migration(migration, state)
 
     def begin_command(self, schema: dict, config: dict, state: RunState) -> None:
         """Before the first step of a ``train`` command: the schema (first time only), the

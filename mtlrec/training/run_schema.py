@@ -2,48 +2,54 @@
 
 from __future__ import annotations
 
+import logging
+
 from mtlrec.training.errors import RunError
-from mtlrec.training.numeric_stats import needs_stats, stats_from_day, without_stats
+from mtlrec.training.lookup_changes import FLAG, changed_tables, migrated_schema, refusal, same_apart_from_lookups
+from mtlrec.training.numeric_stats import needs_stats, stats_from_day
+
+logger = logging.getLogger("mtlrec.training")
 
 
-def resolve_schema(config, run, first_day: str | None) -> dict:
-    """The run's ``schema.json`` when there is one (refused when the config's differs), else
-    the config's schema with the numeric statistics computed from ``first_day``.
+def resolve_schema(config, run, first_day: str | None, migrate: bool = False) -> tuple[dict, list]:
+    """The run's saved schema when there is one, else the config's schema with the
+    numeric statistics computed from ``first_day``; with the tables to migrate.
+
+    A saved schema that differs from the config's in more than lookup settings is
+    refused (``RunError``); changed lookup settings are refused (``ConfigError``, see
+    ``mtlrec.training.lookup_changes``) unless ``migrate``: the schema is then the
+    config's with the run's statistics.
 
     Args:
         config: the ``ExperimentConfig``.
         run: the ``RunDirectory``.
         first_day: the first day to train (None: only an existing run's schema will do).
+        migrate: ``--migrate-lookups`` was given.
+
+    Returns:
+        ``(schema, changes)``: ``changes`` the ``TableChange`` of each table to migrate
+        (empty unless ``migrate``).
     """
     from mtlrec.training.run_directory import SCHEMA_FILE
 
-    path = run.path / SCHEMA_FILE
     wanted = config.schema.to_dict()
     saved = run.saved_schema()
     if saved is not None:
-        _refuse_lookup_change(path, saved, wanted)
-        if without_stats(saved) != without_stats(wanted):
+        if not same_apart_from_lookups(saved, wanted):
             raise RunError(
-                f"{path}: the config's schema differs from the schema this run "
+                f"{run.path / SCHEMA_FILE}: the config's schema differs from the schema this run "
                 f"directory was trained with; use a new run_dir for a new schema"
             )
-        return saved
+        changes = changed_tables(saved, wanted)
+        if changes and not migrate:
+            raise refusal(config, run.path, changes[0])
+        if migrate and not changes:
+            logger.warning("%s: nothing to migrate (every table's lookup is the one %s was trained with)", FLAG, run.path)
+        return (migrated_schema(saved, wanted) if changes else saved), changes
+    if migrate:
+        logger.warning("%s: nothing to migrate (%s is a new run)", FLAG, run.path)
     if not needs_stats(wanted):
-        return wanted
+        return wanted, []
     if first_day is None:
         raise RunError(f"{run.path}: no trained model here (no {SCHEMA_FILE})")
-    return stats_from_day(config, wanted, first_day)
-
-
-def _refuse_lookup_change(path, saved: dict, wanted: dict) -> None:
-    """One clear error when a feature's lookup differs from the one the run was trained with."""
-    from mtlrec.schema import Schema
-
-    before = {f.name: f.lookup.lookup for f in Schema.from_dict(saved).features if hasattr(f, "lookup")}
-    for f in Schema.from_dict(wanted).features:
-        if hasattr(f, "lookup") and f.name in before and before[f.name] != f.lookup.lookup:
-            raise RunError(
-                f"{path}: feature {f.name!r} was trained with lookup {before[f.name]}, the config "
-                f"asks for {f.lookup.lookup}; changing a feature's lookup on an existing run is "
-                f"refused (its rows would no longer mean the same ids); use a new run_dir"
-            )
+    return stats_from_day(config, wanted, first_day), []

@@ -6,7 +6,14 @@ Layout::
      "days": [{"day": "2024-01-01", "steps": 120, "examples": 30720,
                "global_step": 120, "eval_day": "2024-01-02", "export_version": 1,
                "times_trained": 1, "trained_at": "..."}, ...],
-     "pending": {"id": "...", "days": [...], "force": false, "done": [...]} | null}
+     "pending": {"id": "...", "days": [...], "force": false, "done": [...]} | null,
+     "lookup_migrations": [{"day": "2024-01-02", "command": "...", "migrated_at": "...",
+                            "tables": [{"table": "item_id", "features": ["item_id", ...],
+                                        "from": {"lookup": "hash", "num_buckets": 128},
+                                        "to": {"lookup": "dynamic", ...}}]}]}
+
+``lookup_migrations`` (only after a ``--migrate-lookups``): the tables whose lookup
+settings changed, recorded once the first checkpoint of the migrated model is written.
 
 ``pending`` is the ``train`` command in progress: running the same command
 again after a crash resumes it (the days it already finished are skipped, not
@@ -106,6 +113,16 @@ class RunState:
         if "global_step" in fields:
             self.data["global_step"] = int(fields["global_step"])
         return entry
+
+    def record_migration(self, record: dict) -> bool:
+        """Add a lookup migration (``{day, command, tables: [{table, features, from, to}]}``;
+        a ``schema`` key is left out) to ``lookup_migrations``, once; whether it was new."""
+        migrations = self.data.setdefault("lookup_migrations", [])
+        if any((m["day"], m["command"]) == (record["day"], record["command"]) for m in migrations):
+            return False
+        entry = {k: v for k, v in record.items() if k != "schema"}
+        migrations.append(dict(entry, migrated_at=now_utc()))
+        return True
 
     # ------------------------------------------------------------ the command in progress
 

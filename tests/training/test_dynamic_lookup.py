@@ -207,11 +207,13 @@ def test_a_changed_lookup_is_refused_on_an_existing_run_and_a_bad_one_names_its_
     Experiment(load_config(make_config(tmp_path, funnel_root))).train(day=DAYS[0])  # hash tables
     config = make_config(tmp_path, funnel_root, OVERRIDES)
     code, _, err = cli("train", config, "--day", DAYS[1])
-    assert code == 1
+    line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "lookup: dynamic" in text)
+    assert code == 2
     assert err.strip().splitlines()[-1] == (
-        f"mtlrec: error: {tmp_path / 'run' / 'schema.json'}: feature 'user_id' was trained with lookup "
-        "hash, the config asks for dynamic; changing a feature's lookup on an existing run is refused "
-        "(its rows would no longer mean the same ids); use a new run_dir"
+        f"mtlrec: error: {config}:{line}: schema.categorical[0].lookup: feature 'user_id' was trained with "
+        f"lookup hash in {tmp_path / 'run'}, the config asks for dynamic; changing a feature's lookup on an "
+        "existing run is refused (its rows would no longer mean the same ids); pass --migrate-lookups to "
+        "start its table afresh (every other table and weight is kept), or use a new run_dir"
     )
     assert RunState.load(tmp_path / "run").trained_days == [DAYS[0]]
     bad = copy.deepcopy(DYNAMIC)
