@@ -264,6 +264,7 @@ class Experiment:
         what = f"a checkpoint (day {position.day}, step {position.steps} of the day)"
         path = self.run.save_checkpoint(meta, what)
         if self._migration is not None:
+            fault_point("migration.checkpointed")
             self.run.commit_migration(self._migration, state)
             self._migration = None
         if path is not None:

@@ -67,12 +67,11 @@ def _copy_run(day_one, directory):
 
 
 def _train(capsys, *args):
-    """``mtlrec train ARGS`` in this process: (exit code, last stderr line)."""
+    """``mtlrec train ARGS`` in this process: (exit code, stderr)."""
     keras.backend.clear_session()
     capsys.readouterr()
     code = main(["train", *map(str, args)])
-    err = capsys.readouterr().err.strip().splitlines()
-    return code, err[-1] if err else ""
+    return code, capsys.readouterr().err.strip()
 
 
 def _snapshot(run_dir):
@@ -90,7 +89,7 @@ def test_changed_lookup_settings_are_refused_naming_the_feature_both_values_and_
     line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "lookup: dynamic" in text)
     code, err = _train(capsys, config, "--day", DAYS[1])
     assert code == 2
-    assert err == (
+    assert err.splitlines()[-1] == (
         f"mtlrec: error: {config}:{line}: schema.categorical[1].lookup: feature 'item_id' (and "
         f"'hist_item_id', sharing its table) was trained with lookup hash in {run_dir}, the config asks for "
         "dynamic; changing a feature's lookup on an existing run is refused (its rows would no longer mean "
@@ -212,9 +211,18 @@ def test_kill_9_before_the_migrated_checkpoint_then_the_migration_restarts_only_
     assert int(layer.id_maps["item_id"].table.size()) == 0  # the map starts empty
     del trainer, new_run
 
-    # the migration itself, then the days after it without the flag
-    code, err = _train(capsys, config, "--day", DAYS[1], "--migrate-lookups")
+    # the migration again, killed once its first checkpoint is written, before schema.json
+    # and state.json follow: that checkpoint committed it, the same day resumes without the flag
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlrec.cli", "train", str(config), "--day", DAYS[1], "--migrate-lookups"],
+        capture_output=True, text=True, timeout=240, env=cli.env(MTLREC_FAULT_POINT="migration.checkpointed"),
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (run_dir / "schema.json").read_text() == before[0] and RunState.load(run_dir).trained_days == DAYS[:1]
+    assert RunDirectory(run_dir).saved_schema() == schema
+    code, err = _train(capsys, config, "--day", DAYS[1])
     assert code == 0, err
+    assert f"resuming day {DAYS[1]} after 2 steps" in err
     state = RunState.load(run_dir)
     assert state.trained_days == DAYS[:2]
     (migration,) = state.data["lookup_migrations"]
