@@ -56,7 +56,6 @@ class Experiment:
         self.run = RunDirectory(run_dir or config.run_dir)
         self.strategy = strategy
         self.trainer = None
-        self._migration = None  # a lookup migration not yet committed by a checkpoint
 
     @property
     def run_dir(self) -> Path:
@@ -135,7 +134,6 @@ class Experiment:
 
         state = self.run.load_state()
         self.run.finish_migration(state)
-        self._migration = None
         plan = DayPlan.make(self.config, state, days, force)
         if plan.resuming:
             logger.info("resuming the interrupted command (days %s)", ", ".join(plan.to_train))
@@ -146,12 +144,12 @@ class Experiment:
         if self._restore(trainer, [c.table for c in changes]) is None:
             interrupted = None
         command = state.begin(days, force)["id"]
-        if changes:
-            self._migration = migration_record(changes, schema, first_day, command)
+        migration = migration_record(changes, schema, first_day, command) if changes else None
         state.data["name"] = self.config.name
         state.data["model_type"] = self.config.model.get("type")
         self.run.begin_command(schema, self.config.to_dict(), state)
-        run = _DayRun(trainer, command, checks, DaySummaries(self.run.tensorboard_dir, trainer.is_chief))
+        summaries = DaySummaries(self.run.tensorboard_dir, trainer.is_chief)
+        run = _DayRun(trainer, command, checks, summaries, migration)
         results = []
         for i, day in enumerate(plan.to_train):
             position = start_position(day, interrupted if i == 0 else None)
@@ -168,12 +166,12 @@ class Experiment:
             position = trainer.train_day(
                 position,
                 train_dataset(self.config, trainer.schema, trainer.sharding, day, rows),
-                on_checkpoint=lambda pos: self._checkpoint(trainer, pos, run.command, state),
+                on_checkpoint=lambda pos: self._checkpoint(run, pos, state),
                 summary_writer=run.summaries.writer,
                 label=self.config.name,
                 total_rows=_day_rows(self.config.training, rows),
             )
-            self._checkpoint(trainer, position, run.command, state)
+            self._checkpoint(run, position, state)
         step = int(trainer.global_step.numpy())
         tables = trainer.lookup_report()
         warn_full_tables(day, tables)
@@ -252,21 +250,21 @@ class Experiment:
             )
         return trainer, meta
 
-    def _checkpoint(self, trainer, position, command: str, state: RunState) -> None:
-        """A checkpoint at ``position``; the first one after a lookup migration carries it
-        (and so commits it: ``RunDirectory.commit_migration``)."""
+    def _checkpoint(self, run: "_DayRun", position, state: RunState) -> None:
+        """A checkpoint at ``position``; until one has committed the command's lookup
+        migration (``RunDirectory.commit_migration``), each carries it."""
         meta = dataclasses.asdict(position)
-        meta["global_step"] = int(trainer.global_step.numpy())
-        meta["command"] = command
+        meta["global_step"] = int(run.trainer.global_step.numpy())
+        meta["command"] = run.command
         meta["written_at"] = now_utc()
-        if self._migration is not None:
-            meta[MIGRATION_KEY] = self._migration
+        migration = run.migration if run.migration and not state.has_migration(run.migration) else None
+        if migration is not None:
+            meta[MIGRATION_KEY] = migration
         what = f"a checkpoint (day {position.day}, step {position.steps} of the day)"
         path = self.run.save_checkpoint(meta, what)
-        if self._migration is not None:
+        if migration is not None:
             fault_point("migration.checkpointed")
-            self.run.commit_migration(self._migration, state)
-            self._migration = None
+            self.run.commit_migration(migration, state)
         if path is not None:
             logger.info("checkpoint %s (day %s, step %d of the day)", path.name, position.day, position.steps)
 
@@ -315,6 +313,7 @@ class _DayRun:
     command: str  # the id of the command in progress (checkpoints carry it)
     checks: dict  # {day: DayCheck} of the days trained and evaluated on
     summaries: object  # DaySummaries
+    migration: dict | None = None  # the command's lookup migration (``migration_record``)
 
 
 def _day_rows(training, rows: int | None) -> int | None:

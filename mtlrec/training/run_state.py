@@ -114,14 +114,18 @@ class RunState:
             self.data["global_step"] = int(fields["global_step"])
         return entry
 
+    def has_migration(self, record: dict) -> bool:
+        """Whether ``lookup_migrations`` holds the migration of ``record``'s day and command."""
+        key = (record["day"], record["command"])
+        return any((m["day"], m["command"]) == key for m in self.data.get("lookup_migrations", []))
+
     def record_migration(self, record: dict) -> bool:
         """Add a lookup migration (``{day, command, tables: [{table, features, from, to}]}``;
         a ``schema`` key is left out) to ``lookup_migrations``, once; whether it was new."""
-        migrations = self.data.setdefault("lookup_migrations", [])
-        if any((m["day"], m["command"]) == (record["day"], record["command"]) for m in migrations):
+        if self.has_migration(record):
             return False
         entry = {k: v for k, v in record.items() if k != "schema"}
-        migrations.append(dict(entry, migrated_at=now_utc()))
+        self.data.setdefault("lookup_migrations", []).append(dict(entry, migrated_at=now_utc()))
         return True
 
     # ------------------------------------------------------------ the command in progress
