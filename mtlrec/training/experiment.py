@@ -141,7 +141,7 @@ class Experiment:
         first_day = (plan.to_train or days)[0]
         schema, changes = resolve_schema(self.config, self.run, first_day, migrate)
         trainer = self._build(schema)
-        if self._restore(trainer, [c.table for c in changes]) is None:
+        if self._restore(trainer, changes) is None:
             interrupted = None
         command = state.begin(days, force)["id"]
         migration = migration_record(changes, schema, first_day, command) if changes else None
@@ -226,7 +226,7 @@ class Experiment:
 
     def _restore(self, trainer, migrated=()) -> dict | None:
         """Load the newest checkpoint into ``trainer``; its meta, or None when there is none.
-        The tables named in ``migrated`` start afresh (``restore_migrated``)."""
+        The tables of ``migrated`` (``TableChange``) start afresh (``restore_migrated``)."""
         if migrated:
             return restore_migrated(self.run, trainer, self.run.saved_schema(), migrated)
         latest = self.run.restore_latest()

@@ -45,8 +45,15 @@ class TableChange:
     def key(self) -> str:
         return self.path.rsplit(".", 1)[-1]
 
+    @property
+    def warm(self) -> bool:
+        """Whether the new table starts from the old one's rows: it becomes ``identity``
+        (every id is known: the row numbers) from ``hash`` or ``identity``."""
+        return self.after["lookup"] == "identity" and self.before["lookup"] in ("hash", "identity")
+
     def as_dict(self) -> dict:
-        return {"table": self.table, "features": list(self.features), "from": self.before, "to": self.after}
+        start = "warm" if self.warm else "fresh"
+        return {"table": self.table, "features": list(self.features), "from": self.before, "to": self.after, "start": start}
 
 
 def table_settings(schema: Schema, feature) -> dict:

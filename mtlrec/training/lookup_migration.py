@@ -7,11 +7,20 @@ the unchanged tables) except what belongs to a migrated table: its rows keep the
 initialisation of a new table (``derive_seed(model seed, "embedding_<table>")``, exactly
 what a new run would start with), its optimizer slots their initial values, its id map
 (or out-of-range counters) starts empty. Both models live in memory during the copy.
+
+One exception, the warm start of a table that becomes ``identity``: every id of it is
+known (the row numbers), so row ``r`` starts from the old row id ``r`` read: its hashed
+row (``hash_ids(r, old num_buckets)``) from ``hash``, row ``r`` itself from ``identity``
+(when ``r`` was in range); the out-of-vocabulary rows, and rows with no old row, keep
+the seeded initialisation. A table that becomes ``dynamic`` starts cold: its ids are
+not known before they are admitted, days later, by when the old table is gone.
 """
 
 from __future__ import annotations
 
 import logging
+
+import tensorflow as tf
 
 from mtlrec.training.errors import RunError
 from mtlrec.training.lookup_changes import FLAG
@@ -19,9 +28,9 @@ from mtlrec.training.lookup_changes import FLAG
 logger = logging.getLogger("mtlrec.training")
 
 
-def restore_migrated(run, trainer, saved_schema: dict, tables) -> dict | None:
+def restore_migrated(run, trainer, saved_schema: dict, changes) -> dict | None:
     """Restore the newest checkpoint of ``run`` into ``trainer`` (built with the migrated
-    schema), leaving the tables named in ``tables`` as built.
+    schema), leaving the tables of ``changes`` (``TableChange``) as built (or warm-started).
 
     Returns:
         The restored checkpoint's meta (None: no checkpoint yet, nothing to copy).
@@ -44,9 +53,31 @@ def restore_migrated(run, trainer, saved_schema: dict, tables) -> dict | None:
         )
     old = Trainer(trainer.config, saved_schema, strategy=trainer.strategy)
     CheckpointManager(run.checkpoint_dir, old.checkpoint, is_chief=False).restore(path)
-    copy_unchanged(old, trainer, set(tables))
-    logger.info("%s: tables %s start afresh; everything else restored from %s", FLAG, ", ".join(sorted(tables)), path)
+    copy_unchanged(old, trainer, {c.table for c in changes})
+    for change in changes:
+        if change.warm:
+            warm_start(old, trainer, change)
+    names = ", ".join(f"{c.table} ({'warm-started from its old rows' if c.warm else 'fresh rows'})" for c in changes)
+    logger.info("%s: migrated tables %s; everything else restored from %s", FLAG, names, path)
     return meta
+
+
+def warm_start(old, new, change) -> None:
+    """Row ``r < num_buckets`` of ``change``'s new ``identity`` table := the old table's row
+    of id ``r`` (every ``FeatureEmbedding`` of the model holding that table)."""
+    from mtlrec.layers._id_hashing import hash_ids
+
+    ids = tf.range(change.after["num_buckets"], dtype=tf.int64)
+    was = change.before["num_buckets"]
+    if change.before["lookup"] == "hash":
+        rows, source = ids, hash_ids(ids, was)
+    else:
+        rows = source = ids[:was]
+    old_layers = _embedding_layers(old.model)
+    for path, layer in _embedding_layers(new.model).items():
+        if change.table in layer.tables:
+            values = tf.gather(old_layers[path].tables[change.table].value, source)
+            layer.tables[change.table].value.scatter_update(tf.IndexedSlices(values, rows))
 
 
 def _embedding_layers(model) -> dict:

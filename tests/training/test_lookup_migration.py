@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 from mtlrec.cli import main
+from mtlrec.layers._id_hashing import hash_ids
 from mtlrec.training.config import load_config
 from mtlrec.training.errors import ConfigError, RunError
 from mtlrec.training.experiment import Experiment
@@ -128,11 +129,35 @@ def test_the_flag_with_nothing_to_migrate_is_a_note_and_a_mid_day_checkpoint_is_
     meta = json.loads((newest / "meta.json").read_text())
     (newest / "meta.json").write_text(json.dumps(dict(meta, completed=False, steps=2)))
     with pytest.raises(RunError) as raised:
-        restore_migrated(run, None, run.saved_schema(), ["item_id"])
+        restore_migrated(run, None, run.saved_schema(), [])
     assert str(raised.value) == (
         f"{newest}: day {DAYS[0]} was interrupted at step 2 of the day; finish it with the lookups it was "
         "trained with (the same command, without the changed lookups) before --migrate-lookups"
     )
+
+
+def test_a_table_that_becomes_identity_reads_for_each_id_the_row_it_read_before(tmp_path, funnel_root, day_one):
+    run_dir = _copy_run(day_one, tmp_path)
+    _, weights, _, _ = day_one
+    schema = copy.deepcopy(SCHEMA)
+    schema["categorical"][0].update(lookup="identity", num_buckets=100)  # user_id: hash 128 -> identity 100 (+1 OOV)
+    experiment = load_config(config_file(tmp_path, funnel_root, {"schema": schema}))
+    run = RunDirectory(run_dir)
+    migrated, changes = resolve_schema(experiment, run, DAYS[1], migrate=True)
+    assert [c.as_dict()["start"] for c in changes] == ["warm"]
+    keras.backend.clear_session()
+    new_run, trainer = Trainer(experiment, migrated), Trainer(experiment, migrated)
+    restore_migrated(run, trainer, run.saved_schema(), changes)
+    layer = trainer.lookup_layers[0]
+    ids = np.arange(100, dtype=np.int64)
+    read = layer({"user_id": tf.constant(ids)}, subset="user_id")["embeddings"]["user_id"].numpy()
+    before = weights[layer.tables["user_id"].path]
+    np.testing.assert_array_equal(read, before[hash_ids(tf.constant(ids), 128).numpy()])  # what id r read before
+    table = layer.tables["user_id"].numpy()
+    np.testing.assert_array_equal(table[100:], new_run.lookup_layers[0].tables["user_id"].numpy()[100:])  # OOV: seeded
+    for variable in trainer.embedding_optimizer.variables:
+        if "embedding_user_id" in variable.path:
+            assert not variable.numpy().any(), variable.path
 
 
 SERVE = """
@@ -174,7 +199,7 @@ def test_kill_9_before_the_migrated_checkpoint_then_the_migration_restarts_only_
         capture_output=True, text=True, timeout=240, env=cli.env(MTLREC_FAULT_POINT="train.step:1"),
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert "tables item_id start afresh" in proc.stderr
+    assert "--migrate-lookups: migrated tables item_id (fresh rows); everything else restored from" in proc.stderr
     assert _snapshot(run_dir) == before  # the run as it was
     code, err = _train(capsys, config, "--day", DAYS[1])
     assert code == 2 and "pass --migrate-lookups" in err  # refused again
@@ -185,11 +210,12 @@ def test_kill_9_before_the_migrated_checkpoint_then_the_migration_restarts_only_
     run = RunDirectory(run_dir)
     schema, changes = resolve_schema(experiment, run, DAYS[1], migrate=True)
     assert [c.as_dict() for c in changes] == [
-        {"table": "item_id", "features": ["item_id", "hist_item_id"], "from": {"lookup": "hash", "num_buckets": 128}, "to": TO}
+        {"table": "item_id", "features": ["item_id", "hist_item_id"], "from": {"lookup": "hash", "num_buckets": 128}, "to": TO,
+         "start": "fresh"}
     ]
     new_run = Trainer(experiment, schema)  # what a new run would start with
     trainer = Trainer(experiment, schema)
-    restore_migrated(run, trainer, run.saved_schema(), [c.table for c in changes])
+    restore_migrated(run, trainer, run.saved_schema(), changes)
     start = {v.path: v.numpy() for v in new_run.model.variables}
     for variable in trainer.model.variables:
         if "item_id" in variable.path:  # the table and its map's counters
