@@ -102,8 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--migrate-lookups",
         action="store_true",
-        help="accept changed lookup settings (lookup, num_buckets, oov_buckets, min_count, ttl_days) "
-        "of tables on an existing run: those tables start afresh, everything else is kept",
+        help="accept a changed lookup, num_buckets or oov_buckets of tables on an existing run: "
+        "those tables start afresh, everything else is kept",
     )
 
     p = sub.add_parser("evaluate", help="per-task metrics of the latest model on a day")

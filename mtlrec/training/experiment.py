@@ -31,7 +31,7 @@ from mtlrec.training.errors import RunError
 from mtlrec.training.faults import fault_point
 from mtlrec.training.metrics_log import metric_rows
 from mtlrec.training.lookup_changes import migration_record
-from mtlrec.training.lookup_migration import restore_migrated
+from mtlrec.training.lookup_migration import log_migration, restore_migrated
 from mtlrec.training.run_directory import MIGRATION_KEY, RunDirectory
 from mtlrec.training.run_schema import resolve_schema
 from mtlrec.training.run_state import RunState, now_utc
@@ -227,12 +227,14 @@ class Experiment:
     def _restore(self, trainer, migrated=()) -> dict | None:
         """Load the newest checkpoint into ``trainer``; its meta, or None when there is none.
         The tables of ``migrated`` (``TableChange``) start afresh (``restore_migrated``)."""
-        if migrated:
+        if any(not change.kept for change in migrated):
             return restore_migrated(self.run, trainer, self.run.saved_schema(), migrated)
         latest = self.run.restore_latest()
         if latest is None:
             return None
         path, meta = latest
+        if migrated:
+            log_migration(migrated, path)
         logger.info("restored %s (global step %s)", path, meta.get("global_step"))
         return meta
 

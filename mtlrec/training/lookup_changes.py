@@ -1,11 +1,13 @@
 """Which tables' lookup settings a config changes on an existing run, and the refusal.
 
 A table's rows mean ids by its lookup settings (``lookup``, ``num_buckets``,
-``oov_buckets``, ``min_count``, ``ttl_days``): a run trained with some settings cannot
-read its rows with others. Changing them is refused (exit 2, naming the feature, both
-values and ``--migrate-lookups``) unless the migration is asked for; then the changed
-tables start afresh (``mtlrec.training.lookup_migration``) and the run's schema becomes
-the config's (with the run's numeric statistics).
+``oov_buckets``): a run trained with some settings cannot read its rows with others.
+Changing them is refused (exit 2, naming the feature, both values and
+``--migrate-lookups``) unless the migration is asked for; then the changed tables start
+afresh (``mtlrec.training.lookup_migration``) and the run's schema becomes the config's
+(with the run's numeric statistics). A dynamic table's ``min_count`` and ``ttl_days``
+decide only which ids get rows from now on: changing them alone keeps the table and
+its id map, no flag needed (recorded like a migration, ``start: kept``).
 """
 
 from __future__ import annotations
@@ -46,13 +48,19 @@ class TableChange:
         return self.path.rsplit(".", 1)[-1]
 
     @property
+    def kept(self) -> bool:
+        """Whether the table keeps its rows and id map: only ``min_count`` or ``ttl_days``
+        of a dynamic table change."""
+        return all(self.before.get(k) == self.after.get(k) for k in SETTINGS[:3])
+
+    @property
     def warm(self) -> bool:
         """Whether the new table starts from the old one's rows: it becomes ``identity``
         (every id is known: the row numbers) from ``hash`` or ``identity``."""
         return self.after["lookup"] == "identity" and self.before["lookup"] in ("hash", "identity")
 
     def as_dict(self) -> dict:
-        start = "warm" if self.warm else "fresh"
+        start = "kept" if self.kept else "warm" if self.warm else "fresh"
         return {"table": self.table, "features": list(self.features), "from": self.before, "to": self.after, "start": start}
 
 

@@ -30,7 +30,8 @@ logger = logging.getLogger("mtlrec.training")
 
 def restore_migrated(run, trainer, saved_schema: dict, changes) -> dict | None:
     """Restore the newest checkpoint of ``run`` into ``trainer`` (built with the migrated
-    schema), leaving the tables of ``changes`` (``TableChange``) as built (or warm-started).
+    schema), leaving the tables of ``changes`` (``TableChange``) as built (or warm-started;
+    ``kept`` ones are restored like the others).
 
     Returns:
         The restored checkpoint's meta (None: no checkpoint yet, nothing to copy).
@@ -53,13 +54,21 @@ def restore_migrated(run, trainer, saved_schema: dict, changes) -> dict | None:
         )
     old = Trainer(trainer.config, saved_schema, strategy=trainer.strategy)
     CheckpointManager(run.checkpoint_dir, old.checkpoint, is_chief=False).restore(path)
-    copy_unchanged(old, trainer, {c.table for c in changes})
+    copy_unchanged(old, trainer, {c.table for c in changes if not c.kept})
     for change in changes:
         if change.warm:
             warm_start(old, trainer, change)
-    names = ", ".join(f"{c.table} ({'warm-started from its old rows' if c.warm else 'fresh rows'})" for c in changes)
-    logger.info("%s: migrated tables %s; everything else restored from %s", FLAG, names, path)
+    log_migration(changes, path)
     return meta
+
+
+def log_migration(changes, source) -> None:
+    """One line: how each changed table starts; everything else comes from ``source``."""
+    names = ", ".join(f"{c.table} ({_START[c.as_dict()['start']]})" for c in changes)
+    logger.info("%s: migrated tables %s; everything else restored from %s", FLAG, names, source)
+
+
+_START = {"kept": "rows and id map kept", "warm": "warm-started from its old rows", "fresh": "fresh rows"}
 
 
 def warm_start(old, new, change) -> None:

@@ -17,7 +17,8 @@ def resolve_schema(config, run, first_day: str | None, migrate: bool = False) ->
 
     A saved schema that differs from the config's in more than lookup settings is
     refused (``RunError``); changed lookup settings are refused (``ConfigError``, see
-    ``mtlrec.training.lookup_changes``) unless ``migrate``: the schema is then the
+    ``mtlrec.training.lookup_changes``) unless ``migrate`` or they keep the rows'
+    meaning (a dynamic table's ``min_count``, ``ttl_days``): the schema is then the
     config's with the run's statistics.
 
     Args:
@@ -27,8 +28,8 @@ def resolve_schema(config, run, first_day: str | None, migrate: bool = False) ->
         migrate: ``--migrate-lookups`` was given.
 
     Returns:
-        ``(schema, changes)``: ``changes`` the ``TableChange`` of each table to migrate
-        (empty unless ``migrate``).
+        ``(schema, changes)``: ``changes`` the ``TableChange`` of each table whose lookup
+        settings change (only ``kept`` ones unless ``migrate``).
     """
     from mtlrec.training.run_directory import SCHEMA_FILE
 
@@ -41,10 +42,11 @@ def resolve_schema(config, run, first_day: str | None, migrate: bool = False) ->
                 f"directory was trained with; use a new run_dir for a new schema"
             )
         changes = changed_tables(saved, wanted)
-        if changes and not migrate:
-            raise refusal(config, run.path, changes[0])
-        if migrate and not changes:
-            logger.warning("%s: nothing to migrate (every table's lookup is the one %s was trained with)", FLAG, run.path)
+        restarted = [c for c in changes if not c.kept]
+        if restarted and not migrate:
+            raise refusal(config, run.path, restarted[0])
+        if migrate and not restarted:
+            logger.warning("%s: nothing to migrate (no table of %s changes its lookup, num_buckets or oov_buckets)", FLAG, run.path)
         return (migrated_schema(saved, wanted) if changes else saved), changes
     if migrate:
         logger.warning("%s: nothing to migrate (%s is a new run)", FLAG, run.path)

@@ -122,7 +122,7 @@ def test_the_flag_with_nothing_to_migrate_is_a_note_and_a_mid_day_checkpoint_is_
         fresh.mkdir()
         resolve_schema(load_config(config_file(fresh, funnel_root)), RunDirectory(fresh / "run"), DAYS[0], migrate=True)
     assert [r.getMessage() for r in caplog.records] == [
-        f"--migrate-lookups: nothing to migrate (every table's lookup is the one {run_dir} was trained with)",
+        f"--migrate-lookups: nothing to migrate (no table of {run_dir} changes its lookup, num_buckets or oov_buckets)",
         f"--migrate-lookups: nothing to migrate ({fresh / 'run'} is a new run)",
     ]
     newest = sorted((run_dir / "checkpoints").glob("ckpt-*"))[-1]
@@ -262,6 +262,21 @@ def test_kill_9_before_the_migrated_checkpoint_then_the_migration_restarts_only_
     assert code == 0, err
     state = RunState.load(run_dir)
     assert state.trained_days == DAYS[:3] and len(state.data["lookup_migrations"]) == 1
+
+    # min_count and ttl_days decide only which ids get rows from now on: no flag, nothing restarts
+    stricter = copy.deepcopy(MIGRATED)
+    stricter["categorical"][1].update(min_count=3, ttl_days=5)
+    code, err = _train(capsys, config_file(tmp_path, funnel_root, {"schema": stricter}, name="stricter.yaml"), "--day", DAYS[3])
+    assert code == 0, err
+    assert "migrated tables item_id (rows and id map kept)" in err
+    state = RunState.load(run_dir)
+    assert state.data["lookup_migrations"][1]["tables"] == [{
+        "table": "item_id", "features": ["item_id", "hist_item_id"], "from": TO,
+        "to": dict(TO, min_count=3, ttl_days=5), "start": "kept",
+    }]
+    day3, day4 = (state.entry(d)["tables"]["item_id"] for d in DAYS[2:])
+    assert day4["rows_in_use"] == day3["rows_in_use"] + day4["admitted"]  # day 3's ids kept their rows
+    assert json.loads((run_dir / "schema.json").read_text())["categorical"][1]["ttl_days"] == 5
 
     # the export scores raw ids (seen and never seen) in a process that imports only TensorFlow
     model = keras.saving.load_model(run_dir / "checkpoints" / "model.keras", safe_mode=True)
