@@ -59,9 +59,13 @@ class TableChange:
         (every id is known: the row numbers) from ``hash`` or ``identity``."""
         return self.after["lookup"] == "identity" and self.before["lookup"] in ("hash", "identity")
 
+    @property
+    def start(self) -> str:
+        """How the table starts: ``kept``, ``warm`` or ``fresh``."""
+        return "kept" if self.kept else "warm" if self.warm else "fresh"
+
     def as_dict(self) -> dict:
-        start = "kept" if self.kept else "warm" if self.warm else "fresh"
-        return {"table": self.table, "features": list(self.features), "from": self.before, "to": self.after, "start": start}
+        return {"table": self.table, "features": list(self.features), "from": self.before, "to": self.after, "start": self.start}
 
 
 def table_settings(schema: Schema, feature) -> dict:

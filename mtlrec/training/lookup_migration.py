@@ -7,6 +7,8 @@ the unchanged tables) except what belongs to a migrated table: its rows keep the
 initialisation of a new table (``derive_seed(model seed, "embedding_<table>")``, exactly
 what a new run would start with), its optimizer slots their initial values, its id map
 (or out-of-range counters) starts empty. Both models live in memory during the copy.
+A ``kept`` table (only a dynamic table's ``min_count`` or ``ttl_days`` changed) is
+copied like the unchanged ones.
 
 One exception, the warm start of a table that becomes ``identity``: every id of it is
 known (the row numbers), so row ``r`` starts from the old row id ``r`` read: its hashed
@@ -64,7 +66,7 @@ def restore_migrated(run, trainer, saved_schema: dict, changes) -> dict | None:
 
 def log_migration(changes, source) -> None:
     """One line: how each changed table starts; everything else comes from ``source``."""
-    names = ", ".join(f"{c.table} ({_START[c.as_dict()['start']]})" for c in changes)
+    names = ", ".join(f"{c.table} ({_START[c.start]})" for c in changes)
     logger.info("%s: migrated tables %s; everything else restored from %s", FLAG, names, source)
 
 
