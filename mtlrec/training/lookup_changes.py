@@ -130,16 +130,14 @@ def refusal(config, run_dir, change: TableChange):
     """The ``ConfigError`` (exit 2) refusing ``change`` without the flag, on its config line."""
     from mtlrec.training.config import config_error
 
-    def shown(value):
-        return "none" if value is None else value
-
     sharing = [n for n in change.features if n != change.table]
     shared = f" (and {', '.join(repr(n) for n in sharing)}, sharing its table)" if sharing else ""
     message = (
-        f"feature {change.table!r}{shared} was trained with {change.key} {shown(change.before.get(change.key))} "
-        f"in {run_dir}, the config asks for {shown(change.after.get(change.key))}; changing a feature's "
+        f"feature {change.table!r}{shared} was trained with {change.key} {change.before[change.key]} "
+        f"in {run_dir}, the config asks for {change.after[change.key]}; changing a feature's "
         f"{change.key} on an existing run is refused (its rows would no longer mean the same ids); "
-        f"pass {FLAG} to start its table afresh (every other table and weight is kept), or use a new run_dir"
+        f"pass {FLAG} to {'warm-start its table from its old rows' if change.warm else 'start its table afresh'} "
+        f"(every other table and weight is kept), or use a new run_dir"
     )
     return config_error(config, change.path, message)
 

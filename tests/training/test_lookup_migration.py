@@ -143,8 +143,10 @@ def test_a_table_that_becomes_identity_reads_for_each_id_the_row_it_read_before(
     schema["categorical"][0].update(lookup="identity", num_buckets=100)  # user_id: hash 128 -> identity 100 (+1 OOV)
     experiment = load_config(config_file(tmp_path, funnel_root, {"schema": schema}))
     run = RunDirectory(run_dir)
+    with pytest.raises(ConfigError, match="pass --migrate-lookups to warm-start its table from its old rows"):
+        resolve_schema(experiment, run, DAYS[1])
     migrated, changes = resolve_schema(experiment, run, DAYS[1], migrate=True)
-    assert [c.as_dict()["start"] for c in changes] == ["warm"]
+    assert [c.start for c in changes] == ["warm"]
     keras.backend.clear_session()
     new_run, trainer = Trainer(experiment, migrated), Trainer(experiment, migrated)
     restore_migrated(run, trainer, run.saved_schema(), changes)
