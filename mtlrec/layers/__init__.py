@@ -14,6 +14,7 @@ from mtlrec.layers.information_transfer import InformationTransfer
 from mtlrec.layers.property_gated_lstm import PropertyGatedLSTM
 from mtlrec.layers.attention_pooling import AttentionPooling
 from mtlrec.layers.fm_interaction import FMInteraction
+from mtlrec.layers.dot_interaction import DotInteraction
 from mtlrec.layers.cross_network import CrossNetwork
 
 # feature embedding

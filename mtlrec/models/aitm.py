@@ -43,7 +43,7 @@ class AITM(MultiTaskModel):
         tower_units: widths of each step's tower f_t (the last is the width of z_t).
         lambda_: the calibrator's weight, >= 0 (config key `lambda`).
         dropout: dropout rate inside the towers.
-        interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
+        interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         seed: optional int for the initializers.
     """

@@ -26,7 +26,7 @@ class CrossStitchNet(MultiTaskModel):
         self_weight: initial a_kk of the cross-stitch units.
         per_channel: one K x K mixing matrix per channel.
         dropout: dropout rate of the hidden layers.
-        interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
+        interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         seed: optional int for the initializers.
     """

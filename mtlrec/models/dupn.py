@@ -6,7 +6,7 @@ from mtlrec.layers.attention_pooling import AttentionPooling
 from mtlrec.layers.mlp import MLP
 from mtlrec.layers.property_gated_lstm import PropertyGatedLSTM
 from mtlrec import arg_checks as checks
-from mtlrec.models.multi_task_model import MultiTaskModel, _plain, schema_inputs
+from mtlrec.models.multi_task_model import FIELD_INTERACTIONS, MultiTaskModel, _plain, schema_inputs
 from mtlrec.seeding import derive_seed, fresh_initializer
 
 #: role -> (constructor argument, key of the older `features` dict)
@@ -80,7 +80,7 @@ class DUPN(MultiTaskModel):
         representation_dim: size of the user representation r.
         tower_units: hidden widths of each task tower.
         dropout: dropout rate of the towers.
-        interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}` (item heads).
+        interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}` (item heads).
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         seed: optional int for the initializers.
     """
@@ -169,7 +169,7 @@ class DUPN(MultiTaskModel):
             name="representation",
         )
         self.fm_projection = None
-        if self.interaction is not None and self.interaction["type"] == "fm":
+        if self.interaction is not None and self.interaction["type"] in FIELD_INTERACTIONS:
             dims = {self._parsed_schema.table_size(f)[1] for f in self._parsed_schema.categorical}
             self.fm_projection = keras.layers.Dense(
                 dims.pop(),

@@ -52,7 +52,7 @@ class ESCM2(MultiTaskModel):
         propensity_clip: lower bound of p^ in (0, 1] (caps the weights 1/p^).
         tower_units: hidden widths of each tower (the imputation tower's too).
         dropout: dropout rate of the hidden layers.
-        interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
+        interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         seed: optional int for the initializers.
     """

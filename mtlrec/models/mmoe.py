@@ -24,7 +24,7 @@ class MMoE(MultiTaskModel):
         expert_units: layer widths of each expert.
         tower_units: hidden widths of each task tower (before its output layer).
         dropout: dropout rate inside the experts and towers.
-        interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
+        interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         gate: None (softmax gates) or `{"type": "dselect_k", "k": 2}` (DSelect-k gates,
             options `gamma`, `entropy_reg`; see `mtlrec.layers.DSelectKGate`).

@@ -9,6 +9,7 @@ import numpy as np
 
 from mtlrec.key_paths import ArgumentError
 from mtlrec.layers.cross_network import CrossNetwork
+from mtlrec.layers.dot_interaction import DotInteraction
 from mtlrec.layers.feature_embedding import FeatureEmbedding
 from mtlrec.layers.fm_interaction import FMInteraction
 from mtlrec.layers.mlp import MLP
@@ -23,7 +24,8 @@ from mtlrec.schema import Schema
 from mtlrec.seeding import derive_seed
 from mtlrec.tasks import funnel_chain, logit_name, validate_tasks
 
-INTERACTIONS = ("fm", "dcn")
+INTERACTIONS = ("fm", "dot", "dcn")
+FIELD_INTERACTIONS = ("fm", "dot")  # on the stacked field embeddings
 
 
 def schema_inputs(schema):
@@ -50,12 +52,12 @@ def check_interaction(interaction, schema):
     if not isinstance(interaction, dict) or interaction.get("type") not in INTERACTIONS:
         raise ArgumentError(
             "interaction",
-            "Expected interaction to be None, {'type': 'fm'} or "
+            "Expected interaction to be None, {'type': 'fm'}, {'type': 'dot'} or "
             "{'type': 'dcn', 'num_layers': n, 'low_rank': r}. "
             f"Received: interaction={interaction!r}"
         )
     kind = interaction["type"]
-    allowed = ("type",) if kind == "fm" else ("type", "num_layers", "low_rank")
+    allowed = ("type",) if kind in FIELD_INTERACTIONS else ("type", "num_layers", "low_rank")
     for key in interaction:
         if key not in allowed:
             raise ArgumentError(
@@ -78,7 +80,7 @@ def check_interaction(interaction, schema):
         if len(dims) < 2 or len(set(dims.values())) != 1:
             raise ArgumentError(
                 "interaction",
-                "interaction {'type': 'fm'} needs at least two categorical features "
+                f"interaction {{'type': {kind!r}}} needs at least two categorical features "
                 f"with the same embedding dim. Received categorical dims: {dims}"
             )
     return out
@@ -102,7 +104,9 @@ class MultiTaskModel(keras.Model):
     - `FeatureEmbedding` over the schema; sequence features are mean-pooled over their
       unpadded steps and appended to the dense vector.
     - `interaction`: None, `{"type": "fm"}` (`FMInteraction` bi-interaction vector of the
-      categorical fields, concatenated to the dense vector) or `{"type": "dcn",
+      categorical fields, concatenated to the dense vector), `{"type": "dot"}`
+      (`DotInteraction`: the inner product of every pair of categorical fields, concatenated
+      to the dense vector) or `{"type": "dcn",
       "num_layers": n, "low_rank": r}` (`CrossNetwork` on the dense vector).
     - Task heads: an `MLP` tower per task ending in a linear Dense(1) (binary, logit
       `(B,)`), Dense(num_classes) (multiclass, logits `(B, C)`) or Dense(1) (regression,
@@ -178,6 +182,8 @@ class MultiTaskModel(keras.Model):
         self.interaction_layer = None
         if self.interaction is not None and self.interaction["type"] == "fm":
             self.interaction_layer = FMInteraction(name="fm_interaction")
+        elif self.interaction is not None and self.interaction["type"] == "dot":
+            self.interaction_layer = DotInteraction(name="dot_interaction")
         elif self.interaction is not None:
             self.interaction_layer = CrossNetwork(
                 num_layers=self.interaction["num_layers"],
@@ -208,7 +214,7 @@ class MultiTaskModel(keras.Model):
         for name in emb["sequences"]:
             pooled = MaskedMean(name=f"{name}_mean")(emb["sequences"][name], mask=emb["masks"][name])
             parts.append(pooled)
-        if self.interaction is not None and self.interaction["type"] == "fm":
+        if self.interaction is not None and self.interaction["type"] in FIELD_INTERACTIONS:
             parts.append(self.interaction_layer(emb["fields"]))
         x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="shared_input")(parts)
         if self.interaction is not None and self.interaction["type"] == "dcn":

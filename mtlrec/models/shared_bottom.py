@@ -19,7 +19,7 @@ class SharedBottom(MultiTaskModel):
         bottom_units: widths of the shared bottom MLP.
         tower_units: hidden widths of each task tower (before its output layer).
         dropout: dropout rate of the hidden layers.
-        interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
+        interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         seed: optional int for the initializers.
     """

@@ -30,7 +30,7 @@ class SoftSharing(MultiTaskModel):
         tower_units: hidden widths of each task tower (before its output layer).
         distance_penalty: the L2 factor on the column distance (>= 0).
         dropout: dropout rate of the hidden layers.
-        interaction: None, `{"type": "fm"}` or `{"type": "dcn", ...}`.
+        interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         seed: optional int for the initializers.
     """

@@ -107,7 +107,7 @@ def test_new_task_on_the_frozen_representation_leaves_it_unchanged(tiny_funnel):
 
 def test_interaction_blocks_apply_to_the_item_heads(tiny_funnel):
     features, _ = tiny_funnel.batch(8)
-    for interaction in ({"type": "fm"}, {"type": "dcn", "num_layers": 1}):
+    for interaction in ({"type": "fm"}, {"type": "dot"}, {"type": "dcn", "num_layers": 1}):
         model = _model(tiny_funnel, interaction=interaction)
         out = model(features)
         assert np.all(np.isfinite(_np(out["ctr"])))

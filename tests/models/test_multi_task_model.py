@@ -40,6 +40,7 @@ CONFIGS = {
     "single_task": ({"type": "single_task", "tower_units": [8],
                      "interaction": {"type": "dcn", "num_layers": 1, "low_rank": 4}}, FLAT_TASKS),
     "shared_bottom": ({"type": "shared_bottom", "bottom_units": [16], "tower_units": [8],
+                       "interaction": {"type": "dot"},
                        "loss_weighting": {"type": "uncertainty"}}, FUNNEL_TASKS),
     "esmm": ({"type": "esmm", "tower_units": [8], "interaction": {"type": "fm"}}, FUNNEL_TASKS),
     "mmoe": ({"type": "mmoe", "num_experts": 3, "expert_units": [8], "tower_units": [4]}, FUNNEL_TASKS),
@@ -247,6 +248,7 @@ def test_gradient_surgery_weightings_are_refused_for_fit(tiny_funnel):
         ({"type": "attention"}, "Received: interaction="),
         ("fm", "Received: interaction='fm'"),
         ({"type": "fm", "num_layers": 2}, "interaction.num_layers: unknown key"),
+        ({"type": "dot", "low_rank": 2}, "interaction.low_rank: unknown key"),
         ({"type": "dcn", "num_layers": 0}, "Received: interaction.num_layers=0"),
         ({"type": "dcn", "low_rank": -1}, "Received: interaction.low_rank=-1"),
     ],
@@ -304,7 +306,7 @@ def test_interaction_block_learns_user_item_products(funnel_factory):
     hash collisions), features user_id, item_id, position, scene. The model is SingleTask
     with no hidden tower, so without an interaction block it is logistic regression on the
     embeddings, which cannot express u.v; the FM block makes it a factorization machine and
-    the DCN block adds bilinear cross terms. Same data, seed and steps (3 epochs of 512).
+    the DCN block adds bilinear cross terms; the dot block gives the output layer <u, v> itself. Same data, seed and steps (3 epochs of 512).
     """
     funnel = funnel_factory(
         "factor_clicks", 20_000, bucket_scale=50, keep=("user_id", "item_id", "position", "scene"),
@@ -313,7 +315,7 @@ def test_interaction_block_learns_user_item_products(funnel_factory):
     )
     eval_features, eval_labels = funnel.evaluate()
     aucs = {}
-    for name, interaction in (("none", None), ("fm", {"type": "fm"}),
+    for name, interaction in (("none", None), ("fm", {"type": "fm"}), ("dot", {"type": "dot"}),
                               ("dcn", {"type": "dcn", "num_layers": 2})):
         keras.utils.set_random_seed(7)
         model = SingleTask(funnel.schema, [{"name": "ctr", "label": "click"}], tower_units=[],
@@ -323,4 +325,5 @@ def test_interaction_block_learns_user_item_products(funnel_factory):
         pred = model.predict(eval_features, verbose=0)["ctr"]
         aucs[name] = auc(eval_labels["click"], pred)
     assert aucs["fm"] > aucs["none"] + 0.05, aucs
+    assert aucs["dot"] > aucs["none"] + 0.05, aucs
     assert aucs["dcn"] > aucs["none"] + 0.05, aucs
