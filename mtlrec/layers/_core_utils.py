@@ -62,3 +62,18 @@ def mix_experts(weights, experts, return_weights):
     if return_weights:
         return mixed, weights
     return mixed
+
+
+def field_stack_shape(owner, input_shape, known_fields=False):
+    """The shape of stacked field embeddings `(B, F, k)` with F >= 2 (and F known when
+    `known_fields`); ValueError naming `owner` (the interaction layer class) otherwise."""
+    shape = tuple(input_shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"{owner} expects stacked field embeddings of rank 3 (B, F, k). "
+            f"Received input shape: {shape}"
+        )
+    if (known_fields and shape[1] is None) or (shape[1] is not None and shape[1] < 2):
+        needs = "a known number of fields, at least 2" if known_fields else "at least 2 fields to interact"
+        raise ValueError(f"{owner} needs {needs} (F >= 2). Received input shape: {shape}")
+    return shape

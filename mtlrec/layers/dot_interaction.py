@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from mtlrec.layers._core_utils import field_stack_shape
+
 
 @keras.saving.register_keras_serializable(package="mtlrec")
 class DotInteraction(keras.layers.Layer):
@@ -21,23 +23,8 @@ class DotInteraction(keras.layers.Layer):
     Call: `layer(fields (B, F, k))` with F >= 2.
     """
 
-    @staticmethod
-    def _check_shape(input_shape):
-        shape = tuple(input_shape)
-        if len(shape) != 3:
-            raise ValueError(
-                "DotInteraction expects stacked field embeddings of rank 3 "
-                f"(B, F, k). Received input shape: {shape}"
-            )
-        if shape[1] is None or shape[1] < 2:
-            raise ValueError(
-                "DotInteraction needs a known number of fields, at least 2 (F >= 2). "
-                f"Received input shape: {shape}"
-            )
-        return shape
-
     def build(self, input_shape):
-        num_fields = self._check_shape(input_shape)[1]
+        num_fields = field_stack_shape("DotInteraction", input_shape, known_fields=True)[1]
         rows, cols = np.triu_indices(num_fields, k=1)
         self._pairs = (rows * num_fields + cols).astype("int32")
 
@@ -47,5 +34,5 @@ class DotInteraction(keras.layers.Layer):
         return ops.take(flat, self._pairs, axis=1)
 
     def compute_output_shape(self, input_shape):
-        shape = self._check_shape(input_shape)
+        shape = field_stack_shape("DotInteraction", input_shape, known_fields=True)
         return (shape[0], shape[1] * (shape[1] - 1) // 2)

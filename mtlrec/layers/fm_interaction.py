@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from mtlrec import arg_checks as checks
+from mtlrec.layers._core_utils import field_stack_shape
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -29,23 +30,8 @@ class FMInteraction(keras.layers.Layer):
         reduce_sum = checks.check_bool("reduce_sum", reduce_sum)
         self.reduce_sum = reduce_sum
 
-    @staticmethod
-    def _check_shape(input_shape):
-        shape = tuple(input_shape)
-        if len(shape) != 3:
-            raise ValueError(
-                "FMInteraction expects stacked field embeddings of rank 3 "
-                f"(B, F, k). Received input shape: {shape}"
-            )
-        if shape[1] is not None and shape[1] < 2:
-            raise ValueError(
-                "FMInteraction needs at least 2 fields to interact (F >= 2). "
-                f"Received input shape: {shape}"
-            )
-        return shape
-
     def build(self, input_shape):
-        self._check_shape(input_shape)
+        field_stack_shape("FMInteraction", input_shape)
 
     def call(self, inputs):
         square_of_sum = ops.square(ops.sum(inputs, axis=1))
@@ -56,7 +42,7 @@ class FMInteraction(keras.layers.Layer):
         return interaction
 
     def compute_output_shape(self, input_shape):
-        shape = self._check_shape(input_shape)
+        shape = field_stack_shape("FMInteraction", input_shape)
         return (shape[0], 1) if self.reduce_sum else (shape[0], shape[2])
 
     def get_config(self):
