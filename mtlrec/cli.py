@@ -193,7 +193,9 @@ def _cmd_train(args) -> int:
     # MultiWorkerMirroredStrategy must come before anything TensorFlow runs) is joined after.
     config = _load(args.config)
     strategy = None
-    if cluster_from_env():
+    if config.training.strategy == "parameter_server":  # a worker or ps task serves here
+        strategy = make_strategy("parameter_server")
+    elif cluster_from_env():
         strategy = make_strategy("multi_worker")
     elif config.training.strategy != "auto":
         strategy = make_strategy(config.training.strategy)

@@ -201,7 +201,7 @@ class Experiment:
         """``model.keras``, the evaluation on ``eval_day``, the day's metrics and scalars
         (the chief's); returns the ``EvaluationResult`` (None without an eval day)."""
         day, losses = position.day, position.mean_losses()
-        self.run.save_model(run.trainer.model)
+        self.run.save_model(run.trainer.local_model())
         evaluation = None if eval_day is None else self._evaluate(run.trainer, eval_day, run.checks[eval_day])
         calibration = None
         if evaluation is not None:
@@ -214,10 +214,10 @@ class Experiment:
     # ------------------------------------------------------------ model and files
 
     def _build(self, schema: dict):
-        from mtlrec.training.trainer import Trainer
+        from mtlrec.training.parameter_server import trainer_class
 
         try:
-            trainer = Trainer(self.config, schema, strategy=self.strategy)
+            trainer = trainer_class(self.strategy)(self.config, schema, strategy=self.strategy)
         except (ValueError, TypeError) as err:
             raise _model_error(err, self.config) from None
         self.run.attach(trainer.checkpoint, trainer.is_chief, keep=2)
@@ -274,11 +274,12 @@ class Experiment:
         from mtlrec.training.evaluation import evaluate_model
 
         gate_model = None
-        if callable(getattr(trainer.model, "gate_model", None)):
-            gate_model = trainer.model.gate_model()
+        model = trainer.local_model()
+        if callable(getattr(model, "gate_model", None)):
+            gate_model = model.gate_model()
         logger.info("evaluating on day %s", day)
         return evaluate_model(
-            trainer.model,
+            model,
             self.config.tasks,
             eval_dataset(self.config, trainer.schema, day),
             extras=self.config.evaluation.extras,
@@ -302,7 +303,7 @@ class Experiment:
             "exported_at": now_utc(),
         }
         warmup = warmup_rows(self.config, schema, day)
-        path = self.run.export(trainer.model, self.config.export.keep, metadata, warmup, what)
+        path = self.run.export(trainer.local_model(), self.config.export.keep, metadata, warmup, what)
         logger.info("exported %s", path)
         return path
 

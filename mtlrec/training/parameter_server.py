@@ -156,3 +156,14 @@ def serve(cluster: dict, task: dict) -> None:
     logger.info("%s %d serving at %s", task["type"], task["index"], cluster[task["type"]][task["index"]])
     server.join()
     raise SystemExit(0)
+
+
+def trainer_class(strategy):
+    """``ParameterServerTrainer`` for a ``ParameterServerStrategy``, else ``Trainer``."""
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        from mtlrec.training.ps_trainer import ParameterServerTrainer
+
+        return ParameterServerTrainer
+    from mtlrec.training.trainer import Trainer
+
+    return Trainer

@@ -14,6 +14,7 @@ variables, by the dense optimizer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -42,7 +43,7 @@ logger = logging.getLogger("mtlrec.training")
 
 
 #: ``training.strategy`` values.
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "parameter_server")
 
 
 def cluster_from_env() -> dict:
@@ -63,6 +64,8 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     ``auto``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names a cluster, else the
     default (one device). ``mirrored``: ``MirroredStrategy`` over the local GPUs (else the
     logical CPU devices). ``multi_worker``: ``MultiWorkerMirroredStrategy`` (``TF_CONFIG`` required).
+    ``parameter_server``: see ``mtlrec.training.parameter_server.strategy_or_serve`` (on a
+    worker or ps task it serves until the process is stopped and does not return).
     A multi-worker strategy must be made before TensorFlow runs anything (the CLI does).
     """
     if kind not in STRATEGIES:
@@ -70,6 +73,10 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     cluster = cluster_from_env()
     if kind == "auto":
         kind = "multi_worker" if cluster else "default"
+    if kind == "parameter_server":
+        from mtlrec.training.parameter_server import strategy_or_serve
+
+        return strategy_or_serve()
     if kind == "multi_worker":
         if not cluster:
             raise ValueError("training.strategy: multi_worker needs TF_CONFIG describing the cluster")
@@ -202,11 +209,9 @@ class Trainer:
         self.schema = schema
         self.tasks = list(config.tasks)
         self._loss_names = {t.name: t.loss_name for t in self.tasks}
-        from mtlrec.training.sharding import sharding_of
-
         self.strategy = strategy or make_strategy(getattr(config.training, "strategy", "auto"))
         self.is_chief = is_chief(self.strategy)
-        self.sharding = sharding_of(self.strategy)
+        self.sharding = self._data_sharding()
         if self.sharding.active and self.strategy.num_replicas_in_sync != self.sharding.count:
             raise KeyPathError(
                 "training.strategy", f"a multi-worker run takes one device per worker; found "
@@ -214,7 +219,7 @@ class Trainer:
             )
         weighting = dict(config.loss_weighting or {"type": "fixed"})
         in_model = _model_holds(weighting)
-        with self.strategy.scope():
+        with self.strategy.scope(), self._variable_scope():
             keras.utils.set_random_seed(config.training.seed)
             model_config = dict(config.model)
             if in_model:
@@ -235,10 +240,7 @@ class Trainer:
                     "schema", "lookup identity/dynamic is not supported with a multi-worker strategy "
                     "(each worker would count and admit the ids of its own shard)"
                 )
-            if self.embedding_variables:
-                self.embedding_optimizer.build(self.embedding_variables)
-            if self.dense_variables:
-                self.dense_optimizer.build(self.dense_variables)
+            self._build_optimizers()
         self.checkpoint = tf.train.Checkpoint(
             model=self.model,
             dense_optimizer=self.dense_optimizer,
@@ -249,6 +251,30 @@ class Trainer:
             **self._lookup_checkpoint(),
         )
         self._step_fns = {}
+
+    # ------------------------------------------------------------ hooks (ps_trainer)
+
+    def _data_sharding(self):
+        from mtlrec.training.sharding import sharding_of
+
+        return sharding_of(self.strategy)
+
+    def _variable_scope(self):
+        """Where the model's variables are created (inside the strategy's scope)."""
+        return contextlib.nullcontext()
+
+    def _build_optimizers(self) -> None:
+        if self.embedding_variables:
+            self.embedding_optimizer.build(self.embedding_variables)
+        if self.dense_variables:
+            self.dense_optimizer.build(self.dense_variables)
+
+    def _apply_embedding(self, pairs) -> None:
+        self.embedding_optimizer.apply_gradients(pairs)
+
+    def local_model(self):
+        """The trained model with every weight on this process (here: the model itself)."""
+        return self.model
 
     # ------------------------------------------------------------ variables
 
@@ -292,7 +318,7 @@ class Trainer:
                     grad = grad / replicas
             (embedding if is_embedding else dense).append((grad, variable))
         if embedding:
-            self.embedding_optimizer.apply_gradients(embedding)
+            self._apply_embedding(embedding)
         if dense:
             self.dense_optimizer.apply_gradients(dense)
         batch = tf.shape(next(iter(labels.values())))[0]

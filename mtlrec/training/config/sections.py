@@ -75,7 +75,7 @@ class TrainingConfig(Section):
     seed: _check(v.non_negative_int) = 0
     shuffle_buffer: _check(v.non_negative_int) = 10000
     log_every: _check(v.positive_int) = 100
-    strategy: _check(v.choice("auto", "default", "mirrored", "multi_worker")) = Field(
+    strategy: _check(v.choice("auto", "default", "mirrored", "multi_worker", "parameter_server")) = Field(
         "auto", description="tf.distribute strategy"
     )
 
