@@ -67,6 +67,11 @@ class ParameterServerTrainer(Trainer):
         self.checkpoint.embedding_slots = self.sharded_rows.checkpoint()
         self._local = None
         self._fetched = 0
+        for table in self.embedding_variables:
+            logger.info(
+                "table %s: rows split over the ps tasks as %s", table.path,
+                ", ".join(f"{shape[0]} on {device}" for device, shape in self.placement()[table.path]),
+            )
 
     # ------------------------------------------------------------ hooks of Trainer
 
