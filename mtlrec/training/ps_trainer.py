@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import re
 
 import tensorflow as tf
 
@@ -189,9 +190,12 @@ def unavailable_as_run_error():
     try:
         yield
     except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        text = str(err)
+        task = re.search(r"remote target (/job:\w+/replica:\d+/task:\d+)", text)
+        detail = re.search(r"(UNAVAILABLE|CANCELLED|ABORTED):[^\n]*", text)
+        what = ", ".join(m.group(0 if m is detail else 1)[:200] for m in (task, detail) if m) or type(err).__name__
         raise RunError(
-            f"parameter_server cluster: a task stopped answering ({first}); restart it and run the "
+            f"parameter_server cluster: a task stopped answering ({what}); restart it and run the "
             "same command on the chief: it resumes from the newest checkpoint"
         ) from None
 

@@ -137,3 +137,24 @@ def test_unreachable_task_is_one_line_and_writes_nothing(tmp_path, funnel_root, 
     assert len(lines) == 1 and lines[0].startswith("mtlrec: error: TF_CONFIG: parameter_server cluster unreachable after 1 s: ")
     assert f"ps 0 ({cluster['ps'][0]})" in lines[0] and f"worker 1 ({cluster['worker'][1]})" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_task_that_went_away_is_one_run_error_naming_it():
+    import tensorflow as tf
+
+    from mtlrec.training.errors import RunError
+    from mtlrec.training.ps_trainer import unavailable_as_run_error
+
+    text = (
+        "Graph execution error:\n\n2 root error(s) found.\n  (0) UNAVAILABLE:  failed to connect to all "
+        "addresses\nAdditional GRPC error information from remote target /job:ps/replica:0/task:1/device:CPU:0 "
+        "while calling /tensorflow.eager.EagerService/RunComponentFunction:\n"
+    )
+    with pytest.raises(RunError) as caught:
+        with unavailable_as_run_error():
+            raise tf.errors.UnavailableError(None, None, text)
+    assert str(caught.value) == (
+        "parameter_server cluster: a task stopped answering (/job:ps/replica:0/task:1, UNAVAILABLE:  failed to "
+        "connect to all addresses); restart it and run the same command on the chief: it resumes from the newest "
+        "checkpoint"
+    )
