@@ -31,7 +31,8 @@ FEATURES = ("user_id", "user_age", "user_gender", "item_id", "item_category", "i
             "item_shop", "scene", "position", "price")
 TASKS = [
     {"name": "ctr", "label": "click"},
-    {"name": "cvr", "label": "conversion", "sample_space": "click"},
+    # the paper's per-space mean (section 4.3), not mtlrec's batch-level default
+    {"name": "cvr", "label": "conversion", "sample_space": "click", "loss_normalization": "sample_space"},
 ]
 MODELS = ("Single-Task", "Shared-Bottom", "MMoE", "PLE")
 MULTI = MODELS[1:]

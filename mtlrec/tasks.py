@@ -5,7 +5,11 @@ A task names a label column and a kind (``binary``, ``multiclass`` with
 the task's loss is computed:
 
 - ``sample_space``: a binary label that must be 1 for a row to count (CVR
-  trained on clicked rows only, PLE section 4.3).
+  trained on clicked rows only, PLE section 4.3). ``loss_normalization`` says what
+  its loss is divided by: the batch's row count (``batch``, the default: Keras'
+  ``sample_weight`` convention, so the task weighs on the shared parameters in
+  proportion to how often its space occurs) or the rows of its space
+  (``sample_space``).
 - ``parent``: the task is a funnel step (ESMM, Ma et al. 2018). The model
   outputs the conditional probability under ``name`` and the product along the
   parent chain under ``joint_name`` (e.g. pCTCVR = pCTR x pCVR); the loss is
@@ -25,6 +29,7 @@ from typing import Any, Callable, Iterable, Mapping
 from mtlrec.key_paths import KeyPathError
 
 KINDS = ("binary", "multiclass", "regression")
+LOSS_NORMALIZATIONS = ("batch", "sample_space")
 LOGIT_SUFFIX = "_logit"
 
 _FIELDS = (
@@ -36,6 +41,7 @@ _FIELDS = (
     "sample_space",
     "parent",
     "joint",
+    "loss_normalization",
 )
 
 
@@ -107,6 +113,10 @@ class Task:
             this task's loss and metrics.
         parent: name of the upstream funnel task (ESMM); binary tasks only.
         joint: name of the joint output; defaults to ``f"{parent}_{name}"``.
+        loss_normalization: with ``sample_space``, what the summed loss of its rows
+            is divided by: ``"batch"`` (the batch's row count, default) or
+            ``"sample_space"`` (the number of rows in the space: a per-space mean,
+            which weighs a rare space's few, noisy rows like a full batch).
     """
 
     name: str
@@ -117,6 +127,7 @@ class Task:
     sample_space: str | None = None
     parent: str | None = None
     joint: str | None = None
+    loss_normalization: str = "batch"
 
     def __post_init__(self):
         path = f"task {self.name!r}" if isinstance(self.name, str) else "task"
@@ -150,6 +161,11 @@ class Task:
                 f"(kind is {self.kind!r}), got {self.num_classes!r}"
             )
         _check_str(path, "sample_space", self.sample_space, optional=True)
+        if self.loss_normalization not in LOSS_NORMALIZATIONS:
+            raise KeyPathError(
+                f"{path}.loss_normalization",
+                f"expected one of {', '.join(LOSS_NORMALIZATIONS)}, got {self.loss_normalization!r}",
+            )
         _check_str(path, "parent", self.parent, optional=True)
         _check_str(path, "joint", self.joint, optional=True)
         if self.parent is not None:
@@ -234,6 +250,8 @@ class Task:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.loss_normalization != "batch":
+            out["loss_normalization"] = self.loss_normalization
         return out
 
 

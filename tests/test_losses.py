@@ -58,8 +58,13 @@ def test_sample_space_mask_and_normalisation():
     }
     # rows 1 and 3 are outside the space: their (terrible) predictions must not count
     outputs = {"cvr_logit": logit([0.9, 0.999, 0.3, 0.999, 0.5])}
-    expected = (bce(1, 0.9) + bce(0, 0.3) + bce(0, 0.5)) / 3
-    assert values(task_losses(tasks, labels, outputs))["cvr"] == pytest.approx(expected, rel=1e-6)
+    in_space = bce(1, 0.9) + bce(0, 0.3) + bce(0, 0.5)
+    # default: divided by the batch's 5 rows (Keras' sample-weight convention)
+    assert values(task_losses(tasks, labels, outputs))["cvr"] == pytest.approx(in_space / 5, rel=1e-6)
+    assert values(task_losses(tasks, labels, outputs))["cvr"] == pytest.approx(0.231037, rel=1e-5)
+    # sample_space: a mean over the 3 clicked rows (PLE section 4.3)
+    per_space = [dict(tasks[0], loss_normalization="sample_space")]
+    assert values(task_losses(per_space, labels, outputs))["cvr"] == pytest.approx(in_space / 3, rel=1e-6)
 
 
 def test_empty_sample_space_gives_zero_not_nan():
@@ -70,6 +75,8 @@ def test_empty_sample_space_gives_zero_not_nan():
     labels = {"click": np.zeros(3), "conversion": np.zeros(3), "dwell": np.ones(3)}
     outputs = {"cvr_logit": np.zeros(3), "dwell": np.zeros(3)}
     assert values(task_losses(tasks, labels, outputs)) == {"cvr": 0.0, "dwell": 0.0}
+    per_space = [dict(t, loss_normalization="sample_space") for t in tasks]
+    assert values(task_losses(per_space, labels, outputs)) == {"cvr": 0.0, "dwell": 0.0}
 
 
 def test_funnel_step_uses_joint_output_over_all_rows():

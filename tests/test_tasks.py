@@ -50,6 +50,10 @@ def test_from_dict_to_dict_roundtrip():
     assert isinstance(t.weight, float)
     assert t.to_dict() == {**d, "weight": 2.0}
     assert Task.from_dict(t.to_dict()) == t
+    per_space = {"name": "cvr", "label": "conversion", "sample_space": "click", "loss_normalization": "sample_space"}
+    assert Task.from_dict(per_space).loss_normalization == "sample_space"
+    assert Task.from_dict(per_space).to_dict() == {**per_space, "kind": "binary", "weight": 1.0}
+    assert t.loss_normalization == "batch" and "loss_normalization" not in t.to_dict()
     funnel = Task.from_dict(ESMM[1])
     assert funnel.to_dict() == {**ESMM[1], "kind": "binary", "weight": 1.0}
 
@@ -83,6 +87,10 @@ def test_from_dict_to_dict_roundtrip():
             r"tasks\[1\]\.num_classes: only allowed for a multiclass task",
         ),
         ({"name": "a", "label": "c", "sample_space": 1}, r"tasks\[1\]\.sample_space"),
+        (
+            {"name": "a", "label": "c", "sample_space": "click", "loss_normalization": "mean"},
+            r"tasks\[1\]\.loss_normalization: expected one of batch, sample_space, got 'mean'",
+        ),
         ({"name": "a", "label": "c", "parent": ["ctr"]}, r"tasks\[1\]\.parent"),
         ({"name": "a", "label": "c", "joint": "x"}, r"tasks\[1\]\.joint: only allowed together"),
         (
@@ -238,6 +246,7 @@ def test_task_is_a_plain_dataclass():
         "sample_space",
         "parent",
         "joint",
+        "loss_normalization",
     ]
 
 

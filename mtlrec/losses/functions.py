@@ -73,6 +73,8 @@ def task_loss(task: Task, labels: Mapping, outputs: Mapping):
         return ops.mean(per_row)
     space = _flat(_lookup(labels, task.sample_space, "sample_space label", task))
     mask = ops.cast(ops.equal(space, 1.0), "float32")
+    if task.loss_normalization == "batch":
+        return ops.mean(per_row * mask)
     return masked_mean(per_row, mask)
 
 
@@ -82,9 +84,11 @@ def task_losses(tasks: Iterable, labels: Mapping, outputs: Mapping) -> dict:
     - binary: BCE from the logits ``outputs[name + "_logit"]``; multiclass:
       cross-entropy from the logits ``(B, C)`` (labels are class ids); regression:
       MSE on the raw values ``outputs[name]``.
-    - with ``sample_space``: averaged over rows where ``labels[sample_space] == 1``
-      only, sum(mask * l) / max(sum(mask), 1), so a batch without such rows
-      gives 0, not NaN (PLE section 4.3).
+    - with ``sample_space``: only rows where ``labels[sample_space] == 1`` count,
+      sum(mask * l) / B (``loss_normalization: batch``, the default: Keras'
+      sample-weight convention) or sum(mask * l) / max(sum(mask), 1)
+      (``sample_space``: a mean over the space, PLE section 4.3); a batch without
+      such rows gives 0, not NaN.
     - with ``parent`` (ESMM funnel step): BCE from the joint's logit
       ``outputs[joint_name + "_logit"]`` against ``labels[label]`` over all rows,
       i.e. -[y log p + (1 - y) log(1 - p)] with log p = sum of log sigmoid(z) along the

@@ -190,8 +190,16 @@ def test_sample_space_restricts_the_loss_to_clicked_rows(tiny_funnel):
     total = float(model.compute_loss(y=labels, y_pred=outputs))
     click = labels["click"].numpy() == 1
     assert 0 < click.sum() < 64
-    expected = _bce(labels["conversion"].numpy()[click], _numpy(outputs)["cvr"][click]).mean()
-    np.testing.assert_allclose(total, expected, rtol=1e-5)
+    summed = _bce(labels["conversion"].numpy()[click], _numpy(outputs)["cvr"][click]).sum()
+    np.testing.assert_allclose(total, summed / 64, rtol=1e-5)  # default: over the batch's rows
+    per_space = SingleTask(
+        tiny_funnel.schema,
+        [{"name": "cvr", "label": "conversion", "sample_space": "click", "loss_normalization": "sample_space"}],
+        tower_units=[4],
+    )
+    per_space.set_weights(model.get_weights())
+    total = float(per_space.compute_loss(y=labels, y_pred=per_space(features, training=False)))
+    np.testing.assert_allclose(total, summed / click.sum(), rtol=1e-5)  # over the clicked rows
 
 
 def test_compute_loss_refuses_sample_weight(tiny_funnel):
