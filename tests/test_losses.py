@@ -79,6 +79,16 @@ def test_empty_sample_space_gives_zero_not_nan():
     assert values(task_losses(per_space, labels, outputs)) == {"cvr": 0.0, "dwell": 0.0}
 
 
+def test_regression_in_a_sample_space_divides_by_the_batch():
+    tasks = [{"name": "dwell", "label": "dwell", "kind": "regression", "sample_space": "click"}]
+    labels = {"click": np.array([1.0, 0.0, 0.0, 1.0]), "dwell": np.array([2.0, 9.0, 9.0, 1.0])}
+    outputs = {"dwell": np.array([0.0, 0.0, 0.0, 4.0])}
+    # rows 0 and 3 count: (2^2 + 3^2) / 4 batch rows; a mean over the space: / 2
+    assert values(task_losses(tasks, labels, outputs))["dwell"] == pytest.approx(3.25)
+    per_space = [dict(tasks[0], loss_normalization="sample_space")]
+    assert values(task_losses(per_space, labels, outputs))["dwell"] == pytest.approx(6.5)
+
+
 def test_funnel_step_uses_joint_output_over_all_rows():
     labels = {"click": np.array([1.0, 1.0, 0.0, 0.0]), "conversion": np.array([1.0, 0.0, 0.0, 0.0])}
     outputs = {
