@@ -166,6 +166,12 @@ class Task:
                 f"{path}.loss_normalization",
                 f"expected one of {', '.join(LOSS_NORMALIZATIONS)}, got {self.loss_normalization!r}",
             )
+        if self.loss_normalization != "batch" and self.sample_space is None:
+            raise KeyPathError(
+                f"{path}.loss_normalization",
+                f"only applies to a task with a sample_space (without one every row counts), "
+                f"got {self.loss_normalization!r}",
+            )
         _check_str(path, "parent", self.parent, optional=True)
         _check_str(path, "joint", self.joint, optional=True)
         if self.parent is not None:

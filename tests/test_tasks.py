@@ -91,6 +91,10 @@ def test_from_dict_to_dict_roundtrip():
             {"name": "a", "label": "c", "sample_space": "click", "loss_normalization": "mean"},
             r"tasks\[1\]\.loss_normalization: expected one of batch, sample_space, got 'mean'",
         ),
+        (
+            {"name": "a", "label": "c", "loss_normalization": "sample_space"},
+            r"tasks\[1\]\.loss_normalization: only applies to a task with a sample_space",
+        ),
         ({"name": "a", "label": "c", "parent": ["ctr"]}, r"tasks\[1\]\.parent"),
         ({"name": "a", "label": "c", "joint": "x"}, r"tasks\[1\]\.joint: only allowed together"),
         (
