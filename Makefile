@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The suite runs in two processes (pytest-xdist): most tests are single-threaded
 # Python and TensorFlow start-up, so two cores share it well (tests/models + tests/layers:
-# 192 s in one process, 114 s in two; the whole suite 14:46 -> 11:25, with other jobs running).
+# 192 s in one process, 114 s in two; the whole suite 14:46 in one, 9:11 in two on a fresh clone).
 TEST_WORKERS ?= 2
 
 .PHONY: demo test bench clean
