@@ -9,21 +9,33 @@ So they are refused with one message instead.
 
 Format 3 (issue 12): MMoE's experts batch-normalise their pre-activations (new weights
 in every expert, which would shift a format-2 MMoE's weights the same way).
+
+Format 4 (issue 12): MMoE's experts batch-normalise only when `expert_batch_norm` is set
+(by default when every input is numeric). Every other model is unchanged, so format 3
+still loads, and an MMoE whose experts batch-normalise reads it too
+(`MultiTaskModel.readable_model_formats`); a format-3 MMoE checkpoint resumed without
+`model.expert_batch_norm: true` is refused, since the restore would silently drop the
+experts' batch norm.
 """
 
-MODEL_FORMAT = 3
+MODEL_FORMAT = 4
+
+#: formats a model reads unless it says otherwise
+READABLE_FORMATS = (3, 4)
 
 
-def check_model_format(found, where):
+def check_model_format(found, where, readable=(MODEL_FORMAT,)):
     """Raise ValueError unless `found` (the format a file records; None when it records
-    none) is `MODEL_FORMAT`; `where` names the file."""
-    if found is not None and int(found) == MODEL_FORMAT:
+    none) is one of `readable`; `where` names the file."""
+    if found is not None and int(found) in readable:
         return
     written = "before model formats were recorded" if found is None else f"in model format {found}"
+    formats = " or ".join(str(f) for f in readable)
     raise ValueError(
-        f"{where}: written by mtlrec {written}; this mtlrec reads model format {MODEL_FORMAT} "
+        f"{where}: written by mtlrec {written}; this model reads model format {formats} "
         "only (issue 12: heads output logits, weights seeded by path, MMoE experts "
-        "batch-normalised), and loading the old "
-        "weights would put them into the wrong layers. Retrain into a new run directory "
-        "(or build the model anew and train it)."
+        "batch-normalised in format 3, and in format 4 only with expert_batch_norm), and loading "
+        "the old weights would put them into the wrong layers. Retrain into a new run directory "
+        "(or build the model anew and train it)"
+        + ("; an MMoE of format 3 loads with model.expert_batch_norm: true." if found == 3 else ".")
     )

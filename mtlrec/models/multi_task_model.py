@@ -18,7 +18,7 @@ from mtlrec.losses.objective import objective_terms
 from mtlrec import arg_checks as checks
 from mtlrec.models._funnel_joint import FunnelJoint
 from mtlrec.models._masked_mean import MaskedMean
-from mtlrec.models.model_format import MODEL_FORMAT, check_model_format
+from mtlrec.models.model_format import MODEL_FORMAT, READABLE_FORMATS, check_model_format
 from mtlrec.models.variable_groups import VariableGroups
 from mtlrec.schema import Schema
 from mtlrec.seeding import derive_seed
@@ -26,6 +26,11 @@ from mtlrec.tasks import funnel_chain, logit_name, validate_tasks
 
 INTERACTIONS = ("fm", "dot", "dcn")
 FIELD_INTERACTIONS = ("fm", "dot")  # on the stacked field embeddings
+
+
+def all_inputs_numeric(schema):
+    """True when `schema` (a `Schema`) has numeric features only: no embedding input."""
+    return not schema.categorical and not schema.sequence
 
 
 def schema_inputs(schema):
@@ -342,6 +347,10 @@ class MultiTaskModel(keras.Model):
 
     _FORMAT_KEY = "model_format"
 
+    def readable_model_formats(self):
+        """The model formats whose files and checkpoints load into this model."""
+        return READABLE_FORMATS
+
     def save_own_variables(self, store):
         """The model's own variables plus its `MODEL_FORMAT`, so that a later mtlrec can
         tell a `.keras` file of another format and refuse it."""
@@ -351,7 +360,7 @@ class MultiTaskModel(keras.Model):
     def load_own_variables(self, store):
         keys = list(store.keys())
         found = int(np.asarray(store[self._FORMAT_KEY])) if self._FORMAT_KEY in keys else None
-        check_model_format(found, f"the .keras file of model {self.name!r}")
+        check_model_format(found, f"the .keras file of model {self.name!r}", self.readable_model_formats())
         super().load_own_variables({k: store[k] for k in keys if k != self._FORMAT_KEY})
 
     # === Config ===

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from mtlrec.models.model_format import MODEL_FORMAT, check_model_format
+from mtlrec.models.model_format import MODEL_FORMAT, READABLE_FORMATS, check_model_format
 from mtlrec.training import atomic
 from mtlrec.training.errors import RunError
 from mtlrec.training.faults import fault_point
@@ -102,7 +102,9 @@ class CheckpointManager:
         RunError, when it was written in another model format)."""
         path = Path(path)
         try:
-            check_model_format(_read_meta(path).get("model_format"), f"checkpoint {path}")
+            model = getattr(self.checkpoint, "model", None)
+            readable = model.readable_model_formats() if hasattr(model, "readable_model_formats") else READABLE_FORMATS
+            check_model_format(_read_meta(path).get("model_format"), f"checkpoint {path}", readable)
         except ValueError as err:
             raise RunError(str(err)) from None
         try:

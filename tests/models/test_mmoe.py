@@ -31,17 +31,47 @@ def test_gate_weights_are_distributions_and_survive_round_trip(tiny_funnel, kera
         np.testing.assert_array_equal(np.asarray(again[task]), gates[task])
 
 
-def test_experts_and_gates_are_the_shared_and_last_shared_variables(tiny_funnel):
-    model = MMoE(tiny_funnel.schema, TASKS, num_experts=2, expert_units=[8, 6], tower_units=[])
+@pytest.mark.parametrize("batch_norm, shapes", [
+    # the Dense has no bias under batch norm: its kernel and the norm's gamma, beta
+    (True, [(8, 6), (6,), (6,)]),
+    (False, [(8, 6), (6,)]),
+])
+def test_experts_and_gates_are_the_shared_and_last_shared_variables(tiny_funnel, batch_norm, shapes):
+    model = MMoE(tiny_funnel.schema, TASKS, num_experts=2, expert_units=[8, 6], tower_units=[],
+                 expert_batch_norm=batch_norm)
     last = model.variable_groups().balance_layer
-    # GradNorm's W: every expert's output layer (its kernel and batch-norm gamma, beta; the
-    # Dense has no bias under batch norm), not its first layer
-    assert [tuple(v.shape) for v in last] == [(8, 6), (6,), (6,)] * 2
+    # GradNorm's W: every expert's output layer, not its first layer
+    assert [tuple(v.shape) for v in last] == shapes * 2
     want = [v for e in model.mixture.experts
-            for layer in (e.mlp.dense_layers[-1], e.mlp.norm_layers[-1]) for v in layer.trainable_variables]
+            for layer in (e.mlp.dense_layers[-1], e.mlp.norm_layers[-1]) if layer is not None
+            for v in layer.trainable_variables]
     assert [id(v) for v in last] == [id(v) for v in want]
     shared = {id(v) for v in model.variable_groups().all_shared}
     assert {id(v) for v in model.mixture.trainable_variables} <= shared
+
+
+def test_experts_batch_normalise_by_default_only_when_every_input_is_numeric(tiny_funnel):
+    """docs/results.md, "MMoE's experts and batch norm": on for dense inputs (the MMoE
+    paper's task), off when embeddings feed the experts (the funnel)."""
+    numeric = {"numeric": [{"name": "x"}, {"name": "y"}], "labels": tiny_funnel.schema["labels"]}
+    tasks = [{"name": "ctr", "label": "click"}]
+    assert MMoE(numeric, tasks, num_experts=2).expert_batch_norm is True
+    funnel = MMoE(tiny_funnel.schema, TASKS, num_experts=2)
+    assert funnel.expert_batch_norm is False
+    assert all(n is None for e in funnel.mixture.experts for n in e.mlp.norm_layers)
+    on = MMoE(tiny_funnel.schema, TASKS, num_experts=2, expert_batch_norm=True)
+    assert all(n is not None for e in on.mixture.experts for n in e.mlp.norm_layers[:-1])
+    assert on.get_config()["expert_batch_norm"] is True
+    with pytest.raises(ValueError, match="Received: expert_batch_norm='yes'"):
+        MMoE(tiny_funnel.schema, TASKS, expert_batch_norm="yes")
+
+
+def test_a_config_without_expert_batch_norm_is_a_format_3_file_and_keeps_it(tiny_funnel):
+    """A `.keras` file of model format 3 records no `expert_batch_norm`; its experts had
+    batch norm, so deserialising it builds them with batch norm (and its weights fit)."""
+    config = MMoE(tiny_funnel.schema, TASKS, num_experts=2, seed=1).get_config()
+    del config["expert_batch_norm"]
+    assert MMoE.from_config(config).expert_batch_norm is True
 
 
 @pytest.mark.parametrize("bad, message", [

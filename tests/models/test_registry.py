@@ -17,7 +17,7 @@ def test_model_types():
     )
     assert hyperparameters("mmoe") == [
         "num_experts", "expert_units", "tower_units", "dropout", "interaction", "loss_weighting", "gate",
-        "seed",
+        "expert_batch_norm", "seed",
     ]
 
 

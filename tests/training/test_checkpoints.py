@@ -86,10 +86,50 @@ def test_a_checkpoint_of_an_older_model_format_is_refused(tmp_path, recorded):
     variable.assign([7.0, 7.0, 7.0])
     written = "before model formats were recorded" if recorded is None else "in model format 1"
     message = (
-        f"checkpoint {path}: written by mtlrec {written}; this mtlrec reads model format "
-        f"{MODEL_FORMAT} only (issue 12: heads output logits, weights seeded by path, "
-        "MMoE experts batch-normalised)"
+        f"checkpoint {path}: written by mtlrec {written}; this model reads model format "
+        f"3 or {MODEL_FORMAT} only (issue 12: heads output logits, weights seeded by path, "
+        "MMoE experts batch-normalised in format 3, and in format 4 only with expert_batch_norm)"
     )
     with pytest.raises(RunError, match=message.replace("(", r"\(").replace(")", r"\)")):
         manager.restore(path)
     np.testing.assert_array_equal(variable.numpy(), [7.0, 7.0, 7.0])
+
+
+SCHEMA = {
+    "categorical": [{"name": "user_id", "num_buckets": 50, "dim": 4}],
+    "numeric": [{"name": "price"}],
+    "labels": [{"name": "click"}],
+}
+TASKS = [{"name": "ctr", "label": "click"}]
+
+
+def _format_3_checkpoint(tmp_path, model):
+    manager = CheckpointManager(tmp_path / "checkpoints", tf.train.Checkpoint(model=model))
+    path = manager.save({"steps": 1})
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps(dict(meta, model_format=3)))
+    return manager, path
+
+
+def test_format_3_restores_unless_an_mmoe_lost_its_expert_batch_norm(tmp_path):
+    """Format 4 changed only MMoE's experts (batch norm by default only on numeric inputs):
+    a format-3 checkpoint restores into every other model and into an MMoE with
+    `expert_batch_norm`; into an MMoE without it (whose restore would silently drop the
+    experts' batch-norm weights) it is refused with the setting that resumes it."""
+    from mtlrec.models import ESMM, MMoE
+
+    _, path = _format_3_checkpoint(tmp_path / "esmm", ESMM(SCHEMA, [
+        {"name": "ctr", "label": "click"}, {"name": "ctcvr", "label": "click", "parent": "ctr"}], seed=1))
+    CheckpointManager(path.parent, tf.train.Checkpoint(model=ESMM(SCHEMA, [
+        {"name": "ctr", "label": "click"}, {"name": "ctcvr", "label": "click", "parent": "ctr"}], seed=2))).restore(path)
+
+    with_norm = MMoE(SCHEMA, TASKS, num_experts=2, expert_batch_norm=True, seed=1)
+    _, path = _format_3_checkpoint(tmp_path / "mmoe", with_norm)
+    again = MMoE(SCHEMA, TASKS, num_experts=2, expert_batch_norm=True, seed=2)
+    CheckpointManager(path.parent, tf.train.Checkpoint(model=again)).restore(path)
+
+    without = MMoE(SCHEMA, TASKS, num_experts=2, seed=2)
+    assert without.expert_batch_norm is False
+    with pytest.raises(RunError, match=r"this model reads model format 4 only .*; an MMoE of format 3 "
+                                       r"loads with model.expert_batch_norm: true\.$"):
+        CheckpointManager(path.parent, tf.train.Checkpoint(model=without)).restore(path)

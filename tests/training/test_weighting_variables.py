@@ -61,12 +61,12 @@ def test_gradnorm_balances_on_the_models_last_shared_layer(write_config):
         write_config,
         {
             "model": {"type": "mmoe", "num_experts": 3, "expert_units": [8, 6], "tower_units": [4],
-                      "seed": 1},
+                      "expert_batch_norm": True, "seed": 1},
             "loss_weighting": {"type": "gradnorm"},
         },
     )
     experts = trainer.model.mixture.experts
-    # each expert's output layer: its Dense and the batch norm after it (MMoE's default)
+    # each expert's output layer: its Dense and the batch norm after it
     last = [(e.mlp.dense_layers[-1], e.mlp.norm_layers[-1]) for e in experts]
     assert all(norm is not None for _, norm in last)
     want = [v for layers in last for layer in layers for v in layer.trainable_variables]
@@ -74,10 +74,10 @@ def test_gradnorm_balances_on_the_models_last_shared_layer(write_config):
 
 
 def test_checkpoint_restores_batch_norm_moving_statistics(write_config, tmp_path):
-    """MMoE's experts batch-normalise: their moving statistics are non-trainable, so no
+    """MMoE's experts batch-normalise (here set): their moving statistics are non-trainable, so no
     optimizer slot carries them; the trainer's checkpoint must."""
     overrides = {"model": {"type": "mmoe", "num_experts": 2, "expert_units": [4], "tower_units": [4],
-                           "seed": 1}}
+                           "expert_batch_norm": True, "seed": 1}}
     trainer, _ = _trainer(write_config, overrides)
     moving = [v for v in trainer.model.non_trainable_variables if "moving_mean" in v.path]
     assert len(moving) == 2

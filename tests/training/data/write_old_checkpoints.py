@@ -41,8 +41,9 @@ CASES = {
     "mmoe_metabalance": {
         "tasks": [{"name": "ctr", "label": "click"},
                   {"name": "cvr", "label": "conversion", "sample_space": "click"}],
+        # written when MMoE's experts always batch-normalised (model format 3)
         "model": {"type": "mmoe", "num_experts": 2, "expert_units": [4], "tower_units": [],
-                  "seed": 2},
+                  "expert_batch_norm": True, "seed": 2},
         "loss_weighting": {"type": "metabalance", "target": "cvr"},
     },
     "ple_pcgrad": {
