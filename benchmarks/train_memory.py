@@ -29,11 +29,12 @@ import time
 DAY = "2024-01-01"
 
 
-def rss_mb(pid="self"):
+def rss_mb(pid="self", field="VmRSS"):
+    """``field`` of ``/proc/<pid>/status`` in MB (VmRSS: now, VmHWM: the peak so far), or None."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         return None

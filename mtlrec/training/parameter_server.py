@@ -167,3 +167,20 @@ def trainer_class(strategy):
     from mtlrec.training.trainer import Trainer
 
     return Trainer
+
+
+def local_cluster(workers: int = 2, ps: int = 2) -> dict:
+    """A ``TF_CONFIG`` cluster of one chief, ``workers`` workers and ``ps`` ps tasks on
+    127.0.0.1, each on a port free at the time of the call (for tests and benchmarks)."""
+    sockets = [socket.socket() for _ in range(1 + workers + ps)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    return {"chief": addresses[:1], "worker": addresses[1:1 + workers], "ps": addresses[1 + workers:]}
+
+
+def tf_config(cluster: dict, job: str, index: int = 0) -> str:
+    """The ``TF_CONFIG`` value of task ``job`` ``index`` of ``cluster``."""
+    return json.dumps({"cluster": cluster, "task": {"type": job, "index": index}})

@@ -5,39 +5,24 @@ import csv
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
+
+from mtlrec.training.parameter_server import local_cluster, tf_config
 
 START = "2024-01-01"  # the first day of tests/training/conftest.py's funnel_root
 
 REPO_ENV = {"TF_NUM_INTEROP_THREADS": "4"}  # docs/scaling.md: fewer inter-op threads hang the first step
 
 
-def _ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _cluster():
-    p = _ports(5)
-    return {
-        "chief": [f"127.0.0.1:{p[0]}"],
-        "worker": [f"127.0.0.1:{p[1]}", f"127.0.0.1:{p[2]}"],
-        "ps": [f"127.0.0.1:{p[3]}", f"127.0.0.1:{p[4]}"],
-    }
+    return local_cluster(workers=2, ps=2)
 
 
 def _env(training, cluster, job, index, **extra):
-    return training.subprocess_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": job, "index": index}}),
-                          **REPO_ENV, **extra)
+    return training.subprocess_env(TF_CONFIG=tf_config(cluster, job, index), **REPO_ENV, **extra)
 
 
 def _train(config):
