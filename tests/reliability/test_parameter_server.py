@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -41,16 +42,18 @@ def _auc(run_dir, task="ctr"):
 
 @pytest.fixture
 def servers(tmp_path, training):
-    """Starts the worker and ps tasks of a fresh cluster; kills them (and any chief) after the test."""
+    """``start(cluster, config, tasks=None) -> {(job, index): process}`` starts the worker and ps
+    tasks of ``cluster`` (or only ``tasks``, e.g. one to restart); all are killed after the test."""
     procs = []
 
-    def start(cluster, config):
-        for job in ("ps", "worker"):
-            for i in range(len(cluster[job])):
-                log = open(tmp_path / f"{job}{i}.log", "w")
-                procs.append(subprocess.Popen(_train(config), env=_env(training, cluster, job, i), stdout=log,
-                                              stderr=subprocess.STDOUT, cwd=str(tmp_path)))
-        return procs
+    def start(cluster, config, tasks=None):
+        started = {}
+        for job, i in tasks or [(job, i) for job in ("ps", "worker") for i in range(len(cluster[job]))]:
+            log = open(tmp_path / f"{job}{i}.log", "a")
+            started[job, i] = subprocess.Popen(_train(config), env=_env(training, cluster, job, i), stdout=log,
+                                               stderr=subprocess.STDOUT, cwd=str(tmp_path))
+        procs.extend(started.values())
+        return started
 
     yield start
     for proc in procs:
@@ -146,3 +149,71 @@ def test_a_task_that_went_away_is_one_run_error_naming_it():
         "connect to all addresses); restart it and run the same command on the chief: it resumes from the newest "
         "checkpoint"
     )
+
+
+def _kill_task_at_mid_day_checkpoint(training, config, day, env, run_dir, task, cwd):
+    """Runs the chief's command for ``day``; SIGKILLs ``task`` (another process of the cluster)
+    once a mid-day checkpoint of ``day`` exists. Returns the chief's (return code, stderr)."""
+    log_path = cwd / f"chief-{day}.log"
+    with open(log_path, "w") as log:
+        chief = subprocess.Popen([*_train(config)[:-1], day], env=env, stdout=log, stderr=log, cwd=str(cwd))
+        while chief.poll() is None and training.mid_day_checkpoint(run_dir, day) is None:
+            time.sleep(0.02)
+        task.send_signal(signal.SIGKILL)
+        chief.wait(timeout=240)
+    return chief.returncode, log_path.read_text()
+
+
+def test_a_dead_worker_is_survived_and_a_dead_ps_resumes_after_its_restart(tmp_path, funnel_root, make_config, cli,
+                                                                             servers, training, snapshot):
+    # batch 8: 40 steps a day, a checkpoint every 10, so a task killed at the first one dies mid-day
+    config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server", "batch_size": 8,
+                                                              "checkpoint_every": 10}})
+    cluster = _cluster()
+    tasks = servers(cluster, config)
+    chief_env = _env(training, cluster, "chief", 0)
+    run_dir = tmp_path / "run"
+    day2 = training.DAYS[1]
+
+    # worker 1 dies mid-day: the coordinator runs its steps on worker 0, the day completes
+    code, err = _kill_task_at_mid_day_checkpoint(training, config, START, chief_env, run_dir, tasks["worker", 1],
+                                                 tmp_path)
+    assert code == 0, err[-2000:]
+    assert "Worker /job:worker/replica:0/task:1 failed" in err  # TensorFlow's line: it died before the day's end
+    day = json.loads((run_dir / "state.json").read_text())["days"][-1]
+    assert (day["day"], day["steps"], day["examples"]) == (START, 40, 320)  # every batch counted once
+    # the step that was running on the dead worker may have updated the weights before it died:
+    # the coordinator runs it again, so the optimizer may count it twice
+    assert 40 <= day["global_step"] <= 41
+    servers(cluster, config, tasks=[("worker", 1)])  # the next command waits for every task to answer
+    meta = json.loads(sorted((run_dir / "checkpoints").glob("ckpt-*/meta.json"))[-1].read_text())
+    assert (meta["day"], meta["steps"], meta["completed"]) == (START, 40, True)
+    scores = tmp_path / "scores.parquet"
+    code, out, err = cli("predict", "--model", run_dir / "export" / "1", "--input", funnel_root / f"dt={day2}",
+                         "--output", scores)
+    assert code == 0, err
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(scores).num_rows == 320
+
+    # ps 1 dies in the middle of the next day: one line naming it, exit 1, nothing published broken
+    published = snapshot(run_dir / "export")
+    code, err = _kill_task_at_mid_day_checkpoint(training, config, day2, chief_env, run_dir, tasks["ps", 1], tmp_path)
+    assert code == 1
+    lines = _errors(err)
+    assert len(lines) == 1 and lines[0].startswith(
+        "mtlrec: error: parameter_server cluster: a task stopped answering (/job:ps/replica:0/task:1, "), lines
+    assert snapshot(run_dir / "export") == published
+    assert not list(run_dir.rglob(".tmp-*"))
+    mid = training.mid_day_checkpoint(run_dir, day2)
+    assert mid is not None and 0 < mid["steps"] < 40
+
+    # restart ps 1 (same address), then the chief's command: the day resumes from that checkpoint
+    servers(cluster, config, tasks=[("ps", 1)])
+    resumed = subprocess.run([*_train(config)[:-1], day2], env=chief_env, capture_output=True, text=True,
+                             timeout=240, cwd=str(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resum" in resumed.stderr.lower()
+    days = json.loads((run_dir / "state.json").read_text())["days"]
+    assert [(d["day"], d["steps"], d["examples"]) for d in days] == [(START, 40, 320), (day2, 40, 320)]
+    assert (run_dir / "export" / "2" / "saved_model.pb").exists()
