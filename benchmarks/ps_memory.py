@@ -101,17 +101,26 @@ def train_command(config_path, day):
 
 
 class Sampler:
-    """Peak RSS (MB) of a set of processes, sampled by ``poll``; VmHWM read last before they end."""
+    """RSS (MB) of a set of processes, sampled by ``poll``: ``peak`` over the whole run (VmHWM)
+    and ``training``, the largest VmRSS while the steps run (after the trainer's first
+    progress line, before its first checkpoint: the tables and slots without the
+    copies that saving, gathering and exporting make)."""
 
-    def __init__(self):
-        self.peak = {}
+    def __init__(self, log_path):
+        self.log_path = log_path
+        self.peak, self.training = {}, {}
 
     def poll(self, procs):
+        with open(self.log_path) as f:
+            text = f.read()
+        in_steps = RATE.search(text) is not None and "checkpoint ckpt-" not in text
         for name, proc in procs.items():
             for field in ("VmHWM", "VmRSS"):
                 mb = rss_mb(proc.pid, field)
                 if mb is not None:
                     self.peak[name] = max(self.peak.get(name, 0.0), mb)
+                    if in_steps and field == "VmRSS":
+                        self.training[name] = max(self.training.get(name, 0.0), mb)
 
 
 def wait_serving(address, proc, timeout=120):
@@ -135,22 +144,22 @@ def step_ms(log_text, batch_size):
 
 
 def run_single(config_path, work, sample_ms, day=DAY):
-    """One process; (peak MB, its stderr)."""
+    """One process; (its ``Sampler``, its log)."""
     log_path = os.path.join(work, "single.log")
     with open(log_path, "w") as log:
         proc = subprocess.Popen(train_command(config_path, day), env=env_for(), stdout=log, stderr=subprocess.STDOUT)
-        sampler = Sampler()
+        sampler = Sampler(log_path)
         while proc.poll() is None:
             sampler.poll({"single": proc})
             time.sleep(sample_ms / 1000)
     text = open(log_path).read()
     if proc.returncode != 0:
         raise SystemExit(f"single process failed (exit {proc.returncode}): {text[-3000:]}")
-    return sampler.peak.get("single", float("nan")), text
+    return sampler, text
 
 
 def run_cluster(config_path, work, sample_ms, workers=2, ps=2, day=DAY):
-    """1 chief + ``workers`` + ``ps`` processes; ({task: peak MB}, {ps task: idle MB}, chief's log)."""
+    """1 chief + ``workers`` + ``ps`` processes; (their ``Sampler``, {ps task: idle MB}, chief's log)."""
     cluster = local_cluster(workers=workers, ps=ps)
     servers = {}
     try:
@@ -170,7 +179,7 @@ def run_cluster(config_path, work, sample_ms, workers=2, ps=2, day=DAY):
             chief = subprocess.Popen(train_command(config_path, day), env=env_for("chief", 0, cluster),
                                      stdout=log, stderr=subprocess.STDOUT)
             procs = {"chief": chief, **servers}
-            sampler = Sampler()
+            sampler = Sampler(chief_log)
             while chief.poll() is None:
                 sampler.poll(procs)
                 time.sleep(sample_ms / 1000)
@@ -178,7 +187,7 @@ def run_cluster(config_path, work, sample_ms, workers=2, ps=2, day=DAY):
         text = open(chief_log).read()
         if chief.returncode != 0:
             raise SystemExit(f"chief failed (exit {chief.returncode}): {text[-3000:]}")
-        return sampler.peak, idle, text
+        return sampler, idle, text
     finally:
         for proc in servers.values():
             if proc.poll() is None:
@@ -214,14 +223,14 @@ def main():
                     root, os.path.join(run_work, "run"), rows, args.batch_size, args.steps, strategy))
                 began = time.perf_counter()
                 if strategy == "default":
-                    peak, text = run_single(config, run_work, args.sample_ms)
-                    runs[strategy] = ({"single": peak}, {}, text)
+                    sampler, text = run_single(config, run_work, args.sample_ms)
+                    runs[strategy] = (sampler, {}, text)
                 else:
                     runs[strategy] = run_cluster(config, run_work, args.sample_ms)
-                seconds = time.perf_counter() - began
-                print(f"  {rows:,} rows, {strategy}: {time.perf_counter() - began:.0f} s, peak MB "
-                      + ", ".join(f"{k} {v:,.0f}" for k, v in runs[strategy][0].items()), flush=True)
-                runs[strategy] = runs[strategy] + (seconds,)
+                sampler = runs[strategy][0]
+                print(f"  {rows:,} rows, {strategy}: {time.perf_counter() - began:.0f} s; MB peak (during steps): "
+                      + ", ".join(f"{k} {v:,.0f} ({sampler.training.get(k, float('nan')):,.0f})"
+                                  for k, v in sampler.peak.items()), flush=True)
                 shutil.rmtree(os.path.join(run_work, "run"), ignore_errors=True)
             results.append((rows, runs))
     finally:
@@ -238,21 +247,32 @@ def main():
           f"{args.steps} steps x batch {args.batch_size}; cluster: 1 chief, 2 workers, 2 ps on 127.0.0.1; "
           f"RSS sampled every {args.sample_ms:g} ms")
     print()
-    print("| table rows | table + slots MB | idle ps MB | ps 0 MB | ps 1 MB | chief MB | worker 0 MB "
-          "| worker 1 MB | single MB | ps 0 / single | ps 1 / single | step ms cluster | step ms single "
-          "| cluster / single |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("Peak RSS over the whole run (MB):")
+    print()
+    print("| table rows | table + slots MB | idle ps | ps 0 | ps 1 | chief | worker 0 | worker 1 | single "
+          "| ps 0 / single | ps 1 / single |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for rows, runs in results:
-        peak, idle, text, _ = runs["parameter_server"]
-        single, _, single_text, _ = runs["default"]
-        one = single["single"]
-        cluster_ms, single_ms = step_ms(text, args.batch_size), step_ms(single_text, args.batch_size)
-        idle_ps = statistics.mean(v for v in idle.values() if v is not None)
-        print(f"| {rows:,} | {rows * 16 * 4 * 3 / 2**20:,.0f} | {idle_ps:,.0f} | {peak['ps 0']:,.0f} "
-              f"| {peak['ps 1']:,.0f} | {peak['chief']:,.0f} | {peak['worker 0']:,.0f} | {peak['worker 1']:,.0f} "
-              f"| {one:,.0f} | {peak['ps 0'] / one:.2f} | {peak['ps 1'] / one:.2f} | {cluster_ms:.1f} "
-              f"| {single_ms:.1f} | {cluster_ms / single_ms:.2f} |")
-
+        peak, one = runs["parameter_server"][0].peak, runs["default"][0].peak["single"]
+        idle = statistics.mean(v for v in runs["parameter_server"][1].values() if v is not None)
+        print(f"| {rows:,} | {rows * 16 * 4 * 3 / 2**20:,.0f} | {idle:,.0f} | "
+              + " | ".join(f"{peak[k]:,.0f}" for k in ("ps 0", "ps 1", "chief", "worker 0", "worker 1"))
+              + f" | {one:,.0f} | {peak['ps 0'] / one:.2f} | {peak['ps 1'] / one:.2f} |")
+    print()
+    print("RSS while the steps run (MB, before the first checkpoint) and step time (ms, mean after the "
+          "first progress line):")
+    print()
+    print("| table rows | ps 0 | ps 1 | chief | single | ps 0 - idle ps | table + slots / 2 "
+          "| step ms cluster | step ms single | cluster / single |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for rows, runs in results:
+        train, one = runs["parameter_server"][0].training, runs["default"][0].training.get("single", float("nan"))
+        idle = statistics.mean(v for v in runs["parameter_server"][1].values() if v is not None)
+        cluster_ms = step_ms(runs["parameter_server"][2], args.batch_size)
+        single_ms = step_ms(runs["default"][2], args.batch_size)
+        print(f"| {rows:,} | " + " | ".join(f"{train.get(k, float('nan')):,.0f}" for k in ("ps 0", "ps 1", "chief"))
+              + f" | {one:,.0f} | {train.get('ps 0', float('nan')) - idle:,.0f} | {rows * 16 * 4 * 3 / 2**21:,.0f} "
+              f"| {cluster_ms:.1f} | {single_ms:.1f} | {cluster_ms / single_ms:.2f} |")
 
 if __name__ == "__main__":
     main()
