@@ -1,0 +1,88 @@
+"""Next-day AUC of `training.strategy: parameter_server` against one process on the same day.
+
+Each run writes two synthetic funnel days (`generate_funnel`, `--rows` each, a new
+data seed per run), then trains the first day and evaluates on the second twice,
+with the same config (ESMM, `user_id` + `item_id` tables, lazy Adam; the config of
+benchmarks/ps_memory.py): on a cluster of processes on 127.0.0.1 (1 chief, 2
+workers, 2 ps; asynchronous steps) and in one process (`training.strategy:
+default`). Prints each task's AUC (ctr, cvr on clicks, ctcvr) of both and their
+difference, then the mean and max |difference| over the runs.
+
+    TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/ps_quality.py
+"""
+
+import argparse
+import csv
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ps_memory import DAY, experiment_config, run_cluster, run_single, write_config  # noqa: E402
+
+TASKS = ("ctr", "cvr", "ctcvr")
+
+
+def aucs(run_dir):
+    """{task: the AUC of the last evaluation} from the run's metrics.csv."""
+    with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
+        return {r["task"]: float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "auc"}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--rows", type=int, default=30_000, help="rows per day")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--table-rows", type=int, default=40_000, help="user_id + item_id buckets (half each)")
+    p.add_argument("--dim", type=int, default=8)
+    args = p.parse_args()
+
+    from mtlrec.data_pipeline import generate_funnel
+
+    work = tempfile.mkdtemp(prefix="mtlrec_ps_quality_")
+    table = []
+    load_before = os.getloadavg()
+    try:
+        for run in range(args.runs):
+            root = os.path.join(work, f"data{run}")
+            generate_funnel(root, DAY, 2, args.rows, seed=run)
+            result = {}
+            for strategy in ("default", "parameter_server"):
+                run_work = os.path.join(work, f"{run}_{strategy}")
+                os.makedirs(run_work)
+                run_dir = os.path.join(run_work, "run")
+                config = write_config(os.path.join(run_work, "exp.yaml"), experiment_config(
+                    root, run_dir, args.table_rows, args.batch_size, None, strategy, dim=args.dim))
+                (run_single if strategy == "default" else run_cluster)(config, run_work, 200.0)
+                result[strategy] = aucs(run_dir)
+                shutil.rmtree(run_work, ignore_errors=True)
+            table.append(result)
+            print(f"  run {run}: " + ", ".join(
+                f"{t} {result['parameter_server'][t]:.4f} vs {result['default'][t]:.4f}" for t in TASKS), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    load_after = os.getloadavg()
+
+    steps = -(-args.rows // args.batch_size)
+    print()
+    print(f"{args.runs} runs; days of {args.rows:,} rows, batch {args.batch_size} ({steps} steps), tables "
+          f"{args.table_rows:,} rows x dim {args.dim}; load average {load_before[0]:.2f} before / "
+          f"{load_after[0]:.2f} after")
+    print()
+    print("| run | " + " | ".join(f"{t} AUC cluster | {t} AUC single | diff" for t in TASKS) + " |")
+    print("|---:|" + "---:|---:|---:|" * len(TASKS))
+    for i, r in enumerate(table):
+        print(f"| {i} | " + " | ".join(
+            f"{r['parameter_server'][t]:.4f} | {r['default'][t]:.4f} | "
+            f"{r['parameter_server'][t] - r['default'][t]:+.4f}" for t in TASKS) + " |")
+    print()
+    for t in TASKS:
+        diffs = [abs(r["parameter_server"][t] - r["default"][t]) for r in table]
+        print(f"{t}: |AUC cluster - AUC single| mean {statistics.mean(diffs):.4f}, max {max(diffs):.4f}")
+
+
+if __name__ == "__main__":
+    main()
