@@ -16,8 +16,10 @@ import os
 import socket
 import time
 
+import keras
 import tensorflow as tf
 
+from mtlrec.seeding import fresh_initializer
 from mtlrec.training.errors import RunError
 
 logger = logging.getLogger("mtlrec.training")
@@ -115,6 +117,8 @@ class TablePartitioner:
         def creator(next_creator, **kwargs):
             previous = self._table
             self._table = is_embedding_table_name(kwargs.get("name") or "")
+            if self._table:
+                kwargs.update(shard_initial_value(kwargs.get("initial_value")))
             try:
                 return next_creator(**kwargs)
             finally:
@@ -122,6 +126,35 @@ class TablePartitioner:
 
         with tf.variable_creator_scope(creator):
             yield
+
+
+def shard_initial_value(initial_value) -> dict:
+    """``shape`` and an ``initial_value`` that builds one shard alone, for a table that Keras
+    creates from its initializer (``lambda: initializer(shape, dtype)``); ``{}`` otherwise.
+
+    Given Keras' callable, which takes no partition arguments and comes without a ``shape``,
+    the strategy builds the whole table on the chief and sends each ps task its slice (at
+    16M rows that left each ps holding about twice its half, docs/scaling.md). With this
+    one each ps task draws its own rows: a copy of the table's initializer seeded by the
+    shard's first row (``fresh_initializer``), so the same seed and ps count give the same
+    tables, though not the rows one process draws.
+    """
+    code = getattr(initial_value, "__code__", None)
+    if code is None or set(code.co_freevars) != {"initializer", "self"}:
+        return {}
+    cells = dict(zip(code.co_freevars, (c.cell_contents for c in initial_value.__closure__)))
+    initializer, variable = cells["initializer"], cells["self"]
+    if not isinstance(initializer, keras.initializers.Initializer):
+        return {}
+    shape, dtype = tuple(variable.shape), variable.dtype
+
+    def initial_shard(partition_shape=None, partition_offset=None):
+        if partition_shape is None:
+            return initializer(shape, dtype=dtype)
+        rows = fresh_initializer(initializer, None, f"rows_from_{partition_offset[0]}")
+        return rows(tuple(partition_shape), dtype=dtype)
+
+    return {"shape": shape, "initial_value": initial_shard}
 
 
 def strategy_or_serve(timeout: float = CONNECT_TIMEOUT):
