@@ -13,7 +13,8 @@ per-output sample weight), ESMM's CVR over all impressions through pCTCVR.
 
 mtlrec runs at two hash sizes per id feature: `num_buckets` = the number of distinct
 ids (what a DeepCTR user writes; about 63% of ids share a row) and 10x that (about 10%
-share a row; `--bucket-factors`).
+share a row; `--bucket-factors`); `--dynamic` adds collision-free `lookup: dynamic`
+tables of exactly the id count.
 
 Per model and system, over `--seeds` seeds (model initialisation and shuffling; the data
 are the same): CTR AUC; CVR AUC on the clicked rows; entire-space CVR AUC against the
@@ -69,9 +70,14 @@ def make_days(root, args):
 
 
 def sized(schema, id_counts, factor):
+    """`schema` with `num_buckets` = `factor` x each feature's id count; factor "dynamic":
+    `lookup: dynamic` (collision-free, issue 14) with num_buckets = the id count."""
     out = {k: [dict(f) for f in v] for k, v in schema.items()}
     for f in out["categorical"]:
-        f["num_buckets"] = int(factor * id_counts[f["name"]])
+        if factor == "dynamic":
+            f.update(lookup="dynamic", num_buckets=id_counts[f["name"]])
+        else:
+            f["num_buckets"] = int(factor * id_counts[f["name"]])
     return out
 
 
@@ -190,6 +196,8 @@ def main():
     ap.add_argument("--systems", nargs="+", default=["mtlrec", "deepctr"], choices=["mtlrec", "deepctr"])
     ap.add_argument("--bucket-factors", type=int, nargs="+", default=[1, 10],
                     help="mtlrec's num_buckets of each id feature as multiples of its id count")
+    ap.add_argument("--dynamic", action="store_true",
+                    help="also run mtlrec with collision-free `lookup: dynamic` tables of the id count")
     ap.add_argument("--dim", type=int, default=8)
     ap.add_argument("--tower-units", type=int, nargs="+", default=[128, 64])
     ap.add_argument("--expert-units", type=int, nargs="+", default=[128, 64])
@@ -212,7 +220,7 @@ def main():
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("mtlrec.training").setLevel(logging.WARNING)
 
-    factors = args.bucket_factors
+    factors = args.bucket_factors + (["dynamic"] if args.dynamic else [])
     results = {}  # (model, system label) -> list of score dicts
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mtlrec_quality_") as tmp:
@@ -226,7 +234,8 @@ def main():
             for model in args.models:
                 runs = []
                 if "mtlrec" in systems:
-                    runs += [(f"mtlrec, buckets {f}x ids", f) for f in factors]
+                    runs += [(f"mtlrec, buckets {f}x ids" if f != "dynamic" else "mtlrec, dynamic ids", f)
+                             for f in factors]
                 if "deepctr" in systems:
                     runs.append(("DeepCTR", None))
                 for label, factor in runs:
