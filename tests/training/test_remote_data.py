@@ -40,7 +40,9 @@ def s3(funnel_root):
         iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
                            aws_access_key_id="setup", aws_secret_access_key="setup")
         keys = {}
-        for user, action in (("reader", "s3:*"), ("lister", "s3:ListBucket")):  # lister: no GetObject
+        # lister: no GetObject. "s3:List*" rather than AWS's "s3:ListBucket" alone: moto 5.2.6
+        # refuses ListObjectsV2 to a user granted only s3:ListBucket (5.2.5 allowed it)
+        for user, action in (("reader", "s3:*"), ("lister", "s3:List*")):
             iam.create_user(UserName=user)
             policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]}
             iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(policy))
