@@ -26,6 +26,9 @@ logger = logging.getLogger("mtlrec.training")
 
 #: Seconds the chief waits for every task of the cluster to accept connections.
 CONNECT_TIMEOUT = float(os.environ.get("MTLREC_PS_CONNECT_TIMEOUT", "60"))
+#: Seconds the chief waits for a step's result before it logs which tasks do not answer
+#: (and again every as many seconds while it still waits).
+STALL_WARNING = float(os.environ.get("MTLREC_PS_STALL_WARNING", "60"))
 
 
 def ps_cluster() -> tuple[dict, dict]:
@@ -65,25 +68,29 @@ def wait_for_tasks(cluster: dict, timeout: float = CONNECT_TIMEOUT) -> None:
     Raises:
         RunError: naming the tasks still unreachable after ``timeout`` seconds.
     """
-    pending = {(job, i): address for job in ("worker", "ps") for i, address in enumerate(cluster.get(job, []))}
     deadline = time.monotonic() + timeout
-    while pending:
-        for key, address in list(pending.items()):
+    while (pending := unreachable_tasks(cluster)) and time.monotonic() <= deadline:
+        time.sleep(0.5)
+    if pending:
+        raise RunError(
+            f"TF_CONFIG: parameter_server cluster unreachable after {timeout:g} s: {pending}; "
+            "start `mtlrec train` with its TF_CONFIG on every task"
+        )
+
+
+def unreachable_tasks(cluster: dict) -> str:
+    """The worker and ps tasks of ``cluster`` that refuse a TCP connection now, as
+    ``"worker 1 (host:port), ..."`` (empty when every task accepts)."""
+    names = []
+    for job in ("worker", "ps"):
+        for i, address in enumerate(cluster.get(job, [])):
             host, _, port = address.rpartition(":")
             try:
                 with socket.create_connection((host, int(port)), timeout=2):
-                    del pending[key]
+                    pass
             except (OSError, ValueError):
-                pass
-        if not pending or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    if pending:
-        names = ", ".join(f"{job} {i} ({address})" for (job, i), address in sorted(pending.items()))
-        raise RunError(
-            f"TF_CONFIG: parameter_server cluster unreachable after {timeout:g} s: {names}; "
-            "start `mtlrec train` with its TF_CONFIG on every task"
-        )
+                names.append(f"{job} {i} ({address})")
+    return ", ".join(names)
 
 
 def is_embedding_table_name(name: str) -> bool:

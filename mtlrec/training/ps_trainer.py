@@ -21,11 +21,14 @@ import collections
 import contextlib
 import logging
 import re
+import threading
+import time
 
 import tensorflow as tf
 
 from mtlrec.key_paths import KeyPathError
 from mtlrec.optimizers.sharded_rows import ShardedRowOptimizer, table_shards
+from mtlrec.training import parameter_server
 from mtlrec.training.errors import RunError
 from mtlrec.training.sharding import Sharding
 from mtlrec.training.trainer import Trainer, cluster_from_env
@@ -104,7 +107,8 @@ class ParameterServerTrainer(Trainer):
     def train_day(self, position, make_dataset, on_checkpoint=None, **kwargs):
         self._fetched = position.steps
         self._local = None
-        return super().train_day(position, make_dataset, on_checkpoint, **kwargs)
+        with _StallWatch(parameter_server.STALL_WARNING) as self._stall:
+            return super().train_day(position, make_dataset, on_checkpoint, **kwargs)
 
     def _distribute(self, make_dataset, epoch, skip):
         return _Scheduled(self, make_dataset(epoch, skip))
@@ -115,7 +119,7 @@ class ParameterServerTrainer(Trainer):
 
         def fetch(remote, _):
             self._fetched += 1
-            with unavailable_as_run_error():
+            with unavailable_as_run_error(), self._stall.waiting():
                 return remote.fetch()
 
         return fetch
@@ -182,6 +186,58 @@ class _Scheduled:
             if not queue:
                 return
             yield queue.popleft(), None
+
+
+class _StallWatch:
+    """Logs a line every ``interval`` seconds that the chief has waited for one step's
+    result: which tasks do not answer, and what to do.
+
+    A dead worker is not an error to TensorFlow's coordinator: it runs that worker's steps
+    on the others, and once no worker is left it waits until every worker answers again
+    (it reconnects the whole cluster, not one task), silently. This says so while it waits.
+    """
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._since = None  # when the step now awaited was asked for; None between steps
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="mtlrec-stall-watch", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @contextlib.contextmanager
+    def waiting(self):
+        self._since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._since = None
+
+    def _watch(self):
+        awaited, warnings = None, 0  # the step now awaited (when it was asked for), its warnings
+        while not self._stop.wait(min(self.interval, 1.0)):
+            since = self._since
+            if since is None:
+                continue
+            if since != awaited:
+                awaited, warnings = since, 0
+            waited = time.monotonic() - since
+            if waited < self.interval * (warnings + 1):
+                continue
+            warnings += 1
+            down = parameter_server.unreachable_tasks(cluster_from_env())
+            logger.warning(
+                "parameter_server cluster: no step finished for %.0f s; %s", waited,
+                f"not answering: {down}; TensorFlow's coordinator waits until every worker answers: "
+                "restart each dead task with its TF_CONFIG (same address), the day goes on where it stopped"
+                if down else "every task answers (a slow step?)",
+            )
 
 
 @contextlib.contextmanager

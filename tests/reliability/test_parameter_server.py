@@ -151,6 +151,42 @@ def test_a_task_that_went_away_is_one_run_error_naming_it():
     )
 
 
+def test_the_stall_watch_logs_only_while_a_step_is_awaited_and_names_the_tasks_that_refuse(monkeypatch, caplog):
+    import socket
+
+    from mtlrec.training.ps_trainer import _StallWatch
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    cluster = local_cluster(workers=2, ps=1)  # free ports: nobody listens on them
+    cluster["worker"][0] = cluster["ps"][0] = f"127.0.0.1:{listening.getsockname()[1]}"
+    monkeypatch.setenv("TF_CONFIG", tf_config(cluster, "chief"))
+    caplog.set_level("WARNING", logger="mtlrec.training")
+    with _StallWatch(interval=0.5) as watch:
+        time.sleep(1.2)  # between steps: nothing awaited, nothing said
+        assert caplog.messages == []
+        with watch.waiting():
+            time.sleep(1.7)  # one line per 0.5 s awaited (checked once per 0.5 s)
+        said = list(caplog.messages)
+        time.sleep(1.2)
+        assert caplog.messages == said
+        monkeypatch.setenv("TF_CONFIG", tf_config({**cluster, "worker": cluster["worker"][:1]}, "chief"))
+        with watch.waiting():
+            time.sleep(1.2)
+    listening.close()
+    assert 1 <= len(said) <= 3, said
+    for line in said:
+        assert re.fullmatch(
+            rf"parameter_server cluster: no step finished for [0-2] s; not answering: worker 1 "
+            rf"\({cluster['worker'][1]}\); TensorFlow's coordinator waits until every worker answers: restart each "
+            r"dead task with its TF_CONFIG \(same address\), the day goes on where it stopped", line), line
+    later = caplog.messages[len(said):]
+    assert 1 <= len(later) <= 2 and all(
+        re.fullmatch(r"parameter_server cluster: no step finished for [0-2] s; every task answers \(a slow step\?\)",
+                     line) for line in later), later
+
+
 def _kill_task_at_mid_day_checkpoint(training, config, day, env, run_dir, task, cwd):
     """Runs the chief's command for ``day``; SIGKILLs ``task`` (another process of the cluster)
     once a mid-day checkpoint of ``day`` exists. Returns the chief's (return code, stderr)."""
@@ -219,6 +255,46 @@ def test_a_dead_worker_is_survived_and_a_dead_ps_resumes_after_its_restart(tmp_p
     days = json.loads((run_dir / "state.json").read_text())["days"]
     assert [(d["day"], d["steps"], d["examples"]) for d in days] == [(START, 40, 320), (day2, 40, 320)]
     assert (run_dir / "export" / "2" / "saved_model.pb").exists()
+
+
+def test_with_every_worker_dead_the_chief_names_them_and_the_day_goes_on_after_their_restart(
+        tmp_path, funnel_root, make_config, servers, training):
+    config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server", "batch_size": 8,
+                                                              "checkpoint_every": 10}})
+    cluster = _cluster()
+    tasks = servers(cluster, config)
+    run_dir = tmp_path / "run"
+    log_path = tmp_path / "chief.log"
+    with open(log_path, "w") as log:
+        chief = subprocess.Popen(_train(config), env=_env(training, cluster, "chief", 0, MTLREC_PS_STALL_WARNING="2"),
+                                 stdout=log, stderr=log, cwd=str(tmp_path))
+        try:
+            while chief.poll() is None and training.mid_day_checkpoint(run_dir, START) is None:
+                time.sleep(0.02)
+            for i in range(2):
+                tasks["worker", i].send_signal(signal.SIGKILL)
+            # TensorFlow's coordinator now waits, silently, until every worker answers again
+            deadline = time.monotonic() + 60
+            while chief.poll() is None and "no step finished" not in log_path.read_text():
+                assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+                time.sleep(0.2)
+            assert chief.poll() is None
+            stalled = [line for line in log_path.read_text().splitlines() if "no step finished" in line]
+            assert re.fullmatch(
+                rf"\d\d:\d\d:\d\d parameter_server cluster: no step finished for \d+ s; not answering: "
+                rf"worker 0 \({cluster['worker'][0]}\), worker 1 \({cluster['worker'][1]}\); TensorFlow's "
+                r"coordinator waits until every worker answers: restart each dead task with its TF_CONFIG "
+                r"\(same address\), the day goes on where it stopped", stalled[0]), stalled
+            servers(cluster, config, tasks=[("worker", 0), ("worker", 1)])
+            chief.wait(timeout=240)
+        finally:
+            chief.kill()
+    assert chief.returncode == 0, log_path.read_text()[-2000:]
+    day = json.loads((run_dir / "state.json").read_text())["days"][-1]
+    assert (day["day"], day["steps"], day["examples"]) == (START, 40, 320)  # every batch counted once
+    # the steps in flight on the dead workers (2 each) may have updated the weights and run again
+    assert 40 <= day["global_step"] <= 44
+    assert (run_dir / "export" / "1" / "saved_model.pb").exists()
 
 
 def test_next_day_auc_is_within_0_01_of_one_process_on_a_day_of_30k_rows(tmp_path, make_config, cli, servers,
