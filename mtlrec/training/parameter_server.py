@@ -24,11 +24,30 @@ from mtlrec.training.errors import RunError
 
 logger = logging.getLogger("mtlrec.training")
 
-#: Seconds the chief waits for every task of the cluster to accept connections.
-CONNECT_TIMEOUT = float(os.environ.get("MTLREC_PS_CONNECT_TIMEOUT", "60"))
-#: Seconds the chief waits for a step's result before it logs which tasks do not answer
+#: Environment variable -> its default, in seconds. MTLREC_PS_CONNECT_TIMEOUT: how long the
+#: chief waits for every task of the cluster to accept connections. MTLREC_PS_STALL_WARNING:
+#: how long the chief waits for a step's result before it logs which tasks do not answer
 #: (and again every as many seconds while it still waits).
-STALL_WARNING = float(os.environ.get("MTLREC_PS_STALL_WARNING", "60"))
+SECONDS_SETTINGS = {"MTLREC_PS_CONNECT_TIMEOUT": 60.0, "MTLREC_PS_STALL_WARNING": 60.0}
+
+
+def env_seconds(name: str) -> float:
+    """The seconds of environment variable ``name`` (one of ``SECONDS_SETTINGS``; its
+    default when unset).
+
+    Raises:
+        ValueError: the value is not a number of seconds > 0, naming the variable.
+    """
+    raw = os.environ.get(name)
+    if raw is None:
+        return SECONDS_SETTINGS[name]
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:  # also NaN
+        raise ValueError(f"{name}: expected a number of seconds > 0, got {raw!r}")
+    return value
 
 
 def ps_cluster() -> tuple[dict, dict]:
@@ -62,7 +81,7 @@ def ps_cluster() -> tuple[dict, dict]:
     return cluster, {"type": kind, "index": index}
 
 
-def wait_for_tasks(cluster: dict, timeout: float = CONNECT_TIMEOUT) -> None:
+def wait_for_tasks(cluster: dict, timeout: float) -> None:
     """Returns once every worker and ps task accepts TCP connections.
 
     Raises:
@@ -164,19 +183,20 @@ def shard_initial_value(initial_value) -> dict:
     return {"shape": shape, "initial_value": initial_shard}
 
 
-def strategy_or_serve(timeout: float = CONNECT_TIMEOUT):
+def strategy_or_serve():
     """On the chief: its ``ParameterServerStrategy`` (with its ``TablePartitioner`` as
     ``.partitioner``), once every task answers. On a worker or ps task: serve until the
     process is stopped (does not return).
 
     Raises:
-        ValueError: a bad ``TF_CONFIG`` (see ``ps_cluster``).
-        RunError: a task that cannot be reached.
+        ValueError: a bad ``TF_CONFIG`` (see ``ps_cluster``) or ``MTLREC_PS_*`` setting.
+        RunError: a task that cannot be reached within ``MTLREC_PS_CONNECT_TIMEOUT``.
     """
     cluster, task = ps_cluster()
     if task["type"] != "chief":
         serve(cluster, task)
-    wait_for_tasks(cluster, timeout)
+    env_seconds("MTLREC_PS_STALL_WARNING")  # a bad value stops the chief before it connects
+    wait_for_tasks(cluster, env_seconds("MTLREC_PS_CONNECT_TIMEOUT"))
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     partitioner = TablePartitioner(len(cluster["ps"]))
     strategy = tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner)

@@ -107,7 +107,7 @@ class ParameterServerTrainer(Trainer):
     def train_day(self, position, make_dataset, on_checkpoint=None, **kwargs):
         self._fetched = position.steps
         self._local = None
-        with _StallWatch(parameter_server.STALL_WARNING) as self._stall:
+        with _StallWatch(parameter_server.env_seconds("MTLREC_PS_STALL_WARNING")) as self._stall:
             return super().train_day(position, make_dataset, on_checkpoint, **kwargs)
 
     def _distribute(self, make_dataset, epoch, skip):

@@ -117,6 +117,33 @@ def test_parameter_server_without_ps_tasks_is_a_config_error(tmp_path, funnel_ro
     assert not (tmp_path / "run").exists()
 
 
+def test_a_bad_seconds_setting_on_the_chief_is_one_line_and_writes_nothing(tmp_path, funnel_root, make_config, cli):
+    config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server"}})
+    code, out, err = cli("train", config, "--day", START,
+                         env={"TF_CONFIG": tf_config(_cluster(), "chief"), "MTLREC_PS_STALL_WARNING": "1m"})
+    assert code == 2
+    assert _errors(err) == ["mtlrec: error: MTLREC_PS_STALL_WARNING: expected a number of seconds > 0, got '1m'"]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("raw, expected", [(None, 60.0), ("2.5", 2.5), ("0", None), ("-1", None), ("nan", None),
+                                           ("", None)])
+def test_seconds_settings_are_numbers_above_zero(monkeypatch, raw, expected):
+    from mtlrec.training.parameter_server import env_seconds
+
+    for name in ("MTLREC_PS_CONNECT_TIMEOUT", "MTLREC_PS_STALL_WARNING"):
+        if raw is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, raw)
+        if expected is None:
+            with pytest.raises(ValueError) as caught:
+                env_seconds(name)
+            assert str(caught.value) == f"{name}: expected a number of seconds > 0, got {raw!r}"
+        else:
+            assert env_seconds(name) == expected
+
+
 def test_unreachable_task_is_one_line_and_writes_nothing(tmp_path, funnel_root, make_config, cli):
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server"}})
     cluster = _cluster()
