@@ -24,7 +24,13 @@ setup(
         "tqdm>=4.60,<5",  # progress bars of train, evaluate and predict on a terminal
     ],
     extras_require={
-        "dev": ["pytest>=7.4,<10", "pytest-timeout>=2.1,<3", "pytest-xdist>=3.5,<4", "moto[server]>=5,<6"],
+        "dev": [
+            "pytest>=7.4,<10",
+            "pytest-timeout>=2.1,<3",
+            "pytest-xdist>=3.5,<4",
+            "moto[server]>=5,<6",
+            "jax>=0.4.30,<0.11",  # the layers' tests on a backend other than TensorFlow
+        ],
         "deepctr": ["deepctr>=0.9.3,<0.10"],
     },
     entry_points={"console_scripts": ["mtlrec=mtlrec.cli:main"]},

@@ -34,8 +34,8 @@ import keras  # noqa: E402
 from mtlrec.data_pipeline import funnel_schema_dict, generate_funnel  # noqa: E402
 from mtlrec.training.config import config_from_dict  # noqa: E402
 from mtlrec.training.experiment import Experiment  # noqa: E402
-from mtlrec.training.metrics_log import read_metrics  # noqa: E402
-from mtlrec.training.run_state import RunState  # noqa: E402
+from mtlrec.training.run.metrics_log import read_metrics  # noqa: E402
+from mtlrec.training.run.run_state import RunState  # noqa: E402
 
 START = "2024-03-01"
 KEEP = ("user_id", "item_id", "item_category", "scene", "position")

@@ -30,7 +30,7 @@ def child(key_dtype, ids, batch):
     import numpy as np
     import tensorflow as tf
 
-    from mtlrec.layers.dynamic_id_map import DynamicIdMap
+    from mtlrec.layers.embedding.dynamic_id_map import DynamicIdMap
 
     id_map = DynamicIdMap(key_dtype=key_dtype, capacity=ids, oov_buckets=1)
     id_map.build()

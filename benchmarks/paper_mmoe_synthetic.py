@@ -29,7 +29,7 @@ import numpy as np
 from mtlrec.data_pipeline import mmoe_synthetic
 from mtlrec.layers import MixtureOfExperts
 from mtlrec.models import MMoE, MultiTaskModel, SharedBottom, schema_inputs
-from mtlrec.seeding import derive_seed
+from mtlrec.conventions.seeding import derive_seed
 
 DIM = 100
 TASKS = [

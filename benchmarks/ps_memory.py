@@ -37,7 +37,7 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_memory import rss_mb  # noqa: E402
 
-from mtlrec.training.parameter_server import local_cluster, tf_config  # noqa: E402
+from mtlrec.training.distribute.parameter_server import local_cluster, tf_config  # noqa: E402
 
 DAY = "2024-01-01"
 RATE = re.compile(r"step \d+ \(global \d+\) loss \S+ \(.*\) (\d+) examples/s")

@@ -3,7 +3,7 @@
 Each model (MMoE, PLE, ESMM, DUPN; the large-vocabulary configuration of
 `train_throughput.py`: 20 categorical features with up to 1,000,000 buckets,
 dim 16, 5 numerics) is built, written with the project's own export
-(`mtlrec.training.export.export_model`), loaded back with `tf.saved_model.load`
+(`mtlrec.training.serving.export.export_model`), loaded back with `tf.saved_model.load`
 and called through its signatures with raw features, as a server would:
 
 - batch 1: `--latency-calls` calls one after another, median and p99 latency;
@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_throughput as tt  # noqa: E402  (the shared benchmark configuration)
 
 from mtlrec.models import build_model  # noqa: E402
-from mtlrec.training.export import export_model, read_metadata  # noqa: E402
+from mtlrec.training.serving.export import export_model, read_metadata  # noqa: E402
 
 
 def rows(features, names, start, count):

@@ -46,7 +46,7 @@ def _setup_logging(verbose: bool, quiet: bool):
 def _knob(text: str):
     import yaml
 
-    from mtlrec import yaml_loader
+    from mtlrec.conventions import yaml_loader
 
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -156,7 +156,7 @@ def _cmd_generate(args) -> int:
 def _schema_from_file(path) -> dict:
     import yaml
 
-    from mtlrec import yaml_loader
+    from mtlrec.conventions import yaml_loader
     from mtlrec.training.config import ConfigError
 
     try:
@@ -187,7 +187,7 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from mtlrec.training.trainer import cluster_from_env, make_strategy
+    from mtlrec.training.distribute.strategies import cluster_from_env, make_strategy
 
     # Reading the config runs nothing of TensorFlow, so a TF_CONFIG cluster (whose
     # MultiWorkerMirroredStrategy must come before anything TensorFlow runs) is joined after.
@@ -245,7 +245,7 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_export(args) -> int:
     from mtlrec.training.experiment import Experiment
-    from mtlrec.training.export import read_metadata
+    from mtlrec.training.serving.export import read_metadata
 
     config = _load(args.config)
     experiment = Experiment(config, run_dir=args.run_dir)
@@ -259,7 +259,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from mtlrec.training.predict import predict_file
+    from mtlrec.training.serving.predict import predict_file
 
     if args.batch_size <= 0:
         raise _UsageError(f"--batch-size: expected a positive integer, got {args.batch_size}")

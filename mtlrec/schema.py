@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from mtlrec.key_paths import KeyPathError
+from mtlrec.conventions.key_paths import KeyPathError
 
 ID_DTYPES = ("int64", "string")
 NUMERIC_DTYPES = ("float32", "float64", "int32", "int64")

@@ -26,7 +26,7 @@ import dataclasses
 import numbers
 from typing import Any, Callable, Iterable, Mapping
 
-from mtlrec.key_paths import KeyPathError
+from mtlrec.conventions.key_paths import KeyPathError
 
 KINDS = ("binary", "multiclass", "regression")
 LOSS_NORMALIZATIONS = ("batch", "sample_space")

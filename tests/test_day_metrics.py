@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from mtlrec import day_metrics
-from mtlrec.day_metrics import DayMetrics, GroupAucSpill, ScoreHistogram, score_bins
+from mtlrec.metrics import per_day as day_metrics
+from mtlrec.metrics.per_day import DayMetrics, GroupAucSpill, ScoreHistogram, score_bins
 from mtlrec.metrics import auc, evaluate, gauc
 
 ESMM = [

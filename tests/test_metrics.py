@@ -14,7 +14,7 @@ from mtlrec.metrics import (
     logloss,
     truth_auc,
 )
-from mtlrec.streaming_metrics import StreamingTaskMetrics
+from mtlrec.metrics.streaming import StreamingTaskMetrics
 
 ESMM = [
     {"name": "ctr", "label": "click"},

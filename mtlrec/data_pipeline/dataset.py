@@ -3,7 +3,7 @@
 import pyarrow as pa
 import tensorflow as tf
 
-from mtlrec.arg_checks import check_positive_int
+from mtlrec.conventions.arg_checks import check_positive_int
 from mtlrec.data_pipeline import parquet_reader, tfrecord_reader
 from mtlrec.data_pipeline.columns import column_plan
 from mtlrec.data_pipeline.data_validation_error import DataValidationError

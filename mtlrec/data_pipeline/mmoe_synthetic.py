@@ -10,7 +10,7 @@ so the Pearson correlation of the labels grows with p (not equal to p: the sin t
 
 import numpy as np
 
-from mtlrec.arg_checks import check_positive_int
+from mtlrec.conventions.arg_checks import check_positive_int
 
 
 def mmoe_synthetic(n, p, dim=100, seed=0, *, c=1.0, num_sin=10, noise_std=0.1):

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mtlrec.arg_checks import check_positive_int
+from mtlrec.conventions.arg_checks import check_positive_int
 from mtlrec.data_pipeline.filesystems import require_local
 from mtlrec.data_pipeline.partitions import check_fmt, day_dir, parse_day
 

@@ -1,22 +1,71 @@
-"""mtlrec.layers."""
+"""mtlrec.layers: serializable Keras layers for multi-task ranking models, grouped by concern.
 
-# core multi-task layers
+- ``experts/``: ``Expert``, ``Gate``, ``DSelectKGate``, ``MixtureOfExperts`` (MMoE), ``CGC`` (PLE)
+- ``sharing/``: ``CrossStitch``, ``InformationTransfer`` (AITM)
+- ``sequence/``: ``PropertyGatedLSTM``, ``AttentionPooling`` (DUPN)
+- ``interaction/``: ``FMInteraction``, ``DotInteraction``, ``CrossNetwork`` (DCN-v2)
+- ``embedding/``: ``FeatureEmbedding``, ``DynamicIdMap`` (TensorFlow only)
+- ``MLP``, the building block of experts and towers
+
+Every layer but the embedding ones is pure ``keras.ops``. Those two need TensorFlow, so they are
+imported on first use: ``import mtlrec.layers`` does not import TensorFlow under another backend.
+"""
+
+import importlib
+
 from mtlrec.layers.mlp import MLP
-from mtlrec.layers.expert import Expert
-from mtlrec.layers.gate import Gate
-from mtlrec.layers.dselect_k_gate import DSelectKGate
-from mtlrec.layers.mixture_of_experts import MixtureOfExperts
-from mtlrec.layers.cgc import CGC
-from mtlrec.layers.cross_stitch import CrossStitch
-from mtlrec.layers.information_transfer import InformationTransfer
+from mtlrec.layers.experts.expert import Expert
+from mtlrec.layers.experts.gate import Gate
+from mtlrec.layers.experts.dselect_k_gate import DSelectKGate
+from mtlrec.layers.experts.mixture_of_experts import MixtureOfExperts
+from mtlrec.layers.experts.cgc import CGC
+from mtlrec.layers.sharing.cross_stitch import CrossStitch
+from mtlrec.layers.sharing.information_transfer import InformationTransfer
+from mtlrec.layers.sequence.property_gated_lstm import PropertyGatedLSTM
+from mtlrec.layers.sequence.attention_pooling import AttentionPooling
+from mtlrec.layers.interaction.fm_interaction import FMInteraction
+from mtlrec.layers.interaction.dot_interaction import DotInteraction
+from mtlrec.layers.interaction.cross_network import CrossNetwork
 
-# sequence and interaction layers
-from mtlrec.layers.property_gated_lstm import PropertyGatedLSTM
-from mtlrec.layers.attention_pooling import AttentionPooling
-from mtlrec.layers.fm_interaction import FMInteraction
-from mtlrec.layers.dot_interaction import DotInteraction
-from mtlrec.layers.cross_network import CrossNetwork
+_TENSORFLOW_ONLY = {
+    "FeatureEmbedding": "mtlrec.layers.embedding.feature_embedding",
+    "DynamicIdMap": "mtlrec.layers.embedding.dynamic_id_map",
+}
 
-# feature embedding
-from mtlrec.layers.feature_embedding import FeatureEmbedding
-from mtlrec.layers.dynamic_id_map import DynamicIdMap
+__all__ = sorted(
+    [
+        "MLP",
+        "Expert",
+        "Gate",
+        "DSelectKGate",
+        "MixtureOfExperts",
+        "CGC",
+        "CrossStitch",
+        "InformationTransfer",
+        "PropertyGatedLSTM",
+        "AttentionPooling",
+        "FMInteraction",
+        "DotInteraction",
+        "CrossNetwork",
+        *_TENSORFLOW_ONLY,
+    ]
+)
+
+
+def __getattr__(name):
+    if name in _TENSORFLOW_ONLY:
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            raise ImportError(
+                f"mtlrec.layers.{name} needs the TensorFlow backend (KERAS_BACKEND=tensorflow); "
+                f"this process runs Keras on {keras.backend.backend()!r}"
+            )
+        value = getattr(importlib.import_module(_TENSORFLOW_ONLY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mtlrec.layers' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_TENSORFLOW_ONLY))

@@ -1,5 +1,5 @@
 """Input-shape helpers and the gates' expert mixing shared by the core multi-task layers
-(argument checks: `mtlrec.arg_checks`)."""
+(argument checks: `mtlrec.conventions.arg_checks`)."""
 
 from keras import ops
 import numpy as np

@@ -2,8 +2,8 @@
 
 import keras
 
-from mtlrec import arg_checks as checks
-from mtlrec.seeding import derive_seed, fresh_initializer
+from mtlrec.conventions import arg_checks as checks
+from mtlrec.conventions.seeding import derive_seed, fresh_initializer
 
 #: Momentum of the moving statistics of `batch_norm` (see `MLP.build`).
 BATCH_NORM_MOMENTUM = 0.9
@@ -20,7 +20,7 @@ class MLP(keras.layers.Layer):
     `output_activation="linear"` gives a logits tower.
 
     Each Dense layer gets its own initializer instance: with `seed`, layer i's kernel is
-    seeded with `mtlrec.seeding.derive_seed(seed, "dense_<i>")` (its dropout with
+    seeded with `mtlrec.conventions.seeding.derive_seed(seed, "dense_<i>")` (its dropout with
     "dropout_<i>"); without, each draws a fresh default seed.
 
     Args:

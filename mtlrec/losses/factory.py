@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 from typing import Iterable, Mapping
 
-from mtlrec.key_paths import ArgumentError, KeyPathError
+from mtlrec.conventions.key_paths import ArgumentError, KeyPathError
 from mtlrec.losses.fixed_weighting import FixedWeighting
 from mtlrec.losses.grad_norm import _OPTIMIZERS as GRADNORM_OPTIMIZERS
 from mtlrec.losses.grad_norm import GradNorm

@@ -1,6 +1,6 @@
 """mtlrec.models: multi-task models with dict outputs keyed by task name."""
 
-from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
+from mtlrec.models.base.multi_task_model import MultiTaskModel, schema_inputs
 from mtlrec.models.single_task import SingleTask
 from mtlrec.models.shared_bottom import SharedBottom
 from mtlrec.models.esmm import ESMM
@@ -12,7 +12,7 @@ from mtlrec.models.dupn import DUPN
 from mtlrec.models.aitm import AITM
 from mtlrec.models.escm2 import ESCM2
 from mtlrec.models.registry import MODELS, build_model
-from mtlrec.models.variable_groups import VariableGroups
+from mtlrec.models.base.variable_groups import VariableGroups
 
 __all__ = [
     "AITM",

@@ -3,11 +3,11 @@
 import keras
 from keras import ops
 
-from mtlrec.layers.information_transfer import InformationTransfer
+from mtlrec.layers.sharing.information_transfer import InformationTransfer
 from mtlrec.layers.mlp import MLP
-from mtlrec import arg_checks as checks
-from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
-from mtlrec.seeding import derive_seed
+from mtlrec.conventions import arg_checks as checks
+from mtlrec.models.base.multi_task_model import MultiTaskModel, schema_inputs
+from mtlrec.conventions.seeding import derive_seed
 
 DEFAULT_TASKS = (
     {"name": "ctr", "label": "click"},

@@ -2,11 +2,11 @@
 
 import keras
 
-from mtlrec.layers.cross_stitch import CrossStitch
+from mtlrec.layers.sharing.cross_stitch import CrossStitch
 from mtlrec.layers.mlp import MLP
-from mtlrec import arg_checks as checks
-from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
-from mtlrec.seeding import derive_seed
+from mtlrec.conventions import arg_checks as checks
+from mtlrec.models.base.multi_task_model import MultiTaskModel, schema_inputs
+from mtlrec.conventions.seeding import derive_seed
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")

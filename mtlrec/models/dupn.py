@@ -2,12 +2,12 @@
 
 import keras
 
-from mtlrec.layers.attention_pooling import AttentionPooling
+from mtlrec.layers.sequence.attention_pooling import AttentionPooling
 from mtlrec.layers.mlp import MLP
-from mtlrec.layers.property_gated_lstm import PropertyGatedLSTM
-from mtlrec import arg_checks as checks
-from mtlrec.models.multi_task_model import FIELD_INTERACTIONS, MultiTaskModel, _plain, schema_inputs
-from mtlrec.seeding import derive_seed, fresh_initializer
+from mtlrec.layers.sequence.property_gated_lstm import PropertyGatedLSTM
+from mtlrec.conventions import arg_checks as checks
+from mtlrec.models.base.multi_task_model import FIELD_INTERACTIONS, MultiTaskModel, _plain, schema_inputs
+from mtlrec.conventions.seeding import derive_seed, fresh_initializer
 
 #: role -> (constructor argument, key of the older `features` dict)
 FEATURE_ROLES = {

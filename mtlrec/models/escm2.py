@@ -3,13 +3,13 @@
 import keras
 from keras import ops
 
-from mtlrec.key_paths import ArgumentError
+from mtlrec.conventions.key_paths import ArgumentError
 from mtlrec.layers.mlp import MLP
 from mtlrec.losses.functions import binary_crossentropy_from_logits
-from mtlrec import arg_checks as checks
+from mtlrec.conventions import arg_checks as checks
 from mtlrec.models.esmm import DEFAULT_TASKS
-from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
-from mtlrec.seeding import derive_seed
+from mtlrec.models.base.multi_task_model import MultiTaskModel, schema_inputs
+from mtlrec.conventions.seeding import derive_seed
 from mtlrec.tasks import logit_name
 
 VARIANTS = ("ips", "dr")

@@ -2,8 +2,8 @@
 
 import keras
 
-from mtlrec import arg_checks as checks
-from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
+from mtlrec.conventions import arg_checks as checks
+from mtlrec.models.base.multi_task_model import MultiTaskModel, schema_inputs
 
 DEFAULT_TASKS = (
     {"name": "ctr", "label": "click"},

@@ -2,12 +2,12 @@
 
 import keras
 
-from mtlrec.layers.mixture_of_experts import MixtureOfExperts
-from mtlrec.layers._gate_config import check_gate
-from mtlrec import arg_checks as checks
+from mtlrec.layers.experts.mixture_of_experts import MixtureOfExperts
+from mtlrec.layers.experts._gate_config import check_gate
+from mtlrec.conventions import arg_checks as checks
 from mtlrec.models.model_format import MODEL_FORMAT, READABLE_FORMATS
-from mtlrec.models.multi_task_model import MultiTaskModel, all_inputs_numeric, schema_inputs
-from mtlrec.seeding import derive_seed
+from mtlrec.models.base.multi_task_model import MultiTaskModel, all_inputs_numeric, schema_inputs
+from mtlrec.conventions.seeding import derive_seed
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")

@@ -1,16 +1,18 @@
 """The format of a saved mtlrec model (its `.keras` file and the run's checkpoints).
 
-Format 2 (issue 12): task heads output logits (a linear last layer, probabilities by a
+CHANGELOG.md says which mtlrec version writes which format.
+
+Format 2: task heads output logits (a linear last layer, probabilities by a
 weightless activation), funnel joints come from log-sigmoids, every weight is seeded
 from the model seed by path. Files written before it (unmarked, format 1) do not load
 correctly into today's models: Keras and `tf.train.Checkpoint` match weights by layer
 position, and the new layers shift it (towers' weights land in other towers), silently.
 So they are refused with one message instead.
 
-Format 3 (issue 12): MMoE's experts batch-normalise their pre-activations (new weights
+Format 3: MMoE's experts batch-normalise their pre-activations (new weights
 in every expert, which would shift a format-2 MMoE's weights the same way).
 
-Format 4 (issue 12): MMoE's experts batch-normalise only when `expert_batch_norm` is set
+Format 4: MMoE's experts batch-normalise only when `expert_batch_norm` is set
 (by default when every input is numeric). Every other model is unchanged, so format 3
 still loads, and an MMoE whose experts batch-normalise reads it too
 (`MultiTaskModel.readable_model_formats`); a format-3 MMoE checkpoint resumed without
@@ -33,7 +35,7 @@ def check_model_format(found, where, readable=(MODEL_FORMAT,)):
     formats = " or ".join(str(f) for f in readable)
     raise ValueError(
         f"{where}: written by mtlrec {written}; this model reads model format {formats} "
-        "only (issue 12: heads output logits, weights seeded by path, MMoE experts "
+        "only (heads output logits, weights seeded by path, MMoE experts "
         "batch-normalised in format 3, and in format 4 only with expert_batch_norm), and loading "
         "the old weights would put them into the wrong layers. Retrain into a new run directory "
         "(or build the model anew and train it)"

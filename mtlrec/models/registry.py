@@ -3,9 +3,9 @@
 import keyword
 from collections.abc import Mapping
 
-from mtlrec.constructor_args import REQUIRED, constructor_args
-from mtlrec.key_paths import ArgumentError, KeyPathError, show
-from mtlrec.layers._gate_config import check_gate
+from mtlrec.conventions.constructor_args import REQUIRED, constructor_args
+from mtlrec.conventions.key_paths import ArgumentError, KeyPathError, show
+from mtlrec.layers.experts._gate_config import check_gate
 
 from mtlrec.models.aitm import AITM
 from mtlrec.models.cross_stitch_net import CrossStitchNet
@@ -17,7 +17,7 @@ from mtlrec.models.ple import PLE
 from mtlrec.models.shared_bottom import SharedBottom
 from mtlrec.models.single_task import SingleTask
 from mtlrec.models.soft_sharing import SoftSharing
-from mtlrec.specs import ModelSpec
+from mtlrec.conventions.specs import ModelSpec
 
 MODELS = {
     "single_task": SingleTask,

@@ -3,9 +3,9 @@
 import keras
 
 from mtlrec.layers.mlp import MLP
-from mtlrec import arg_checks as checks
-from mtlrec.models.multi_task_model import MultiTaskModel, schema_inputs
-from mtlrec.seeding import derive_seed
+from mtlrec.conventions import arg_checks as checks
+from mtlrec.models.base.multi_task_model import MultiTaskModel, schema_inputs
+from mtlrec.conventions.seeding import derive_seed
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")

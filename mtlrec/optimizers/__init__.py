@@ -10,8 +10,8 @@ from collections.abc import Mapping
 
 import keras
 
-from mtlrec.constructor_args import constructor_args
-from mtlrec.key_paths import KeyPathError
+from mtlrec.conventions.constructor_args import constructor_args
+from mtlrec.conventions.key_paths import KeyPathError
 
 from mtlrec.optimizers.lazy_adagrad import LazyAdagrad
 from mtlrec.optimizers.lazy_adam import LazyAdam

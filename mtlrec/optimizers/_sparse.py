@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from mtlrec.sparse_reads import gather_rows
+from mtlrec.layers.embedding.sparse_reads import gather_rows
 
 
 def dedupe_slices(gradient, dtype):

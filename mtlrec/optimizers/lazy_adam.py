@@ -6,7 +6,7 @@ import tensorflow as tf
 from mtlrec.optimizers._sparse import LazyRowUpdates
 from mtlrec.optimizers._sparse import check_range
 from mtlrec.optimizers._sparse import refuse_gradient_accumulation
-from mtlrec.sparse_reads import gather_rows
+from mtlrec.layers.embedding.sparse_reads import gather_rows
 
 #: How a table row's first moment advances: over the global steps, applied ahead
 #: at the lookup (dense Adam's pace), or only on the row's own lookups.

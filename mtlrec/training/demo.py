@@ -79,9 +79,9 @@ def run_demo(workdir="demo_runs", rows_per_day: int | None = None, config_path=N
     from mtlrec.data_pipeline import generate_funnel
     from mtlrec.training.config import load_configs
     from mtlrec.training.experiment import Experiment
-    from mtlrec.training.metrics_log import read_metrics
+    from mtlrec.training.run.metrics_log import read_metrics
     from mtlrec.training.report import make_report
-    from mtlrec.training.run_state import RunState
+    from mtlrec.training.run.run_state import RunState
 
     started = time.perf_counter()
     workdir = Path(workdir).resolve()
@@ -107,7 +107,7 @@ def run_demo(workdir="demo_runs", rows_per_day: int | None = None, config_path=N
             metrics.setdefault(row["task"], {})[row["metric"]] = row["value"]
         entry = state.entry(update) or {}
         plots = make_report(run_dir)
-        from mtlrec.training.export import latest_export
+        from mtlrec.training.serving.export import latest_export
 
         results.append(
             {

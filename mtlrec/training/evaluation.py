@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from mtlrec.day_metrics import CALIBRATION_BINS, DayMetrics
+from mtlrec.metrics.per_day import CALIBRATION_BINS, DayMetrics
 from mtlrec.tasks import Task, evaluation_labels
 from mtlrec.training.progress import row_progress
 
@@ -52,7 +52,7 @@ def _split_extras(batch_labels, extras, shared):
 
 def forward_function(model, gate_model=None):
     """A ``tf.function`` features -> (outputs, gate weights), traced once for any batch size."""
-    from mtlrec.training.export import input_signature, probability_outputs
+    from mtlrec.training.serving.export import input_signature, probability_outputs
 
     signature = input_signature(model)
 
@@ -84,7 +84,7 @@ def evaluate_model(
             output go while the day is read (default: the system's temp dir).
 
     Memory does not grow with the day: every batch goes into a
-    ``mtlrec.day_metrics.DayMetrics`` and is dropped.
+    ``mtlrec.metrics.per_day.DayMetrics`` and is dropped.
 
     Returns:
         An ``EvaluationResult``.

@@ -1,11 +1,11 @@
 """One experiment: train day by day, evaluate, export, against its run directory.
 
-``Experiment.train`` is a short loop over a ``DayPlan`` (``mtlrec.training.day_plan``):
+``Experiment.train`` is a short loop over a ``DayPlan`` (``mtlrec.training.days.day_plan``):
 validate the days (``day_validation``), build the model with the run's schema
 (``run_schema``), then per day: train (checkpoints on the way), the end-of-day
 checkpoint, ``model.keras``, the evaluation on the next day, the metrics, a new export,
 then ``state.json``. Every write goes through the ``RunDirectory`` (layout and crash
-safety in ``mtlrec.training.run_directory``): a crash anywhere leaves a consistent
+safety in ``mtlrec.training.run.run_directory``): a crash anywhere leaves a consistent
 directory; the same command resumes from the last checkpoint (skipping the batches already
 consumed) and redoes only what is missing.
 """
@@ -16,9 +16,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from mtlrec.training.day_datasets import eval_dataset, train_dataset, warmup_rows
-from mtlrec.training.day_log import log_day_done, warn_full_tables
-from mtlrec.training.day_plan import (
+from mtlrec.training.days.day_datasets import eval_dataset, train_dataset, warmup_rows
+from mtlrec.training.run.day_log import log_day_done, warn_full_tables
+from mtlrec.training.days.day_plan import (
     DayPlan,
     already_trained,
     asked_days,
@@ -26,15 +26,15 @@ from mtlrec.training.day_plan import (
     one_eval_day,
     start_position,
 )
-from mtlrec.training.day_validation import DayCheck, validate_days
+from mtlrec.training.days.day_validation import DayCheck, validate_days
 from mtlrec.training.errors import RunError
 from mtlrec.training.faults import fault_point
-from mtlrec.training.metrics_log import metric_rows
-from mtlrec.training.lookup_changes import migration_record
-from mtlrec.training.lookup_migration import log_migration, restore_migrated
-from mtlrec.training.run_directory import MIGRATION_KEY, RunDirectory
-from mtlrec.training.run_schema import resolve_schema
-from mtlrec.training.run_state import RunState, now_utc
+from mtlrec.training.run.metrics_log import metric_rows
+from mtlrec.training.lookups.lookup_changes import migration_record
+from mtlrec.training.lookups.lookup_migration import log_migration, restore_migrated
+from mtlrec.training.run.run_directory import MIGRATION_KEY, RunDirectory
+from mtlrec.training.run.run_schema import resolve_schema
+from mtlrec.training.run.run_state import RunState, now_utc
 
 logger = logging.getLogger("mtlrec.training")
 
@@ -80,7 +80,7 @@ class Experiment:
         """Train the given days in order (``--day D`` / ``--days A:B`` / ``data.train_days``).
 
         ``migrate_lookups`` (``--migrate-lookups``): the tables whose lookup settings the
-        config changes start afresh (``mtlrec.training.lookup_migration``) instead of
+        config changes start afresh (``mtlrec.training.lookups.lookup_migration``) instead of
         being refused.
 
         Returns:
@@ -94,7 +94,7 @@ class Experiment:
                 without ``migrate_lookups``.
         """
         if self.strategy is None:
-            from mtlrec.training.trainer import cluster_from_env, make_strategy
+            from mtlrec.training.distribute.strategies import cluster_from_env, make_strategy
 
             if cluster_from_env():  # before TensorFlow runs anything (collectives need it)
                 self.strategy = make_strategy("multi_worker")
@@ -130,7 +130,7 @@ class Experiment:
     # ------------------------------------------------------------ the loop over the plan
 
     def _train(self, days: list[str], force: bool, checks: dict[str, DayCheck], migrate: bool) -> list[dict]:
-        from mtlrec.training.tensorboard_log import DaySummaries
+        from mtlrec.training.run.tensorboard_log import DaySummaries
 
         state = self.run.load_state()
         self.run.finish_migration(state)
@@ -214,7 +214,7 @@ class Experiment:
     # ------------------------------------------------------------ model and files
 
     def _build(self, schema: dict):
-        from mtlrec.training.parameter_server import trainer_class
+        from mtlrec.training.distribute.ps_trainer import trainer_class
 
         try:
             trainer = trainer_class(self.strategy)(self.config, schema, strategy=self.strategy)

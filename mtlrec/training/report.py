@@ -17,8 +17,8 @@ import json
 import math
 from pathlib import Path
 
-from mtlrec.training.metrics_log import read_metrics
-from mtlrec.training.run_state import RunState
+from mtlrec.training.run.metrics_log import read_metrics
+from mtlrec.training.run.run_state import RunState
 
 
 def _series(rows, metric: str) -> dict:
@@ -33,7 +33,7 @@ def _series(rows, metric: str) -> dict:
 def _loss_names(run_dir: Path) -> dict:
     """task -> the name its training loss is plotted under (``ctcvr`` for the ESMM ``cvr``
     step), from the run's ``config.yaml``; {} when it cannot be read."""
-    from mtlrec import yaml_loader
+    from mtlrec.conventions import yaml_loader
     from mtlrec.tasks import Task
 
     try:

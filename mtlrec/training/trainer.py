@@ -18,111 +18,27 @@ import contextlib
 import dataclasses
 import datetime
 import hashlib
-import json
 import logging
 import math
-import os
 import time
 from typing import Callable
 
 import keras
 import tensorflow as tf
 
-from mtlrec.key_paths import KeyPathError
+from mtlrec.conventions.key_paths import KeyPathError
 from mtlrec.losses import make_weighting
 from mtlrec.losses.factory import STRATEGIES as WEIGHTINGS
 from mtlrec.losses.objective import objective_terms
 from mtlrec.optimizers import make_optimizer, reset_slot_rows
 from mtlrec.training.progress import row_progress, time_left
-from mtlrec.training.day_position import DayPosition
+from mtlrec.training.days.day_position import DayPosition
 from mtlrec.training.errors import NonFiniteLossError
 from mtlrec.training.faults import fault_point
-from mtlrec.training.tensorboard_log import scalar
+from mtlrec.training.distribute.strategies import is_chief, make_strategy
+from mtlrec.training.run.tensorboard_log import scalar
 
 logger = logging.getLogger("mtlrec.training")
-
-
-#: ``training.strategy`` values.
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "parameter_server")
-
-
-def cluster_from_env() -> dict:
-    """The ``cluster`` of ``TF_CONFIG`` (empty without one)."""
-    tf_config = os.environ.get("TF_CONFIG")
-    if not tf_config:
-        return {}
-    try:
-        cluster = json.loads(tf_config).get("cluster") or {}
-    except (ValueError, AttributeError) as err:
-        raise ValueError(f"TF_CONFIG: expected a JSON object with a cluster ({err})") from None
-    return cluster
-
-
-def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy of ``training.strategy``.
-
-    ``auto``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names a cluster, else the
-    default (one device). ``mirrored``: ``MirroredStrategy`` over the local GPUs (else the
-    logical CPU devices). ``multi_worker``: ``MultiWorkerMirroredStrategy`` (``TF_CONFIG`` required).
-    ``parameter_server``: see ``mtlrec.training.parameter_server.strategy_or_serve`` (on a
-    worker or ps task it serves until the process is stopped and does not return).
-    A multi-worker strategy must be made before TensorFlow runs anything (the CLI does).
-    """
-    if kind not in STRATEGIES:
-        raise KeyPathError("training.strategy", f"expected one of {', '.join(STRATEGIES)}, got {kind!r}")
-    cluster = cluster_from_env()
-    if kind == "auto":
-        kind = "multi_worker" if cluster else "default"
-    if kind == "parameter_server":
-        from mtlrec.training.parameter_server import strategy_or_serve
-
-        return strategy_or_serve()
-    if kind == "multi_worker":
-        if not cluster:
-            raise ValueError("training.strategy: multi_worker needs TF_CONFIG describing the cluster")
-        from mtlrec.training.sharding import sharding_of
-
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        shard = sharding_of(strategy)
-        logger.info(
-            "MultiWorkerMirroredStrategy: %d workers, this is worker %d%s",
-            shard.count,
-            shard.index,
-            " (chief)" if is_chief(strategy) else "",
-        )
-        return strategy
-    if kind == "mirrored":  # every local GPU, else every (logical) CPU device
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
-        logger.info("MirroredStrategy over %d local replicas", strategy.num_replicas_in_sync)
-        return strategy
-    return tf.distribute.get_strategy()
-
-
-def is_chief_from_env() -> bool:
-    """Whether this process is the chief according to ``TF_CONFIG`` (True without one)."""
-    try:
-        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    except ValueError:
-        return True
-    cluster, task = tf_config.get("cluster") or {}, tf_config.get("task") or {}
-    if not cluster or not task:
-        return True
-    if task.get("type") == "chief":
-        return True
-    return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and "chief" not in cluster
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """True for the one worker that writes checkpoints, state and exports."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type == "chief":
-        return True
-    cluster = resolver.cluster_spec().as_dict()
-    return task_type == "worker" and task_id == 0 and "chief" not in cluster
 
 
 def day_seed(seed: int, day: str, epoch: int) -> int:
@@ -255,7 +171,7 @@ class Trainer:
     # ------------------------------------------------------------ hooks (ps_trainer)
 
     def _data_sharding(self):
-        from mtlrec.training.sharding import sharding_of
+        from mtlrec.training.distribute.sharding import sharding_of
 
         return sharding_of(self.strategy)
 
@@ -486,7 +402,7 @@ class Trainer:
 
     def _distribute(self, make_dataset, epoch, skip):
         """One worker: global batches split over the local replicas. Several workers: each
-        reads its own shard (``mtlrec.training.sharding``), one batch per replica."""
+        reads its own shard (``mtlrec.training.distribute.sharding``), one batch per replica."""
         if self.sharding.active:
             return self.strategy.distribute_datasets_from_function(
                 lambda context: make_dataset(epoch, skip)

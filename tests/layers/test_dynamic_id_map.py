@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from mtlrec.layers import FeatureEmbedding
-from mtlrec.layers.dynamic_id_map import DynamicIdMap
-from mtlrec.layers.feature_embedding import hash_ids
+from mtlrec.layers.embedding.dynamic_id_map import DynamicIdMap
+from mtlrec.layers.embedding.feature_embedding import hash_ids
 from mtlrec.optimizers import LazyAdagrad, LazyAdam, reset_slot_rows
 
 

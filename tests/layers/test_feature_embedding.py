@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from mtlrec.layers import FeatureEmbedding
-from mtlrec.layers.feature_embedding import hash_ids
+from mtlrec.layers.embedding.feature_embedding import hash_ids
 
 SCHEMA = {
     "categorical": [
@@ -78,7 +78,7 @@ def test_hash_stable_across_processes():
     ints = [42, 7, 10**12]
     code = (
         "import json, os; os.environ['TF_CPP_MIN_LOG_LEVEL']='3';"
-        "from mtlrec.layers.feature_embedding import hash_ids;"
+        "from mtlrec.layers.embedding.feature_embedding import hash_ids;"
         f"print(json.dumps([hash_ids({ids!r}, 97).numpy().tolist(), hash_ids({ints!r}, 97).numpy().tolist()]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

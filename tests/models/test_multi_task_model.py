@@ -17,7 +17,7 @@ from mtlrec.models import (
     build_model,
     schema_inputs,
 )
-from mtlrec.models._masked_mean import MaskedMean
+from mtlrec.models.base._masked_mean import MaskedMean
 
 FUNNEL_TASKS = [
     {"name": "ctr", "label": "click", "weight": 2.0},

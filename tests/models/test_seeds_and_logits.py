@@ -11,9 +11,9 @@ import tensorflow as tf
 
 from mtlrec.losses import task_losses
 from mtlrec.models import ESMM, build_model
-from mtlrec.models._funnel_joint import FunnelJoint
+from mtlrec.models.base._funnel_joint import FunnelJoint
 from mtlrec.models.model_format import MODEL_FORMAT
-from mtlrec.seeding import derive_seed
+from mtlrec.conventions.seeding import derive_seed
 
 FUNNEL_TASKS = [
     {"name": "ctr", "label": "click"},
@@ -171,12 +171,12 @@ def test_esmm_with_pctr_1e_9_trains_without_nan(tiny_funnel):
 
 def test_a_keras_file_written_before_the_logit_heads_is_refused_with_one_message():
     """`data/esmm_format1.keras`: an ESMM (tower_units=[4], seed=3, weights moved off their
-    init) saved by mtlrec before issue 12. Keras would match its weights by layer position
+    init) saved by mtlrec before model format 2. Keras would match its weights by layer position
     and load its ctr tower into the cvr tower (and back), silently; it is refused."""
     path = Path(__file__).parent / "data" / "esmm_format1.keras"
     message = (
         "the .keras file of model 'esmm': written by mtlrec before model formats were "
-        f"recorded; this model reads model format 3 or {MODEL_FORMAT} only (issue 12: heads "
+        f"recorded; this model reads model format 3 or {MODEL_FORMAT} only (heads "
         "output logits, weights seeded by path, MMoE experts batch-normalised in format 3, "
         "and in format 4 only with expert_batch_norm), and loading the old weights would put "
         "them into the wrong layers."

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from mtlrec.layers import FeatureEmbedding
 from mtlrec.optimizers import LazyAdagrad, LazyAdam
-from mtlrec.sparse_reads import gather_rows
+from mtlrec.layers.embedding.sparse_reads import gather_rows
 
 SCHEMA = {
     "categorical": [{"name": "item_id", "dtype": "int64", "num_buckets": 1000, "dim": 4}],

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from mtlrec.key_paths import KeyPathError
+from mtlrec.conventions.key_paths import KeyPathError
 from mtlrec.optimizers import LazyAdagrad
 from mtlrec.optimizers import LazyAdam
 from mtlrec.optimizers import make_optimizer

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from mtlrec.optimizers import LazyAdagrad, LazyAdam
 from mtlrec.optimizers.sharded_rows import ShardedRowOptimizer, table_shards
-from mtlrec.sparse_reads import gather_rows
+from mtlrec.layers.embedding.sparse_reads import gather_rows
 
 
 def _sharded(values):

@@ -182,7 +182,7 @@ def test_inputs_that_are_not_errors(tmp_path, funnel_root, training, capsys):
     # the odd ids score like any other (finite predictions; e + combining accent != precomposed)
     import tensorflow as tf
 
-    from mtlrec.training.export import latest_export
+    from mtlrec.training.serving.export import latest_export
 
     serve = tf.saved_model.load(str(latest_export(tmp_path / "run" / "export"))).signatures["serving_default"]
     batch = {k: v[: len(odd_ids)] for k, v in features.items()}

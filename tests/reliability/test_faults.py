@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 
 from mtlrec.cli import main
-from mtlrec.training.export import latest_export, versions
-from mtlrec.training.predict import predict_file
-from mtlrec.training.run_state import RunState
+from mtlrec.training.serving.export import latest_export, versions
+from mtlrec.training.serving.predict import predict_file
+from mtlrec.training.run.run_state import RunState
 
 DAY1, DAY2, DAY3 = "2024-01-01", "2024-01-02", "2024-01-03"
 

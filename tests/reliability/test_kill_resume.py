@@ -18,9 +18,9 @@ import pytest
 from mtlrec.cli import main
 from mtlrec.training.config import load_config
 from mtlrec.training.experiment import Experiment
-from mtlrec.training.export import latest_export, versions
-from mtlrec.training.predict import predict_file
-from mtlrec.training.run_state import RunState
+from mtlrec.training.serving.export import latest_export, versions
+from mtlrec.training.serving.predict import predict_file
+from mtlrec.training.run.run_state import RunState
 
 DAYS = ["2024-01-01", "2024-01-02"]  # the first two days of the `funnel_root` fixture
 EVAL_DAY = "2024-01-03"

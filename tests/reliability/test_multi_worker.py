@@ -12,8 +12,8 @@ import pytest
 
 from mtlrec.training.config import load_config
 from mtlrec.training.experiment import Experiment
-from mtlrec.training.export import versions
-from mtlrec.training.run_state import RunState
+from mtlrec.training.serving.export import versions
+from mtlrec.training.run.run_state import RunState
 
 DAY = "2024-01-01"
 # weights after 5 steps of Adam: the two runs differ only by the order of float sums

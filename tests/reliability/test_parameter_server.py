@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mtlrec.training.parameter_server import local_cluster, tf_config
+from mtlrec.training.distribute.parameter_server import local_cluster, tf_config
 
 START = "2024-01-01"  # the first day of tests/training/conftest.py's funnel_root
 
@@ -129,7 +129,7 @@ def test_a_bad_seconds_setting_on_the_chief_is_one_line_and_writes_nothing(tmp_p
 @pytest.mark.parametrize("raw, expected", [(None, 60.0), ("2.5", 2.5), ("0", None), ("-1", None), ("nan", None),
                                            ("", None)])
 def test_seconds_settings_are_numbers_above_zero(monkeypatch, raw, expected):
-    from mtlrec.training.parameter_server import env_seconds
+    from mtlrec.training.distribute.parameter_server import env_seconds
 
     for name in ("MTLREC_PS_CONNECT_TIMEOUT", "MTLREC_PS_STALL_WARNING"):
         if raw is None:
@@ -161,7 +161,7 @@ def test_a_task_that_went_away_is_one_run_error_naming_it():
     import tensorflow as tf
 
     from mtlrec.training.errors import RunError
-    from mtlrec.training.ps_trainer import unavailable_as_run_error
+    from mtlrec.training.distribute.ps_trainer import unavailable_as_run_error
 
     text = (
         "Graph execution error:\n\n2 root error(s) found.\n  (0) UNAVAILABLE:  failed to connect to all "
@@ -181,7 +181,7 @@ def test_a_task_that_went_away_is_one_run_error_naming_it():
 def test_the_stall_watch_logs_only_while_a_step_is_awaited_and_names_the_tasks_that_refuse(monkeypatch, caplog):
     import socket
 
-    from mtlrec.training.ps_trainer import _StallWatch
+    from mtlrec.training.distribute.ps_trainer import _StallWatch
 
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))

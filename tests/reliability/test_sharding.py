@@ -1,11 +1,11 @@
-"""How a day is split over workers (mtlrec/training/sharding.py), without starting a cluster."""
+"""How a day is split over workers (mtlrec/training/distribute/sharding.py), without starting a cluster."""
 
 import numpy as np
 import pytest
 
 from mtlrec.training.config import load_config
-from mtlrec.training.day_datasets import train_dataset
-from mtlrec.training.sharding import Sharding
+from mtlrec.training.days.day_datasets import train_dataset
+from mtlrec.training.distribute.sharding import Sharding
 
 DAY = "2024-01-01"
 
@@ -56,7 +56,7 @@ def test_by_file_each_worker_reads_its_files_for_the_same_number_of_steps(tmp_pa
 def test_a_last_batch_shorter_than_the_worker_count_leaves_no_worker_empty():
     import tensorflow as tf
 
-    from mtlrec.training.sharding import record_slice
+    from mtlrec.training.distribute.sharding import record_slice
 
     ds = tf.data.Dataset.from_tensors(({"x": tf.constant([7.0])}, {"y": tf.constant([1.0])}))
     out = [next(iter(record_slice(ds, Sharding(i, 3))))[0]["x"].numpy().tolist() for i in range(3)]

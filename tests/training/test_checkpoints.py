@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from mtlrec.models.model_format import MODEL_FORMAT
-from mtlrec.training.checkpoints import CheckpointManager
+from mtlrec.training.run.checkpoints import CheckpointManager
 from mtlrec.training.errors import RunError
 
 
@@ -74,7 +74,7 @@ def test_restoring_into_a_different_model_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("recorded", [None, 1])
 def test_a_checkpoint_of_an_older_model_format_is_refused(tmp_path, recorded):
-    """Checkpoints written before issue 12 (no model_format in meta.json) would restore
+    """Checkpoints written before model format 2 (no model_format in meta.json) would restore
     their weights into the wrong layers of today's models: refused, one message."""
     manager, variable, _ = make(tmp_path)
     path = manager.save({"steps": 1})
@@ -87,7 +87,7 @@ def test_a_checkpoint_of_an_older_model_format_is_refused(tmp_path, recorded):
     written = "before model formats were recorded" if recorded is None else "in model format 1"
     message = (
         f"checkpoint {path}: written by mtlrec {written}; this model reads model format "
-        f"3 or {MODEL_FORMAT} only (issue 12: heads output logits, weights seeded by path, "
+        f"3 or {MODEL_FORMAT} only (heads output logits, weights seeded by path, "
         "MMoE experts batch-normalised in format 3, and in format 4 only with expert_batch_norm)"
     )
     with pytest.raises(RunError, match=message.replace("(", r"\(").replace(")", r"\)")):

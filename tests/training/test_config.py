@@ -8,11 +8,11 @@ import keras
 import pytest
 import yaml
 
-from mtlrec.key_paths import KeyPathError
+from mtlrec.conventions.key_paths import KeyPathError
 from mtlrec.losses.loss_weighting import LossWeighting
 from mtlrec.models import build_model
 from mtlrec.schema import Schema
-from mtlrec.specs import ModelSpec, OptimizerSpec, WeightingSpec
+from mtlrec.conventions.specs import ModelSpec, OptimizerSpec, WeightingSpec
 from mtlrec.tasks import Task
 from mtlrec.training.config import (
     ConfigError,
@@ -257,7 +257,7 @@ def test_numbers_read_as_yaml_1_2_writes_them(tmp_path):
     assert config.optimizer.dense["learning_rate"] == 0.001
     assert config.optimizer.embedding["learning_rate"] == 0.5
 
-    from mtlrec import yaml_loader
+    from mtlrec.conventions import yaml_loader
 
     assert yaml_loader.load("[1e-3, 1E3, 2e+5, -.5, +1.5e3, .inf, 10, 1_000, 0x1f, '1e3', fast, 1e, e3]") == [
         0.001, 1000.0, 200000.0, -0.5, 1500.0, float("inf"), 10, 1000, 31, "1e3", "fast", "1e", "e3"

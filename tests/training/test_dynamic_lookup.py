@@ -18,8 +18,8 @@ from pathlib import Path
 
 from mtlrec.training.config import load_config
 from mtlrec.training.experiment import Experiment
-from mtlrec.training.export import latest_export
-from mtlrec.training.run_state import RunState
+from mtlrec.training.serving.export import latest_export
+from mtlrec.training.run.run_state import RunState
 
 _spec = importlib.util.spec_from_file_location("mtlrec_training_conftest", Path(__file__).with_name("conftest.py"))
 _fixtures = importlib.util.module_from_spec(_spec)

@@ -8,9 +8,9 @@ import tensorflow as tf
 from mtlrec.training.config import load_config
 from mtlrec.training.errors import NonFiniteLossError, RunError
 from mtlrec.training.experiment import Experiment
-from mtlrec.training.export import versions
-from mtlrec.training.metrics_log import read_metrics
-from mtlrec.training.run_state import RunState
+from mtlrec.training.serving.export import versions
+from mtlrec.training.run.metrics_log import read_metrics
+from mtlrec.training.run.run_state import RunState
 
 
 @pytest.fixture(autouse=True)
@@ -252,7 +252,7 @@ def test_metabalance_trains_through_the_trainer_and_its_averages_checkpoint(writ
     assert averages.shape == (2, len(experiment.trainer.shared_variables))
     assert np.all(np.isfinite(averages)) and np.all(averages[0] > 0)
     checkpoint, _ = experiment.checkpoints.latest()
-    from mtlrec.training.checkpoints import PREFIX
+    from mtlrec.training.run.checkpoints import PREFIX
 
     reader = tf.train.load_checkpoint(str(checkpoint / PREFIX))
     (key,) = [k for k in reader.get_variable_to_shape_map() if k.startswith("weighting/")]

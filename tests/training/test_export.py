@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from mtlrec.training.export import export_model, latest_export, read_metadata, versions
-from mtlrec.training.predict import input_files, predict_file
+from mtlrec.training.serving.export import export_model, latest_export, read_metadata, versions
+from mtlrec.training.serving.predict import input_files, predict_file
 
 
 def _features(day_dir, schema, rows=50):
     """Raw model inputs of the first ``rows`` rows of a day, as the pipeline reads them."""
-    from mtlrec.training.predict import batch_inputs
+    from mtlrec.training.serving.predict import batch_inputs
 
     table = pq.read_table(input_files(day_dir)[0]).slice(0, rows)
     names = [f["name"] for s in ("categorical", "numeric", "sequence") for f in schema.get(s, [])]

@@ -20,15 +20,15 @@ import pytest
 import tensorflow as tf
 
 from mtlrec.cli import main
-from mtlrec.layers._id_hashing import hash_ids
+from mtlrec.layers.embedding._id_hashing import hash_ids
 from mtlrec.training.config import load_config
 from mtlrec.training.errors import ConfigError, RunError
 from mtlrec.training.experiment import Experiment
-from mtlrec.training.export import latest_export
-from mtlrec.training.lookup_migration import restore_migrated
-from mtlrec.training.run_directory import RunDirectory
-from mtlrec.training.run_schema import resolve_schema
-from mtlrec.training.run_state import RunState
+from mtlrec.training.serving.export import latest_export
+from mtlrec.training.lookups.lookup_migration import restore_migrated
+from mtlrec.training.run.run_directory import RunDirectory
+from mtlrec.training.run.run_schema import resolve_schema
+from mtlrec.training.run.run_state import RunState
 from mtlrec.training.trainer import Trainer
 
 _spec = importlib.util.spec_from_file_location("mtlrec_training_conftest", Path(__file__).with_name("conftest.py"))

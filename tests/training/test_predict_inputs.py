@@ -11,7 +11,7 @@ import pytest
 from mtlrec.data_pipeline import make_dataset
 from mtlrec.data_pipeline.partitions import day_dir
 from mtlrec.data_pipeline.tfrecord_io import write_tfrecord
-from mtlrec.training.predict import _record_batches, batch_inputs, input_files
+from mtlrec.training.serving.predict import _record_batches, batch_inputs, input_files
 
 DAY = "2024-03-01"
 SCHEMA = {

@@ -7,8 +7,8 @@ import pytest
 
 from mtlrec.training.config import load_config
 from mtlrec.training.experiment import Experiment
-from mtlrec.training.export import latest_export, versions
-from mtlrec.training.run_state import RunState
+from mtlrec.training.serving.export import latest_export, versions
+from mtlrec.training.run.run_state import RunState
 
 ROWS = 4000
 BATCH = 32

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from mtlrec.training.errors import RunError
-from mtlrec.training.run_state import RunState
+from mtlrec.training.run.run_state import RunState
 
 
 def test_fresh_state_records_days_once_and_round_trips(tmp_path):
@@ -51,7 +51,7 @@ def test_save_is_atomic_and_a_corrupt_file_is_reported(tmp_path):
 def test_a_failed_write_keeps_the_reason_at_the_end_of_a_long_tensorflow_error(tmp_path):
     import tensorflow as tf
 
-    from mtlrec.training.run_directory import RunDirectory
+    from mtlrec.training.run.run_directory import RunDirectory
 
     temp = "/tmp/" + "x" * 400 + "/part-00000-of-00001.data-00000-of-00001.tempstate123"
     error = tf.errors.UnknownError(None, None, "{{function_node __wrapped__SaveV2_dtypes_39}} " + temp + "; File too large")

@@ -15,8 +15,8 @@ import tensorflow as tf
 
 from mtlrec.data_pipeline import make_dataset
 from mtlrec.data_pipeline.recent_items import fit_padded
-from mtlrec.training.export import WARMUP_PATH, latest_export, read_metadata
-from mtlrec.training.predict import input_files, predict_file
+from mtlrec.training.serving.export import WARMUP_PATH, latest_export, read_metadata
+from mtlrec.training.serving.predict import input_files, predict_file
 
 DAY = "2024-02-01"
 

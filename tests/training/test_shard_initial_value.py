@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtlrec.training.parameter_server import TablePartitioner, shard_initial_value
+from mtlrec.training.distribute.parameter_server import TablePartitioner, shard_initial_value
 
 
 def _created(name, seed, shape=(10, 4)):

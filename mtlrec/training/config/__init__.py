@@ -1,6 +1,6 @@
 """Experiment configs: one YAML file is one reproducible run.
 
-``load_config(path)`` reads the file with ``mtlrec.yaml_loader`` (a safe loader:
+``load_config(path)`` reads the file with ``mtlrec.conventions.yaml_loader`` (a safe loader:
 nothing in it is evaluated as code; numbers read as YAML 1.2 writes them, ``1e-3``),
 checks every key once, before any work starts, and returns an ``ExperimentConfig``: one
 typed tree (``.schema`` a ``Schema``, ``.tasks`` a list of ``Task``, ``.model``,

@@ -10,7 +10,7 @@ import json
 from pydantic import BaseModel
 
 from mtlrec.schema import Schema
-from mtlrec.specs import ModelSpec, WeightingSpec
+from mtlrec.conventions.specs import ModelSpec, WeightingSpec
 from mtlrec.training.config.sections import (
     DataConfig,
     EvaluationConfig,

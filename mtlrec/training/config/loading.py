@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from mtlrec.key_paths import KeyPathError, show
-from mtlrec.specs import OptimizerSpec, WeightingSpec
+from mtlrec.conventions.key_paths import KeyPathError, show
+from mtlrec.conventions.specs import OptimizerSpec, WeightingSpec
 from mtlrec.training.config import source as yaml_source
 from mtlrec.training.config.experiment_config import ExperimentConfig
 from mtlrec.training.config.sections import SECTIONS, Document, keys_of

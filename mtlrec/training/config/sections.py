@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from mtlrec.key_paths import show
+from mtlrec.conventions.key_paths import show
 from mtlrec.training.config import values as v
 
 FORMATS = ("parquet", "tfrecord")

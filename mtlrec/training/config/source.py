@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from mtlrec import yaml_loader
+from mtlrec.conventions import yaml_loader
 from mtlrec.training.errors import ConfigError
 
 _LAST_KEY = re.compile(r"(\[\d+\]|\.[^.\[\]]+)$")

@@ -15,7 +15,7 @@ from typing import Callable
 from pydantic import PlainValidator
 from pydantic_core import PydanticCustomError
 
-from mtlrec.key_paths import show
+from mtlrec.conventions.key_paths import show
 
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DAYS = 'a day range "YYYY-MM-DD:YYYY-MM-DD", a day, or a list of days'

@@ -1,0 +1,1 @@
+"""Layers that pass information between task columns: cross-stitch units and AITM's transfer."""

@@ -1,0 +1,381 @@
+"""Base class of the mtlrec models: schema inputs, shared embedding, interaction block,
+task heads and the multi-task loss."""
+
+import copy
+import json
+
+import keras
+import numpy as np
+
+from mtlrec.conventions.key_paths import ArgumentError
+from mtlrec.layers.interaction.cross_network import CrossNetwork
+from mtlrec.layers.interaction.dot_interaction import DotInteraction
+from mtlrec.layers.embedding.feature_embedding import FeatureEmbedding
+from mtlrec.layers.interaction.fm_interaction import FMInteraction
+from mtlrec.layers.mlp import MLP
+from mtlrec.losses import make_weighting
+from mtlrec.losses.objective import objective_terms
+from mtlrec.conventions import arg_checks as checks
+from mtlrec.models.base._funnel_joint import FunnelJoint
+from mtlrec.models.base._masked_mean import MaskedMean
+from mtlrec.models.model_format import MODEL_FORMAT, READABLE_FORMATS, check_model_format
+from mtlrec.models.base.variable_groups import VariableGroups
+from mtlrec.schema import Schema
+from mtlrec.conventions.seeding import derive_seed
+from mtlrec.tasks import funnel_chain, logit_name, validate_tasks
+
+INTERACTIONS = ("fm", "dot", "dcn")
+FIELD_INTERACTIONS = ("fm", "dot")  # on the stacked field embeddings
+
+
+def all_inputs_numeric(schema):
+    """True when `schema` (a `Schema`) has numeric features only: no embedding input."""
+    return not schema.categorical and not schema.sequence
+
+
+def schema_inputs(schema):
+    """One `keras.Input` per feature of `schema` (a dict or `Schema`), keyed by name.
+
+    categorical: shape `()`, dtype `string` or `int64`; numeric: shape `()`, float32;
+    sequence: shape `(max_len,)`, `string` or `int64`.
+    """
+    parsed = Schema.from_dict(schema)
+    inputs = {}
+    for f in parsed.categorical:
+        inputs[f.name] = keras.Input(shape=(), dtype=f.dtype, name=f.name)
+    for f in parsed.numeric:
+        inputs[f.name] = keras.Input(shape=(), dtype="float32", name=f.name)
+    for f in parsed.sequence:
+        inputs[f.name] = keras.Input(shape=(f.max_len,), dtype=f.dtype, name=f.name)
+    return inputs
+
+
+def check_interaction(interaction, schema):
+    """Validate an `interaction` config; returns a normalised copy (or None)."""
+    if interaction is None:
+        return None
+    if not isinstance(interaction, dict) or interaction.get("type") not in INTERACTIONS:
+        raise ArgumentError(
+            "interaction",
+            "Expected interaction to be None, {'type': 'fm'}, {'type': 'dot'} or "
+            "{'type': 'dcn', 'num_layers': n, 'low_rank': r}. "
+            f"Received: interaction={interaction!r}"
+        )
+    kind = interaction["type"]
+    allowed = ("type",) if kind in FIELD_INTERACTIONS else ("type", "num_layers", "low_rank")
+    for key in interaction:
+        if key not in allowed:
+            raise ArgumentError(
+                "interaction",
+                f"interaction.{key}: unknown key for type {kind!r} "
+                f"(allowed: {', '.join(allowed)}). Received: interaction={interaction!r}"
+            )
+    out = {"type": kind}
+    if kind == "dcn":
+        out["num_layers"] = checks.check_positive_int(
+            "interaction.num_layers", interaction.get("num_layers", 2)
+        )
+        low_rank = interaction.get("low_rank")
+        out["low_rank"] = (
+            None if low_rank is None else checks.check_positive_int("interaction.low_rank", low_rank)
+        )
+    else:
+        parsed = Schema.from_dict(schema)
+        dims = {f.name: parsed.table_size(f)[1] for f in parsed.categorical}
+        if len(dims) < 2 or len(set(dims.values())) != 1:
+            raise ArgumentError(
+                "interaction",
+                f"interaction {{'type': {kind!r}}} needs at least two categorical features "
+                f"with the same embedding dim. Received categorical dims: {dims}"
+            )
+    return out
+
+
+def _plain(value):
+    """Deep copy as plain JSON types (tracked dicts/lists, tuples -> dict/list)."""
+    return json.loads(json.dumps(value))
+
+
+@keras.saving.register_keras_serializable(package="mtlrec")
+class MultiTaskModel(keras.Model):
+    """Base of the functional multi-task models (keras-hub "functional subclass" style).
+
+    A subclass's `__init__` has three sections: *layers* (`self._setup(...)` then its own
+    backbone layers), *functional wiring* (`schema_inputs` -> `self._embed` -> backbone ->
+    `self._heads`, then `super().__init__(inputs=..., outputs=...)`), and *config* (store
+    the normalised hyperparameters that `get_config` returns).
+
+    Shared pieces:
+    - `FeatureEmbedding` over the schema; sequence features are mean-pooled over their
+      unpadded steps and appended to the dense vector.
+    - `interaction`: None, `{"type": "fm"}` (`FMInteraction` bi-interaction vector of the
+      categorical fields, concatenated to the dense vector), `{"type": "dot"}`
+      (`DotInteraction`: the inner product of every pair of categorical fields, concatenated
+      to the dense vector) or `{"type": "dcn",
+      "num_layers": n, "low_rank": r}` (`CrossNetwork` on the dense vector).
+    - Task heads: an `MLP` tower per task ending in a linear Dense(1) (binary, logit
+      `(B,)`), Dense(num_classes) (multiclass, logits `(B, C)`) or Dense(1) (regression,
+      `(B,)`). The outputs dict holds each task's probability under its name (sigmoid /
+      softmax; the raw value for regression) and, for binary and multiclass tasks, its
+      logits under `<name>_logit`. A task with a `parent` outputs its conditional
+      probability under its name and the product along the parent chain under
+      `task.joint_name`, with the joint's log-odds under `<joint>_logit`, computed from
+      log-sigmoids (`FunnelJoint`). The losses read the `_logit` entries; serving,
+      `predict` and evaluation publish only `probability_names()`.
+    - Seeds: every weight derives from `seed` by `mtlrec.conventions.seeding.derive_seed` along its
+      layer path (embedding tables included); the same seed gives the same weights.
+    - `compute_loss`: the terms of `mtlrec.losses.objective.objective_terms` (task losses,
+      the model's `auxiliary_losses`, `self.losses`) combined by the `loss_weighting`
+      strategy (`make_weighting`; fixed task weights by default), so
+      `model.compile(optimizer="adam"); model.fit(dataset)` trains on `(features, labels)`
+      batches. GradNorm, PCGrad and MetaBalance need per-task gradients: the trainer's
+      step gives them, over the groups of `variable_groups()`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        if not hasattr(self, "task_specs"):
+            raise TypeError(
+                "MultiTaskModel is the base of the mtlrec models: a subclass calls "
+                "self._setup(schema, tasks, ...) and wires its graph before "
+                "super().__init__(inputs=..., outputs=...)."
+            )
+        super().__init__(*args, **kwargs)
+        # Objects outside the functional graph are attached after the functional init.
+        self.weighting = make_weighting(self.loss_weighting, self.task_specs)
+        if self.weighting.requires_custom_step:
+            raise ValueError(
+                f"loss_weighting type {self.loss_weighting['type']!r} needs per-task "
+                "gradients, which model.fit cannot give; train with mtlrec.training or "
+                "pass loss_weighting=None (fixed) or {'type': 'uncertainty'}. "
+                f"Received: loss_weighting={self.loss_weighting!r}"
+            )
+        self.task_loss_trackers = [
+            keras.metrics.Mean(name=f"{t.name}_loss") for t in self.task_specs
+        ]
+
+    # === Layers (helpers called by subclasses before the functional init) ===
+
+    def _setup(self, schema, tasks, interaction=None, loss_weighting=None, seed=None):
+        """Validate the shared arguments and create the embedding and interaction layers."""
+        if hasattr(schema, "to_dict"):
+            schema = schema.to_dict()
+        if not isinstance(schema, dict):
+            raise ValueError(
+                f"Expected schema to be a dict (the schema section of a config). "
+                f"Received: schema={schema!r}"
+            )
+        if not isinstance(tasks, (list, tuple)):
+            raise ValueError(f"Expected tasks to be a list of task dicts. Received: tasks={tasks!r}")
+        parsed = Schema.from_dict(schema)
+        specs = validate_tasks(tasks, parsed)
+        if loss_weighting is not None and not isinstance(loss_weighting, dict):
+            raise ValueError(
+                "Expected loss_weighting to be None or a dict like {'type': 'uncertainty'}. "
+                f"Received: loss_weighting={loss_weighting!r}"
+            )
+        make_weighting(loss_weighting, specs)  # fail early on a bad config
+        self.schema = _plain(schema)
+        self.tasks = [t.to_dict() for t in specs]
+        self.task_specs = specs
+        self.interaction = check_interaction(interaction, schema)
+        self.loss_weighting = None if loss_weighting is None else _plain(loss_weighting)
+        self.seed = checks.check_seed(seed)
+        self._parsed_schema = parsed
+        self.feature_embedding = FeatureEmbedding(
+            self.schema, seed=derive_seed(self.seed, "feature_embedding"), name="feature_embedding"
+        )
+        self.interaction_layer = None
+        if self.interaction is not None and self.interaction["type"] == "fm":
+            self.interaction_layer = FMInteraction(name="fm_interaction")
+        elif self.interaction is not None and self.interaction["type"] == "dot":
+            self.interaction_layer = DotInteraction(name="dot_interaction")
+        elif self.interaction is not None:
+            self.interaction_layer = CrossNetwork(
+                num_layers=self.interaction["num_layers"],
+                low_rank=self.interaction["low_rank"],
+                seed=derive_seed(self.seed, "cross_network"),
+                name="cross_network",
+            )
+        self.towers = {}
+
+    def _task_tower(self, task, units, dropout):
+        """A tower ending in a linear output layer: the task's logits (or its value)."""
+        width = task.num_classes if task.kind == "multiclass" else 1
+        return MLP(
+            list(units) + [width],
+            dropout=dropout,
+            output_activation="linear",
+            seed=derive_seed(self.seed, f"{task.name}_tower"),
+            name=f"{task.name}_tower",
+        )
+
+    # === Functional wiring helpers ===
+
+    def _embed(self, inputs):
+        """features -> the shared dense vector (B, D) (with pooled sequences and the
+        interaction block applied)."""
+        emb = self.feature_embedding(inputs)
+        parts = [emb["dense"]] if "dense" in emb else []
+        for name in emb["sequences"]:
+            pooled = MaskedMean(name=f"{name}_mean")(emb["sequences"][name], mask=emb["masks"][name])
+            parts.append(pooled)
+        if self.interaction is not None and self.interaction["type"] in FIELD_INTERACTIONS:
+            parts.append(self.interaction_layer(emb["fields"]))
+        x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="shared_input")(parts)
+        if self.interaction is not None and self.interaction["type"] == "dcn":
+            x = self.interaction_layer(x)
+        return x
+
+    def _heads(self, task_inputs, tower_units, dropout):
+        """task name -> (B, d) tensors -> output dict (with the funnel joint outputs)."""
+        raw = {}
+        for task in self.task_specs:
+            tower = self._task_tower(task, tower_units, dropout)
+            self.towers[task.name] = tower
+            raw[task.name] = self._squeeze(task, tower(task_inputs[task.name]))
+        return self._outputs(raw)
+
+    @staticmethod
+    def _squeeze(task, y):
+        """A tower's `(B, 1)` output as `(B,)` (multiclass logits stay `(B, C)`)."""
+        if task.kind == "multiclass":
+            return y
+        return keras.layers.Reshape((), name=f"{task.name}_output")(y)
+
+    def _outputs(self, raw):
+        """task name -> its head's logits (value for regression) -> the outputs dict:
+        probabilities under the task and joint names, logits under `<name>_logit`."""
+        outputs = {}
+        for task in self.task_specs:
+            outputs[task.name] = self._probability(task, raw[task.name])
+            if task.kind != "regression":
+                outputs[logit_name(task.name)] = raw[task.name]
+        for task in self.task_specs:
+            if task.parent is not None:
+                chain = funnel_chain(task, self.task_specs)
+                prob, logit = FunnelJoint(name=task.joint_name)([raw[t.name] for t in chain])
+                outputs[task.joint_name] = prob
+                outputs[logit_name(task.joint_name)] = logit
+        return outputs
+
+    @staticmethod
+    def _probability(task, z):
+        """sigmoid (binary) or softmax (multiclass) of a head's logits; a regression
+        head's value as it is."""
+        if task.kind == "regression":
+            return z
+        activation = "sigmoid" if task.kind == "binary" else "softmax"
+        return keras.layers.Activation(
+            activation, dtype="float32", name=f"{task.name}_probability"
+        )(z)
+
+    def probability_names(self):
+        """The user-facing outputs, in order: each task's probability (its value for
+        regression) and each funnel joint; not the `<name>_logit` entries."""
+        names = [t.name for t in self.task_specs]
+        return names + [t.joint_name for t in self.task_specs if t.parent is not None]
+
+    # === Training ===
+
+    def compile(self, *args, **kwargs):
+        """`keras.Model.compile`, then the optimizer's slots are created eagerly.
+
+        Without a distribution strategy Keras defers building the optimizer to the first
+        traced train step, where creating its variables costs about as much as tracing the
+        whole model again (Adam: ~3x slower first `fit` here). The model's variables all
+        exist at construction, so build it now.
+        """
+        super().compile(*args, **kwargs)
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """sum_k w_k L_k (per the loss weighting) + `self.losses`.
+
+        `y` is the labels dict of a `(features, labels)` batch. Rows are selected per task
+        by its `sample_space`, not by `sample_weight` (which is refused).
+        """
+        if sample_weight is not None:
+            raise ValueError(
+                "MultiTaskModel.compute_loss does not take sample_weight; restrict a task's "
+                "rows with its sample_space. Received: sample_weight given"
+            )
+        if y is None:
+            return None
+        if not isinstance(y, dict):
+            raise ValueError(
+                "Expected y to be a dict label name -> (B,) tensor (the labels of a "
+                f"(features, labels) batch). Received: y of type {type(y).__name__}"
+            )
+        terms = objective_terms(self, y, y_pred)
+        for tracker, task in zip(self.task_loss_trackers, self.task_specs):
+            tracker.update_state(terms[task.name])
+        return self.weighting.combine(terms)
+
+    def auxiliary_losses(self, labels, outputs):
+        """Loss terms beside the tasks' own (AITM's calibrator, ESCM²'s counterfactual
+        risk): name -> scalar, added to the objective with weight 1 by every loss
+        weighting, here and in the trainer's step. None by default."""
+        return {}
+
+    # === Variable groups (the trainer's optimizers and loss weighting read them) ===
+
+    def variable_groups(self) -> VariableGroups:
+        """The trainable variables by role: the embedding tables, the shared variables,
+        each task's own (`_task_layers`) and GradNorm's W (`_balance_layer_variables`);
+        the loss weighting's variables are in no group."""
+        return VariableGroups.of(
+            embedding_tables=self.feature_embedding.trainable_variables,
+            task_layers=self._task_layers(),
+            trainable=self.trainable_variables,
+            excluded=self.weighting.trainable_variables,
+            balance_layer=self._balance_layer_variables(),
+        )
+
+    def _task_layers(self):
+        """(task name, layer) of every layer that serves one task, in the fixed order of
+        `VariableGroups.task_order`: the towers; subclasses append their other layers."""
+        return list(self.towers.items())
+
+    def _balance_layer_variables(self):
+        """GradNorm's W: the last layer all tasks share (here the interaction block, else
+        the embedding tables; backbones override it)."""
+        layer = self.interaction_layer if self.interaction_layer is not None else self.feature_embedding
+        return list(layer.trainable_variables)
+
+    # === Saving ===
+
+    _FORMAT_KEY = "model_format"
+
+    def readable_model_formats(self):
+        """The model formats whose files and checkpoints load into this model."""
+        return READABLE_FORMATS
+
+    def save_own_variables(self, store):
+        """The model's own variables plus its `MODEL_FORMAT`, so that a later mtlrec can
+        tell a `.keras` file of another format and refuse it."""
+        super().save_own_variables(store)
+        store[self._FORMAT_KEY] = np.array(MODEL_FORMAT, dtype="int32")
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        found = int(np.asarray(store[self._FORMAT_KEY])) if self._FORMAT_KEY in keys else None
+        check_model_format(found, f"the .keras file of model {self.name!r}", self.readable_model_formats())
+        super().load_own_variables({k: store[k] for k in keys if k != self._FORMAT_KEY})
+
+    # === Config ===
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "schema": copy.deepcopy(_plain(self.schema)),
+            "tasks": _plain(self.tasks),
+            "interaction": None if self.interaction is None else _plain(self.interaction),
+            "loss_weighting": None if self.loss_weighting is None else _plain(self.loss_weighting),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

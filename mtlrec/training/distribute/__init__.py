@@ -1,0 +1,1 @@
+"""Training on more than one device or machine: strategies, the parameter-server trainer, each worker's share of a day."""

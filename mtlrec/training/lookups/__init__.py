@@ -1,0 +1,1 @@
+"""Changing a trained run's lookups: detecting the change and restoring into the new tables."""
