@@ -187,7 +187,8 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from mtlrec.training.distribute.strategies import cluster_from_env, make_strategy
+    from mtlrec.training.distribute.cluster_env import cluster_from_env
+    from mtlrec.training.distribute.strategies import make_strategy
 
     # Reading the config runs nothing of TensorFlow, so a TF_CONFIG cluster (whose
     # MultiWorkerMirroredStrategy must come before anything TensorFlow runs) is joined after.

@@ -1,1 +1,2 @@
-"""The project-wide conventions every package follows, each in one place: argument checks, errors that name their config key, YAML reading, config specs, weight seeds."""
+"""The conventions every package follows, each written once: argument checks, errors that name
+their config key, YAML reading, config specs, weight seeds, atomic file writes."""

@@ -8,6 +8,12 @@
     experiment.evaluate("2024-01-07").metrics
 
 Names are imported on first use, so ``mtlrec generate`` does not load TensorFlow.
+
+Here: the experiment (``experiment``), the training loop (``trainer``), evaluation, the run's
+schema, the report and the demo. Below: ``config/`` (the YAML config), ``days/`` (which days a
+command trains, their checks and datasets), ``run/`` (the run directory), ``distribute/``
+(strategies, parameter servers), ``lookups/`` (changing a run's lookups), ``serving/`` (exports
+and batch scoring).
 """
 
 import importlib

@@ -33,7 +33,7 @@ from mtlrec.training.run.metrics_log import metric_rows
 from mtlrec.training.lookups.lookup_changes import migration_record
 from mtlrec.training.lookups.lookup_migration import log_migration, restore_migrated
 from mtlrec.training.run.run_directory import MIGRATION_KEY, RunDirectory
-from mtlrec.training.run.run_schema import resolve_schema
+from mtlrec.training.run_schema import resolve_schema
 from mtlrec.training.run.run_state import RunState, now_utc
 
 logger = logging.getLogger("mtlrec.training")
@@ -94,7 +94,8 @@ class Experiment:
                 without ``migrate_lookups``.
         """
         if self.strategy is None:
-            from mtlrec.training.distribute.strategies import cluster_from_env, make_strategy
+            from mtlrec.training.distribute.cluster_env import cluster_from_env
+            from mtlrec.training.distribute.strategies import make_strategy
 
             if cluster_from_env():  # before TensorFlow runs anything (collectives need it)
                 self.strategy = make_strategy("multi_worker")

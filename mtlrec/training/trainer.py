@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import hashlib
 import logging
 import math
 import time
@@ -39,12 +38,6 @@ from mtlrec.training.distribute.strategies import is_chief, make_strategy
 from mtlrec.training.run.tensorboard_log import scalar
 
 logger = logging.getLogger("mtlrec.training")
-
-
-def day_seed(seed: int, day: str, epoch: int) -> int:
-    """The shuffle seed of one epoch of one day: same inputs, same order (exact resume)."""
-    digest = hashlib.sha256(f"{seed}:{day}:{epoch}".encode()).hexdigest()
-    return int(digest[:8], 16)
 
 
 def _model_holds(weighting: dict) -> bool:

@@ -27,7 +27,7 @@ from mtlrec.training.experiment import Experiment
 from mtlrec.training.serving.export import latest_export
 from mtlrec.training.lookups.lookup_migration import restore_migrated
 from mtlrec.training.run.run_directory import RunDirectory
-from mtlrec.training.run.run_schema import resolve_schema
+from mtlrec.training.run_schema import resolve_schema
 from mtlrec.training.run.run_state import RunState
 from mtlrec.training.trainer import Trainer
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 logger = logging.getLogger("mtlrec.training")
@@ -19,7 +20,6 @@ def train_dataset(config, schema: dict, sharding, day: str, rows: int | None):
     (``mtlrec.training.distribute.sharding``; ``rows``, the day's validated rows, sets the steps of a
     file shard)."""
     from mtlrec.training.distribute import sharding as shards
-    from mtlrec.training.trainer import day_seed
 
     training = config.training
 
@@ -86,3 +86,9 @@ def warmup_rows(config, schema: dict, day: str | None, rows: int = 3) -> dict | 
         logger.warning("export without warmup requests: day %s cannot be read (%s)", day, err)
         return None
     return {name: value.numpy() for name, value in features.items()}
+
+
+def day_seed(seed: int, day: str, epoch: int) -> int:
+    """The shuffle seed of one epoch of one day: same inputs, same order (exact resume)."""
+    digest = hashlib.sha256(f"{seed}:{day}:{epoch}".encode()).hexdigest()
+    return int(digest[:8], 16)

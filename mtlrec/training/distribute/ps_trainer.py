@@ -31,7 +31,7 @@ from mtlrec.optimizers.sharded_rows import ShardedRowOptimizer, table_shards
 from mtlrec.training.distribute import parameter_server
 from mtlrec.training.errors import RunError
 from mtlrec.training.distribute.sharding import Sharding
-from mtlrec.training.distribute.strategies import cluster_from_env
+from mtlrec.training.distribute.cluster_env import cluster_from_env
 from mtlrec.training.trainer import Trainer
 
 logger = logging.getLogger("mtlrec.training")

@@ -5,13 +5,12 @@ A multi-worker strategy must be made before TensorFlow runs anything (the CLI ma
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 
 import tensorflow as tf
 
 from mtlrec.conventions.key_paths import KeyPathError
+from mtlrec.training.distribute.cluster_env import cluster_from_env
 from mtlrec.training.distribute.parameter_server import strategy_or_serve
 from mtlrec.training.distribute.sharding import sharding_of
 
@@ -20,18 +19,6 @@ logger = logging.getLogger("mtlrec.training")
 
 #: ``training.strategy`` values.
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "parameter_server")
-
-
-def cluster_from_env() -> dict:
-    """The ``cluster`` of ``TF_CONFIG`` (empty without one)."""
-    tf_config = os.environ.get("TF_CONFIG")
-    if not tf_config:
-        return {}
-    try:
-        cluster = json.loads(tf_config).get("cluster") or {}
-    except (ValueError, AttributeError) as err:
-        raise ValueError(f"TF_CONFIG: expected a JSON object with a cluster ({err})") from None
-    return cluster
 
 
 def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
@@ -69,20 +56,6 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
         logger.info("MirroredStrategy over %d local replicas", strategy.num_replicas_in_sync)
         return strategy
     return tf.distribute.get_strategy()
-
-
-def is_chief_from_env() -> bool:
-    """Whether this process is the chief according to ``TF_CONFIG`` (True without one)."""
-    try:
-        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    except ValueError:
-        return True
-    cluster, task = tf_config.get("cluster") or {}, tf_config.get("task") or {}
-    if not cluster or not task:
-        return True
-    if task.get("type") == "chief":
-        return True
-    return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and "chief" not in cluster
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -1,1 +1,1 @@
-"""The run directory and what it records: lock, state.json, checkpoints, metrics.csv, logs, atomic writes."""
+"""The run directory and what it records: its lock, state.json, checkpoints, metrics.csv and logs."""

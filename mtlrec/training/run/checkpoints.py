@@ -18,7 +18,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from mtlrec.models.model_format import MODEL_FORMAT, READABLE_FORMATS, check_model_format
-from mtlrec.training.run import atomic
+from mtlrec.conventions import atomic
 from mtlrec.training.errors import RunError
 from mtlrec.training.faults import fault_point
 

@@ -14,7 +14,7 @@ import io
 import math
 from pathlib import Path
 
-from mtlrec.training.run import atomic
+from mtlrec.conventions import atomic
 
 METRICS_FILE = "metrics.csv"
 COLUMNS = ("day", "task", "metric", "value", "step")

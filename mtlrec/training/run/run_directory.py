@@ -14,7 +14,7 @@
     tensorboard/            tf.summary scalars
     export/<version>/       SavedModels (TF Serving layout)
 
-Every file is written aside, fsynced and renamed (``mtlrec.training.run.atomic``), so a crash
+Every file is written aside, fsynced and renamed (``mtlrec.conventions.atomic``), so a crash
 leaves the old file or the new one, never half of one. Only the chief of a multi-worker run
 writes here; on other workers the write methods do nothing (checkpoints are still written
 to a temporary directory: every worker must take part in saving distributed variables).
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from mtlrec.training.run import atomic
+from mtlrec.conventions import atomic
+from mtlrec.training.distribute.cluster_env import is_chief_from_env
 from mtlrec.training.errors import RunError
 from mtlrec.training.run.metrics_log import write_day_metrics
 from mtlrec.training.run.run_state import STATE_FILE, RunState
@@ -40,12 +41,6 @@ MODEL_FILE = "model.keras"
 LOCK_FILE = ".lock"
 #: The key of a lookup migration in the ``meta.json`` of the checkpoint that commits it.
 MIGRATION_KEY = "lookup_migration"
-
-
-def _is_chief() -> bool:
-    from mtlrec.training.distribute.strategies import is_chief_from_env  # imports TensorFlow: only when asked
-
-    return is_chief_from_env()
 
 
 class RunDirectory:
@@ -70,7 +65,7 @@ class RunDirectory:
     @property
     def is_chief(self) -> bool:
         if self._is_chief is None:
-            self._is_chief = _is_chief()
+            self._is_chief = is_chief_from_env()
         return self._is_chief
 
     @property

@@ -28,7 +28,7 @@ import json
 import uuid
 from pathlib import Path
 
-from mtlrec.training.run import atomic
+from mtlrec.conventions import atomic
 from mtlrec.training.errors import RunError
 
 STATE_FILE = "state.json"

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from mtlrec.data_pipeline.recent_items import fit_padded
 from mtlrec.schema import PAD
-from mtlrec.training.run import atomic
+from mtlrec.conventions import atomic
 from mtlrec.training.faults import fault_point
 
 META_PATH = ("assets.extra", "mtlrec.json")
