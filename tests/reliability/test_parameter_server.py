@@ -15,7 +15,7 @@ from mtlrec.training.parameter_server import local_cluster, tf_config
 
 START = "2024-01-01"  # the first day of tests/training/conftest.py's funnel_root
 
-REPO_ENV = {"TF_NUM_INTEROP_THREADS": "4"}  # docs/scaling.md: fewer inter-op threads hang the first step
+REPO_ENV = {"TF_NUM_INTEROP_THREADS": "4"}  # docs/guide/scaling.md: fewer inter-op threads hang the first step
 
 
 def _cluster():
