@@ -1,6 +1,7 @@
 """Helpers shared by the paper-reproduction benchmarks (benchmarks/paper_*.py,
 benchmarks/loss_weighting.py): data in memory as tf.data, training with the models'
-own `compute_loss` through `model.fit`, tables, plots and `docs/results.md`.
+own `compute_loss` through `model.fit`, tables, plots and their sections in
+`docs/results/papers.md` (`docs/results/quality.md` for the dynamic-table study).
 
 Not a public API: the benchmarks import it as `_paper_common` (run them from the
 repository root with `PYTHONPATH=.`).
@@ -22,20 +23,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "docs", "results.md")
+RESULTS = os.path.join(ROOT, "docs", "results", "papers.md")
+QUALITY = os.path.join(ROOT, "docs", "results", "quality.md")
 PLOTS = os.path.join(ROOT, "docs", "plots")
 
-RESULTS_INTRO = """# Reproducing the papers
+RESULTS_INTRO = """# Papers reproduced
 
 Qualitative checks of the models against the findings of the papers they come from,
-on data we can generate (`mtlrec.data_pipeline`). Every section below is written by
-the script it names, with the exact command that made it; rerunning a script
-replaces its section; `--tag NAME` writes a separate variant section (used for the
-investigations). Runs are kept small (about 10 minutes each on 2 CPU cores), so
-spreads are wide and the numbers are not the papers' numbers: what is checked is the
-direction of each finding. Where a finding does not hold here, the section says
-so and what we found about why.
-
+on data that mtlrec generates. The sections below are written by the script they name,
+with the exact command that made them; rerunning a script replaces its section.
 Plots are in `docs/plots/`.
 """
 
@@ -214,10 +210,13 @@ def print_report(summary, header, rows):
 
 
 def machine():
+    import mtlrec
+
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
         f"{os.cpu_count()} CPUs shared with other jobs (load average {load} at the end), "
-        f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}"
+        f"mtlrec {mtlrec.__version__}, Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
     )
 
 
@@ -230,20 +229,32 @@ def section_title(title, tag):
     return f"{title}: {tag}" if tag else title
 
 
-def write_section(title, body):
-    """Put `## title` + body into docs/results.md, replacing an earlier section of the
-    same title (created with a short intro when missing)."""
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    text = open(RESULTS).read() if os.path.exists(RESULTS) else RESULTS_INTRO
-    section = f"## {title}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
+def write_section(title, body, results=RESULTS):
+    """Put a section `title` + body into `results` (docs/results/papers.md), replacing an
+    earlier section of the same title at whatever heading level it stands (up to the next
+    heading of that level or higher; the body's own headings, written for level 2, move
+    down with it), else appending it as `## title` (the file is created with a short intro
+    when missing)."""
+    os.makedirs(os.path.dirname(results), exist_ok=True)
+    text = open(results).read() if os.path.exists(results) else RESULTS_INTRO
+    found = re.search(rf"^(#+) {re.escape(title)}\n", text, re.M)
+    level = len(found.group(1)) if found else 2
+    body = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + level - 2) + " ", body.strip(), flags=re.M)
+    section = f"{'#' * level} {title}\n\n{body}\n"
+    if found:
+        end = re.compile(rf"^#{{1,{level}}} ", re.M).search(text, found.end())
+        stop = end.start() if end else len(text)
+        text = (text[:found.start()] + section + "\n" + text[stop:]).rstrip() + "\n"
     else:
         text = text.rstrip() + "\n\n" + section
-    with open(RESULTS, "w") as f:
+    with open(results, "w") as f:
         f.write(text)
-    return RESULTS
+    return results
+
+
+def plot_link(plot, results=RESULTS):
+    """The markdown path of `plot` (relative to the repository root) from `results`."""
+    return os.path.relpath(os.path.join(ROOT, plot), os.path.dirname(results))
 
 
 def plot_path(name):

@@ -1,7 +1,7 @@
 """What the funnel's scoring day can be ranked by, from parts of its true formula.
 
-The upper bounds behind `docs/results.md`, "ESMM against DeepCTR: defaults tried for
-the +0.02 target": on the evaluation day of `quality_vs_peers.py` (same generator,
+The upper bounds behind `docs/results/quality.md`, "What this day allows: upper
+bounds": on the evaluation day of `quality_vs_peers.py` (same generator,
 knobs and data seed), the CTR, entire-space CVR and CTCVR AUCs of scores built from
 pieces of the generator's own logits (`mtlrec.data_pipeline.synthetic_funnel`):
 

@@ -188,7 +188,7 @@ Machine: {pc.machine()}; {total / 60:.1f} minutes.
 
 {table}
 
-![loss weighting]({plot.replace("docs/", "")})
+![loss weighting]({pc.plot_link(plot)})
 """
     path = pc.write_section(pc.section_title("Loss weighting strategies", args.tag), body)
     print(f"wrote {path} and {plot}")

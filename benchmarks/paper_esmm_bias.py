@@ -203,7 +203,7 @@ Machine: {pc.machine()}; {total / 60:.1f} minutes.
 
 """ + "\n\n".join(f"{note}.\n\n{table}" for _, note, table in tables) + f"""
 
-![ESMM vs BASE]({plot.replace("docs/", "")})
+![ESMM vs BASE]({pc.plot_link(plot)})
 """
     path = pc.write_section(pc.section_title("ESMM and sample-selection bias (Ma et al., SIGIR 2018)", args.tag), body)
     print(f"wrote {path} and {plot}")

@@ -227,7 +227,7 @@ Pearson correlation of y1 and y2, lower than p because of the sine terms):
 
 {table}
 
-![test loss vs p]({plot.replace("docs/", "")})
+![test loss vs p]({pc.plot_link(plot)})
 """
     path = pc.write_section(pc.section_title("MMoE synthetic data (Ma et al., KDD 2018)", args.tag), body)
     print(f"wrote {path} and {plot}")

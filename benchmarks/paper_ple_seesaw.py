@@ -198,7 +198,7 @@ Machine: {pc.machine()}; {total / 60:.1f} minutes.
 
 {table}
 
-![seesaw]({plot.replace("docs/", "")})
+![seesaw]({pc.plot_link(plot)})
 """
     path = pc.write_section(pc.section_title("PLE and the seesaw phenomenon (Tang et al., RecSys 2020)", args.tag), body)
     print(f"wrote {path} and {plot}")

@@ -16,7 +16,8 @@ a squared loss, each shard's `IndexedSlices` gradient applied with `scatter_sub`
 TensorFlow starts (inherited by the task processes); `--chief-threads N` calls
 `tf.config.threading.set_inter_op_parallelism_threads(N)` in the chief only. After
 `--timeout` seconds without all steps back it prints every thread's stack, kills the task
-processes it started and exits 3. What it shows is in docs/scaling.md (issue 17, the hang).
+processes it started and exits 3. What it shows is in docs/results/scaling.md (the inter-op
+thread requirement of parameter-server training).
 """
 
 import argparse

@@ -71,7 +71,7 @@ def make_days(root, args):
 
 def sized(schema, id_counts, factor):
     """`schema` with `num_buckets` = `factor` x each feature's id count; factor "dynamic":
-    `lookup: dynamic` (collision-free, issue 14) with num_buckets = the id count."""
+    `lookup: dynamic` (collision-free) with num_buckets = the id count."""
     out = {k: [dict(f) for f in v] for k, v in schema.items()}
     for f in out["categorical"]:
         if factor == "dynamic":

@@ -16,7 +16,7 @@ vocabularies (1,000 buckets each), all in one run:
   (a collision-free id -> row map of capacity = the vocabulary, admission at the
   first sighting); the step also counts and admits each batch's ids. Its
   `vs mtlrec lazy` column is its rate over `mtlrec lazy`'s, i.e. dynamic over hash
-  (issue 14's target: >= 0.8 on the large vocabulary);
+  (the goal of dynamic tables: >= 0.8 on the large vocabulary);
 - `deepctr`: DeepCTR's MMOE / PLE / ESMM of the same shape (when `deepctr` is
   importable), `compile(Adam)` + `train_on_batch`; DeepCTR has no DUPN.
 

@@ -35,8 +35,8 @@ def check_model_format(found, where, readable=(MODEL_FORMAT,)):
     formats = " or ".join(str(f) for f in readable)
     raise ValueError(
         f"{where}: written by mtlrec {written}; this model reads model format {formats} "
-        "only (heads output logits, weights seeded by path, MMoE experts "
-        "batch-normalised in format 3, and in format 4 only with expert_batch_norm), and loading "
+        "only (format 2, mtlrec 0.2.0: heads output logits, weights seeded by path; format 3, "
+        "0.3.0: MMoE experts batch-normalised; format 4, 0.4.0: only with expert_batch_norm), and loading "
         "the old weights would put them into the wrong layers. Retrain into a new run directory "
         "(or build the model anew and train it)"
         + ("; an MMoE of format 3 loads with model.expert_batch_norm: true." if found == 3 else ".")

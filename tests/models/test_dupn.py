@@ -177,7 +177,7 @@ def test_round_trip_keeps_roles_and_weights(tmp_path, tiny_funnel):
 
 def test_a_keras_file_written_before_the_role_arguments_loads_with_its_weights():
     """`data/dupn_format3.keras`: a DUPN (the tiny schema, seed=7, every weight moved off
-    its init) saved by mtlrec before issue 13, when its embedding layer was a
+    its init) saved during mtlrec 0.3.0's development, when its embedding layer was a
     `PartialFeatureEmbedding` (Keras files a layer's weights under its class name);
     `data/dupn_format3.npz` holds 5 input rows and the outputs that model gave them."""
     data = Path(__file__).parent / "data"

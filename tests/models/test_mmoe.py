@@ -51,7 +51,7 @@ def test_experts_and_gates_are_the_shared_and_last_shared_variables(tiny_funnel,
 
 
 def test_experts_batch_normalise_by_default_only_when_every_input_is_numeric(tiny_funnel):
-    """docs/results.md, "MMoE's experts and batch norm": on for dense inputs (the MMoE
+    """docs/results/quality.md, "MMoE's experts and batch norm": on for dense inputs (the MMoE
     paper's task), off when embeddings feed the experts (the funnel)."""
     numeric = {"numeric": [{"name": "x"}, {"name": "y"}], "labels": tiny_funnel.schema["labels"]}
     tasks = [{"name": "ctr", "label": "click"}]

@@ -176,9 +176,9 @@ def test_a_keras_file_written_before_the_logit_heads_is_refused_with_one_message
     path = Path(__file__).parent / "data" / "esmm_format1.keras"
     message = (
         "the .keras file of model 'esmm': written by mtlrec before model formats were "
-        f"recorded; this model reads model format 3 or {MODEL_FORMAT} only (heads "
-        "output logits, weights seeded by path, MMoE experts batch-normalised in format 3, "
-        "and in format 4 only with expert_batch_norm), and loading the old weights would put "
+        f"recorded; this model reads model format 3 or {MODEL_FORMAT} only (format 2, mtlrec "
+        "0.2.0: heads output logits, weights seeded by path; format 3, 0.3.0: MMoE experts "
+        "batch-normalised; format 4, 0.4.0: only with expert_batch_norm), and loading the old weights would put "
         "them into the wrong layers."
     )
     with pytest.raises(ValueError) as err:

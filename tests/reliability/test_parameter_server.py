@@ -15,7 +15,7 @@ from mtlrec.training.distribute.parameter_server import local_cluster, tf_config
 
 START = "2024-01-01"  # the first day of tests/training/conftest.py's funnel_root
 
-REPO_ENV = {"TF_NUM_INTEROP_THREADS": "4"}  # docs/scaling.md: fewer inter-op threads hang the first step
+REPO_ENV = {"TF_NUM_INTEROP_THREADS": "4"}  # docs/guide/scaling.md: fewer inter-op threads hang the first step
 
 
 def _cluster():
@@ -90,7 +90,7 @@ def test_cluster_trains_resumes_after_kill_and_exports_like_one_process(tmp_path
     code, out, err = cli("train", single, "--day", START, env={"TF_CONFIG": ""})
     assert code == 0, err
     # Asynchronous steps on a 320-row day: measured |AUC difference| below 0.01 in two runs and
-    # 0.026 in a third (0.717 vs 0.691), so the issue's 0.01 is not met at this size; 0.05 still
+    # 0.026 in a third (0.717 vs 0.691), so a tolerance of 0.01 is not met at this size; 0.05 still
     # fails for an untrained model (AUC about 0.5 against 0.69).
     assert abs(_auc(run_dir) - _auc(tmp_path / "single")) < 0.05
 
@@ -326,7 +326,7 @@ def test_with_every_worker_dead_the_chief_names_them_and_the_day_goes_on_after_t
 
 def test_next_day_auc_is_within_0_01_of_one_process_on_a_day_of_30k_rows(tmp_path, make_config, cli, servers,
                                                                           training):
-    """The issue's check on a day large enough for a stable AUC (469 asynchronous steps; the
+    """The 0.01 check on a day large enough for a stable AUC (469 asynchronous steps; the
     config of benchmarks/ps_quality.py, which measured |difference| at most 0.0034 for ctr,
     0.0019 for ctcvr and 0.0081 for cvr over 3 runs). cvr is scored on the ~2,400 clicked rows
     of the evaluation day only, where two runs of one process differ by about as much, so it

@@ -87,8 +87,8 @@ def test_a_checkpoint_of_an_older_model_format_is_refused(tmp_path, recorded):
     written = "before model formats were recorded" if recorded is None else "in model format 1"
     message = (
         f"checkpoint {path}: written by mtlrec {written}; this model reads model format "
-        f"3 or {MODEL_FORMAT} only (heads output logits, weights seeded by path, "
-        "MMoE experts batch-normalised in format 3, and in format 4 only with expert_batch_norm)"
+        f"3 or {MODEL_FORMAT} only (format 2, mtlrec 0.2.0: heads output logits, weights seeded by "
+        "path; format 3, 0.3.0: MMoE experts batch-normalised; format 4, 0.4.0: only with expert_batch_norm)"
     )
     with pytest.raises(RunError, match=message.replace("(", r"\(").replace(")", r"\)")):
         manager.restore(path)
