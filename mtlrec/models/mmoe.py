@@ -33,7 +33,7 @@ class MMoE(MultiTaskModel):
             only when every input is numeric (no categorical or sequence feature). On
             dense inputs it keeps MMoE from stalling (the MMoE paper's synthetic task);
             on embedding inputs it cost 0.01 to 0.03 AUC on the CVR and CTCVR of the
-            funnel benchmark (docs/results.md, "MMoE's experts and batch norm").
+            funnel benchmark (docs/results/quality.md, "MMoE's experts and batch norm").
         seed: optional int for the initializers.
     """
 

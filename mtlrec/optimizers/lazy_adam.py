@@ -52,7 +52,7 @@ class LazyAdam(LazyRowUpdates, keras.optimizers.Adam):
     so a gradient is spread over the row's next ~1 / (1 - beta_1) lookups
     instead of its next ~10 steps: a row looked up 6 times in 600 steps moves
     about a third as far as under dense Adam, a row looked up twice a sixth
-    (`benchmarks/sparse_row_displacement.py`; docs/results.md). When every
+    (`benchmarks/sparse_row_displacement.py`; docs/results/optimizers.md). When every
     row is in every batch, `per_lookup` is exactly dense Adam.
 
     Dense gradients (every non-embedding variable) take the stock `Adam`

@@ -26,7 +26,7 @@ class Gate(keras.layers.Layer):
     task gradients. A Glorot kernel on a 100-wide input gives logits of std ~1.4: each
     region of the input space is routed to one or two experts by the random draw, those
     experts see only that region, and on the MMoE paper's synthetic task some seeds
-    stall for many epochs (see docs/results.md, MMoE synthetic data).
+    stall for many epochs (see docs/results/papers.md, MMoE synthetic data).
 
     Args:
         num_experts: E, the number of experts mixed.

@@ -19,7 +19,7 @@ class MixtureOfExperts(keras.layers.Layer):
     BatchNormalization -> activation), so each expert unit is active on part of every batch
     whatever the scale of the input (raw numerics, small embeddings) and of the draw; with
     the near-uniform initial gates (`Gate`) this is what makes MMoE train reliably on the
-    paper's synthetic task (docs/results.md, MMoE synthetic data). The `MMoE` model turns it
+    paper's synthetic task (docs/results/papers.md, MMoE synthetic data). The `MMoE` model turns it
     off when embeddings feed the experts, where it lost AUC (`MMoE(expert_batch_norm=...)`).
 
     `gate={"type": "dselect_k", "k": 2}` replaces each softmax `Gate` by a

@@ -18,7 +18,7 @@ Modules: ``values`` (checks of one value), ``sections`` (the pydantic sections),
 ``source`` (YAML reading, line of each key), ``loading`` (the typed tree),
 ``experiment_config`` (``ExperimentConfig``).
 
-Sections (see the README for every key)::
+Sections (docs/guide/configs.md lists every key)::
 
     name: esmm_synthetic
     run_dir: ../runs/esmm            # default: runs/<name> next to the config

@@ -160,7 +160,7 @@ def shard_initial_value(initial_value) -> dict:
 
     Given Keras' callable, which takes no partition arguments and comes without a ``shape``,
     the strategy builds the whole table on the chief and sends each ps task its slice (at
-    16M rows that left each ps holding about twice its half, docs/scaling.md). With this
+    16M rows that left each ps holding about twice its half, docs/results/scaling.md). With this
     one each ps task draws its own rows: a copy of the table's initializer seeded by the
     shard's first row (``fresh_initializer``), so the same seed and ps count give the same
     tables, though not the rows one process draws.
