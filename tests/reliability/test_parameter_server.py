@@ -302,11 +302,13 @@ def test_with_every_worker_dead_the_chief_names_them_and_the_day_goes_on_after_t
                 tasks["worker", i].send_signal(signal.SIGKILL)
             # TensorFlow's coordinator now waits, silently, until every worker answers again
             deadline = time.monotonic() + 60
-            while chief.poll() is None and "no step finished" not in log_path.read_text():
+            # (on a loaded machine a step may pass the 2 s before the kill lands: a "slow step?" line
+            # may come first, rightly, until the dead workers stop answering)
+            while chief.poll() is None and "not answering" not in log_path.read_text():
                 assert time.monotonic() < deadline, log_path.read_text()[-2000:]
                 time.sleep(0.2)
             assert chief.poll() is None
-            stalled = [line for line in log_path.read_text().splitlines() if "no step finished" in line]
+            stalled = [line for line in log_path.read_text().splitlines() if "not answering" in line]
             assert re.fullmatch(
                 rf"\d\d:\d\d:\d\d parameter_server cluster: no step finished for \d+ s; not answering: "
                 rf"worker 0 \({cluster['worker'][0]}\), worker 1 \({cluster['worker'][1]}\); TensorFlow's "
