@@ -109,6 +109,47 @@ def test_funnel_step_uses_joint_output_over_all_rows():
     assert values(task_losses(default, labels, outputs))["cvr"] == pytest.approx(losses["cvr"])
 
 
+def test_funnel_joint_label_is_the_and_of_the_labels_along_the_chain():
+    # row 1 converts without a click: the joint (click AND conversion) is 0 there
+    labels = {"click": np.array([1.0, 0.0, 1.0, 0.0]), "conversion": np.array([1.0, 1.0, 0.0, 0.0])}
+    outputs = {
+        "ctr_logit": logit([0.8, 0.6, 0.3, 0.1]),
+        "cvr_logit": logit([0.5, 0.5, 0.5, 0.5]),
+        "ctcvr_logit": logit([0.4, 0.3, 0.1, 0.05]),
+    }
+    losses = values(task_losses(ESMM, labels, outputs))
+    assert losses["cvr"] == pytest.approx(
+        (bce(1, 0.4) + bce(0, 0.3) + bce(0, 0.1) + bce(0, 0.05)) / 4, rel=1e-6
+    )
+    # three steps: view -> click -> buy, the joint of buy is view AND click AND buy
+    chain = [
+        {"name": "vtr", "label": "view"},
+        {"name": "ctr", "label": "clk", "parent": "vtr"},
+        {"name": "cvr", "label": "buy", "parent": "ctr"},
+    ]
+    labels = {"view": np.array([1.0, 0.0, 1.0]), "clk": np.array([1.0, 1.0, 0.0]), "buy": np.array([1.0, 1.0, 1.0])}
+    outputs = {"vtr_logit": logit([0.5] * 3), "vtr_ctr_logit": logit([0.4, 0.3, 0.2]),
+               "ctr_cvr_logit": logit([0.25, 0.2, 0.1])}
+    losses = values(task_losses(chain, labels, outputs))
+    assert losses["ctr"] == pytest.approx((bce(1, 0.4) + bce(0, 0.3) + bce(0, 0.2)) / 3, rel=1e-6)
+    assert losses["cvr"] == pytest.approx((bce(1, 0.25) + bce(0, 0.2) + bce(0, 0.1)) / 3, rel=1e-6)
+
+
+def test_a_funnel_step_alone_names_what_it_lacks():
+    from mtlrec.losses import task_loss
+    from mtlrec.tasks import Task
+
+    cvr = Task.from_dict(ESMM[1])
+    labels = {"click": np.ones(2), "conversion": np.ones(2)}
+    outputs = {"ctcvr_logit": np.zeros(2)}
+    with pytest.raises(ValueError, match=r"task 'cvr': a funnel step \(parent 'ctr'\) needs tasks="):
+        task_loss(cvr, labels, outputs)
+    with pytest.raises(ValueError, match=r"task 'cvr': its funnel's parent task 'ctr' is missing \(tasks: cvr\)"):
+        task_loss(cvr, labels, outputs, [cvr])
+    with pytest.raises(ValueError, match=r"task 'cvr': label 'click' is missing \(have: conversion\)"):
+        task_loss(cvr, {"conversion": np.ones(2)}, outputs, ESMM)
+
+
 def test_multiclass_and_regression_losses():
     tasks = [
         {"name": "pp", "label": "pp", "kind": "multiclass", "num_classes": 3},
