@@ -1,6 +1,7 @@
 """ESCM²: Entire Space Counterfactual Multi-task Model."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from mtlrec.key_paths import ArgumentError
@@ -152,6 +153,22 @@ class ESCM2(MultiTaskModel):
         return {
             RISK: self.counterfactual_weight * risk,
             IMPUTATION: self.counterfactual_weight * imputation,
+        }
+
+    def evaluation_counts(self, labels, predictions):
+        """What an evaluation reports of the propensity clip, from one batch (numpy):
+        ``{(cvr, "propensity_clipped_share"): (impressions with pCTR < propensity_clip,
+        impressions), (cvr, "propensity_clipped_share_clicked"): (the same among clicked
+        impressions, clicked impressions)}``; a clicked one's IPS weight 1/p^ is capped
+        at 1/propensity_clip (``mtlrec.training.evaluation.evaluate_model`` sums them
+        over the day into the CVR task's metrics)."""
+        p_ctr = np.asarray(predictions[self._ctr_task.name], dtype=np.float64).reshape(-1)
+        clicked = np.asarray(labels[self._ctr_task.label]).reshape(-1) == 1
+        clipped = p_ctr < self.propensity_clip
+        name = self._cvr_task.name
+        return {
+            (name, "propensity_clipped_share"): (int(clipped.sum()), int(clipped.size)),
+            (name, "propensity_clipped_share_clicked"): (int((clipped & clicked).sum()), int(clicked.sum())),
         }
 
     def _task_layers(self):
