@@ -13,7 +13,10 @@ the task's loss is computed:
 - ``parent``: the task is a funnel step (ESMM, Ma et al. 2018). The model
   outputs the conditional probability under ``name`` and the product along the
   parent chain under ``joint_name`` (e.g. pCTCVR = pCTR x pCVR); the loss is
-  BCE(joint output, label) over *all* rows, computed from the joint's logit.
+  BCE(joint output, joint label) over *all* rows, computed from the joint's logit, where
+  the joint label is the AND of the labels along the chain (click AND conversion). A
+  training or evaluation command refuses a day with a row whose label is 1 while its
+  parent's is 0 (``data.funnel``, which defaults to the tasks' parent pairs).
 
 Beside each binary/multiclass probability output ``name`` (and each joint) a model
 outputs its logits under ``logit_name(name)`` (``name + "_logit"``), which the losses

@@ -109,6 +109,47 @@ def test_funnel_step_uses_joint_output_over_all_rows():
     assert values(task_losses(default, labels, outputs))["cvr"] == pytest.approx(losses["cvr"])
 
 
+def test_funnel_joint_label_is_the_and_of_the_labels_along_the_chain():
+    # row 1 converts without a click: the joint (click AND conversion) is 0 there
+    labels = {"click": np.array([1.0, 0.0, 1.0, 0.0]), "conversion": np.array([1.0, 1.0, 0.0, 0.0])}
+    outputs = {
+        "ctr_logit": logit([0.8, 0.6, 0.3, 0.1]),
+        "cvr_logit": logit([0.5, 0.5, 0.5, 0.5]),
+        "ctcvr_logit": logit([0.4, 0.3, 0.1, 0.05]),
+    }
+    losses = values(task_losses(ESMM, labels, outputs))
+    assert losses["cvr"] == pytest.approx(
+        (bce(1, 0.4) + bce(0, 0.3) + bce(0, 0.1) + bce(0, 0.05)) / 4, rel=1e-6
+    )
+    # three steps: view -> click -> buy, the joint of buy is view AND click AND buy
+    chain = [
+        {"name": "vtr", "label": "view"},
+        {"name": "ctr", "label": "clk", "parent": "vtr"},
+        {"name": "cvr", "label": "buy", "parent": "ctr"},
+    ]
+    labels = {"view": np.array([1.0, 0.0, 1.0]), "clk": np.array([1.0, 1.0, 0.0]), "buy": np.array([1.0, 1.0, 1.0])}
+    outputs = {"vtr_logit": logit([0.5] * 3), "vtr_ctr_logit": logit([0.4, 0.3, 0.2]),
+               "ctr_cvr_logit": logit([0.25, 0.2, 0.1])}
+    losses = values(task_losses(chain, labels, outputs))
+    assert losses["ctr"] == pytest.approx((bce(1, 0.4) + bce(0, 0.3) + bce(0, 0.2)) / 3, rel=1e-6)
+    assert losses["cvr"] == pytest.approx((bce(1, 0.25) + bce(0, 0.2) + bce(0, 0.1)) / 3, rel=1e-6)
+
+
+def test_a_funnel_step_alone_names_what_it_lacks():
+    from mtlrec.losses import task_loss
+    from mtlrec.tasks import Task
+
+    cvr = Task.from_dict(ESMM[1])
+    labels = {"click": np.ones(2), "conversion": np.ones(2)}
+    outputs = {"ctcvr_logit": np.zeros(2)}
+    with pytest.raises(ValueError, match=r"task 'cvr': a funnel step \(parent 'ctr'\) needs tasks="):
+        task_loss(cvr, labels, outputs)
+    with pytest.raises(ValueError, match=r"task 'cvr': its funnel's parent task 'ctr' is missing \(tasks: cvr\)"):
+        task_loss(cvr, labels, outputs, [cvr])
+    with pytest.raises(ValueError, match=r"task 'cvr': label 'click' is missing \(have: conversion\)"):
+        task_loss(cvr, {"conversion": np.ones(2)}, outputs, ESMM)
+
+
 def test_multiclass_and_regression_losses():
     tasks = [
         {"name": "pp", "label": "pp", "kind": "multiclass", "num_classes": 3},
@@ -536,14 +577,74 @@ def test_pcgrad_random_orders_are_permutations():
     assert len(seen) > 1  # fresh orders each step
 
 
+def test_pcgrad_orders_are_a_function_of_seed_and_step():
+    tasks = [{"name": n, "label": n} for n in "abcd"]
+    pc, again, other = PCGrad(tasks, seed=5), PCGrad(tasks, seed=5), PCGrad(tasks, seed=6)
+    step = tf.Variable(0, dtype=tf.int64)
+    seen = set()
+    for s in range(6):
+        step.assign(s)
+        orders = np.asarray(pc.random_orders(step))
+        assert orders.dtype == np.int32 and orders.shape == (4, 4)
+        assert all(sorted(row) == [0, 1, 2, 3] for row in orders)
+        # a new layer (a resumed process) at the same step: the same orders
+        np.testing.assert_array_equal(np.asarray(again.random_orders(s)), orders)
+        np.testing.assert_array_equal(np.asarray(pc.random_orders(s)), orders)
+        seen.add(orders.tobytes())
+    assert len(seen) == 6  # fresh orders each step
+    assert any(
+        not np.array_equal(np.asarray(other.random_orders(s)), np.asarray(pc.random_orders(s))) for s in range(6)
+    )
+    # seed None: drawn from the global seed when the layer is made, like its SeedGenerator's
+    keras.utils.set_random_seed(3)
+    first = np.asarray(PCGrad(tasks).random_orders(7))
+    keras.utils.set_random_seed(3)
+    np.testing.assert_array_equal(np.asarray(PCGrad(tasks).random_orders(7)), first)
+
+
 def test_pcgrad_gradients_two_tasks_and_task_vars():
     tasks = [{"name": "a", "label": "a", "weight": 2.0}, {"name": "b", "label": "b"}]
     pc = PCGrad(tasks, seed=0)
-    (gx, gt), total = linear_step(pc, [[0.5, 0.0], [-1.0, 1.0]], [1.0, 1.0], tower_coef=[3.0, 1.0])
+    x = keras.Variable(np.ones(2, "float32"))
+    towers = [keras.Variable(0.0), keras.Variable(0.0)]  # one per task
+    with tf.GradientTape(persistent=True) as tape:
+        losses = {
+            "a": tf.reduce_sum(tf.constant([0.5, 0.0]) * x) + 3.0 * towers[0],
+            "b": tf.reduce_sum(tf.constant([-1.0, 1.0]) * x) + 1.0 * towers[1],
+        }
+    (gx, ga, gb), total = pc.gradients(tape, losses, [x], towers)
     # weighted task gradients (1, 0) and (-1, 1): projected (0.5, 0.5) + (0, 1)
     np.testing.assert_allclose(gx, [0.5, 1.5], atol=1e-6)
-    np.testing.assert_allclose(gt, [6.0, 1.0])  # each tower gets its own (weighted) gradient
-    assert total == pytest.approx(2 * (0.5 + 3 * 0) + (0.0 + 0.0))
+    assert (float(ga), float(gb)) == (6.0, 1.0)  # each tower gets its own (weighted) gradient
+    assert float(total) == pytest.approx(2 * (0.5 + 3 * 0) + (0.0 + 0.0))
+
+
+def test_pcgrad_projects_the_conflict_on_a_funnel_parents_tower():
+    """The parent's tower p is a task variable, but the joint's loss reaches it too
+    (pCTCVR = pCTR x pCVR): the tasks conflict there, not on the shared x."""
+    tasks = [{"name": "ctr", "label": "click"}, {"name": "cvr", "label": "conversion", "parent": "ctr"}]
+    pc = PCGrad(tasks, seed=0)
+    x = keras.Variable(np.ones(2, "float32"), name="x")
+    p = keras.Variable(np.ones(2, "float32"), name="ctr_tower")
+    c = keras.Variable(np.ones(1, "float32"), name="cvr_tower")
+    l2 = keras.Variable(np.ones(1, "float32"), name="other")
+    with tf.GradientTape(persistent=True) as tape:
+        losses = {  # grad_x: (1, 0) and (0, 1), orthogonal; grad_p: (2, 0) and (-1, 0)
+            "ctr": x[0] + 2.0 * p[0],
+            "cvr": x[1] - p[0] + 3.0 * c[0],
+            "regularization": 0.5 * tf.reduce_sum(p * p) + l2[0],
+        }
+    (gx, gp, gc, gl), total = pc.gradients(tape, losses, [x], [p, c, l2])
+    g_ctr, g_cvr = np.array([1.0, 0.0, 2.0, 0.0]), np.array([0.0, 1.0, -1.0, 0.0])
+    # over (x, p): g_ctr . g_cvr = -2 -> g_ctr + g_cvr = (1, 1, 1, 0);
+    # g_cvr + 2/5 g_ctr = (0.4, 1, -0.2, 0); the regularisation adds p = (1, 1) unprojected
+    want = sum(numpy_pcgrad([g_ctr, g_cvr], [[0, 1], [1, 0]]))
+    np.testing.assert_allclose(want, [1.4, 2.0, 0.8, 0.0], atol=1e-12)
+    np.testing.assert_allclose(gx, want[:2], atol=1e-6)
+    np.testing.assert_allclose(gp, want[2:] + 1.0, atol=1e-6)
+    np.testing.assert_allclose(gc, [3.0])  # the child's tower: the joint's loss alone
+    np.testing.assert_allclose(gl, [1.0])
+    assert float(total) == pytest.approx(1 + 2 + 1 - 1 + 3 + 1 + 1)
 
 
 def test_pcgrad_gradients_three_tasks_in_tf_function():

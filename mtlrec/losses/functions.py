@@ -13,7 +13,7 @@ from typing import Iterable, Mapping
 
 from keras import ops
 
-from mtlrec.tasks import Task, logit_name, require
+from mtlrec.tasks import Task, funnel_chain, logit_name, require
 
 
 def _as_tasks(tasks: Iterable) -> list[Task]:
@@ -49,12 +49,36 @@ def categorical_crossentropy_from_logits(labels, logits, num_classes: int):
     return -ops.sum(one_hot * ops.log_softmax(logits, axis=-1), axis=-1)
 
 
-def task_loss(task: Task, labels: Mapping, outputs: Mapping):
-    """The scalar loss of one task (see ``task_losses``)."""
+def joint_label(task: Task, tasks: Iterable, labels: Mapping):
+    """The (B,) label of a funnel step's joint output: the AND (product) of the 0/1 labels
+    along its chain, e.g. click AND conversion for ESMM's CTCVR. A row with conversion 1
+    and click 0 (data a funnel check would refuse) is a negative of the joint."""
+    tasks = _as_tasks(tasks)
+    try:
+        chain = funnel_chain(task, tasks)
+    except KeyError as err:
+        raise ValueError(
+            f"task {task.name!r}: its funnel's parent task {err.args[0]!r} is missing "
+            f"(tasks: {', '.join(t.name for t in tasks)})"
+        ) from None
+    y = _flat(_lookup(labels, chain[0].label, "label", task))
+    for step in chain[1:]:
+        y = y * _flat(_lookup(labels, step.label, "label", task))
+    return y
+
+
+def task_loss(task: Task, labels: Mapping, outputs: Mapping, tasks: Iterable | None = None):
+    """The scalar loss of one task (see ``task_losses``); ``tasks`` (all the model's tasks)
+    is required for a funnel step, whose joint label ANDs its parents' labels."""
     if task.parent is not None:
         # ESMM: the joint probability is learned over the entire space, from the joint's
         # logit (built from log-sigmoids by the model, not from a product of probabilities).
-        y = _flat(_lookup(labels, task.label, "label", task))
+        if tasks is None:
+            raise ValueError(
+                f"task {task.name!r}: a funnel step (parent {task.parent!r}) needs tasks= "
+                f"to find its parents' labels (its joint label is their AND)"
+            )
+        y = joint_label(task, tasks, labels)
         z = _flat(_lookup(outputs, logit_name(task.joint_name), "joint logit output", task))
         return ops.mean(binary_crossentropy_from_logits(y, z))
 
@@ -90,9 +114,11 @@ def task_losses(tasks: Iterable, labels: Mapping, outputs: Mapping) -> dict:
       (``sample_space``: a mean over the space, PLE section 4.3); a batch without
       such rows gives 0, not NaN.
     - with ``parent`` (ESMM funnel step): BCE from the joint's logit
-      ``outputs[joint_name + "_logit"]`` against ``labels[label]`` over all rows,
-      i.e. -[y log p + (1 - y) log(1 - p)] with log p = sum of log sigmoid(z) along the
-      chain; the conditional output ``outputs[name]`` gets no direct loss.
+      ``outputs[joint_name + "_logit"]`` over all rows against the joint label
+      y = prod of the labels along the chain (click AND conversion for CTCVR, see
+      ``joint_label``), i.e. -[y log p + (1 - y) log(1 - p)] with log p = sum of
+      log sigmoid(z) along the chain; the conditional output ``outputs[name]`` gets no
+      direct loss.
 
     Args:
         tasks: ``Task`` objects or task dicts.
@@ -103,12 +129,14 @@ def task_losses(tasks: Iterable, labels: Mapping, outputs: Mapping) -> dict:
     Returns:
         dict task name -> float32 scalar tensor, in task order.
     """
-    return {task.name: task_loss(task, labels, outputs) for task in _as_tasks(tasks)}
+    tasks = _as_tasks(tasks)
+    return {task.name: task_loss(task, labels, outputs, tasks) for task in tasks}
 
 
 __all__ = [
     "binary_crossentropy_from_logits",
     "categorical_crossentropy_from_logits",
+    "joint_label",
     "masked_mean",
     "task_loss",
     "task_losses",

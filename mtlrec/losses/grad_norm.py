@@ -89,7 +89,7 @@ class GradNorm(LossWeighting):
     def task_weights_tensor(self):
         return ops.convert_to_tensor(self.weights_var)
 
-    def gradients(self, tape, task_losses, shared_vars, task_vars, balance_vars=None):
+    def gradients(self, tape, task_losses, shared_vars, task_vars, balance_vars=None, step=None):
         self._require_persistent(tape, "GradNorm")
         losses, extras = self._split(task_losses)
         k = self.num_tasks

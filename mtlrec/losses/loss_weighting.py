@@ -135,7 +135,7 @@ class LossWeighting(keras.layers.Layer):
         moving average per task and shared variable). The trainer calls it once, before
         its checkpoint is made; the base strategies need nothing."""
 
-    def gradients(self, tape, task_losses: Mapping, shared_vars, task_vars, balance_vars=None):
+    def gradients(self, tape, task_losses: Mapping, shared_vars, task_vars, balance_vars=None, step=None):
         """Gradients of the weighted objective.
 
         Args:
@@ -149,6 +149,9 @@ class LossWeighting(keras.layers.Layer):
             balance_vars: the variables of the last shared layer
                 (``model.variable_groups().balance_layer``): GradNorm's W; the other
                 strategies ignore it.
+            step: the number of steps trained before this one (the trainer's global step,
+                a scalar tensor or variable): PCGrad draws its visiting orders from its seed
+                and this step, so a resumed run repeats them; the other strategies ignore it.
 
         Returns:
             (list of gradients aligned with ``shared_vars + task_vars``, with

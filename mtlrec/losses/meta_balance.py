@@ -72,7 +72,7 @@ class MetaBalance(LossWeighting):
                 name="norm_averages",
             )
 
-    def gradients(self, tape, task_losses, shared_vars, task_vars, balance_vars=None):
+    def gradients(self, tape, task_losses, shared_vars, task_vars, balance_vars=None, step=None):
         self._require_persistent(tape, "MetaBalance")
         losses, extras = self._split(task_losses)
         weights = ops.stop_gradient(self.task_weights_tensor())

@@ -53,7 +53,7 @@ class UncertaintyWeighting(LossWeighting):
         s = ops.convert_to_tensor(self.log_vars)
         return weighted_objective(self.task_weights_tensor(), losses, extras, offsets=0.5 * s)
 
-    def gradients(self, tape, task_losses, shared_vars, task_vars, balance_vars=None):
+    def gradients(self, tape, task_losses, shared_vars, task_vars, balance_vars=None, step=None):
         # The tape need not have recorded s: its gradient is analytic,
         # dL/ds_k = -c_k exp(-s_k) L_k + 1/2.
         losses, extras = self._split(task_losses)

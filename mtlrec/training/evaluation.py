@@ -84,7 +84,10 @@ def evaluate_model(
             output go while the day is read (default: the system's temp dir).
 
     Memory does not grow with the day: every batch goes into a
-    ``mtlrec.metrics.per_day.DayMetrics`` and is dropped.
+    ``mtlrec.metrics.per_day.DayMetrics`` and is dropped. A model with an
+    ``evaluation_counts(labels, predictions)`` method (ESCM²'s clipped propensities)
+    adds its figures to the metrics: ``{(output, metric): (count, rows)}`` of each batch,
+    summed over the day, reported as count / rows.
 
     Returns:
         An ``EvaluationResult``.
@@ -98,13 +101,19 @@ def evaluate_model(
     signature_names = list(forward.input_signature[0])
 
     day = DayMetrics(tasks, spill_dir=spill_dir)
-    gate_sums, rows = {}, 0
+    counts_of = getattr(model, "evaluation_counts", None)
+    gate_sums, counts, rows = {}, {}, 0
     bar = row_progress(total_rows, "evaluate")
     try:
         for features, batch_labels in dataset:
             outputs, gates = forward({name: features[name] for name in signature_names})
             labels, extra_values = _split_extras(batch_labels, extras, shared)
-            day.update(labels, {k: _numpy(v) for k, v in outputs.items()}, extra_values)
+            predictions = {k: _numpy(v) for k, v in outputs.items()}
+            day.update(labels, predictions, extra_values)
+            if callable(counts_of):
+                for key, (count, of) in counts_of(labels, predictions).items():
+                    total = counts.get(key, (0, 0))
+                    counts[key] = (total[0] + count, total[1] + of)
             for name, value in gates.items():
                 value = np.asarray(value, dtype=np.float64)
                 gate_sums[name] = gate_sums.get(name, 0.0) + value.sum(axis=0)
@@ -114,6 +123,8 @@ def evaluate_model(
         if rows == 0:
             raise ValueError("evaluation data is empty")
         result = day.result()
+        for (output, metric), (count, of) in counts.items():
+            result.setdefault(output, {})[metric] = count / of if of else float("nan")
     finally:
         bar.close()
         day.close()

@@ -211,7 +211,8 @@ class Trainer:
         with tf.GradientTape(persistent=True) as tape:
             losses = objective_terms(self.model, labels, self.model(features, training=True))
         grads, total = self.weighting.gradients(
-            tape, losses, self.shared_variables, self.task_variables, self.balance_variables
+            tape, losses, self.shared_variables, self.task_variables, self.balance_variables,
+            step=self.global_step,  # the steps before this one (PCGrad's orders)
         )
         del tape
         dense, embedding = [], []

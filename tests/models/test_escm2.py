@@ -45,6 +45,35 @@ def test_dr_risk_and_imputation_loss_by_hand(tiny_funnel):
     np.testing.assert_allclose(losses["imputation"], imputation, rtol=1e-5)
 
 
+def test_evaluation_reports_the_share_of_clipped_propensities(tiny_funnel):
+    from mtlrec.data_pipeline import make_dataset
+    from mtlrec.training.evaluation import evaluate_model
+    from mtlrec.training.run.metrics_log import metric_rows
+
+    model = ESCM2(tiny_funnel.schema, variant="ips", propensity_clip=0.05, tower_units=[4])
+    # by hand: pCTR 0.02 of row 1 (clicked) is below 0.05, rows 0 and 2 are not
+    assert model.evaluation_counts(LABELS, OUTPUTS) == {
+        ("cvr", "propensity_clipped_share"): (1, 3),
+        ("cvr", "propensity_clipped_share_clicked"): (1, 2),
+    }
+    # over a day: pCTR of the untrained model, clip at its median -> about half clipped
+    features, labels = tiny_funnel.evaluate(batch_size=256)
+    p_ctr = np.concatenate([np.asarray(model(f)["ctr"]).reshape(-1) for f in features])
+    model.propensity_clip = float(np.median(p_ctr))
+    clipped = p_ctr < model.propensity_clip
+    clicked = labels["click"] == 1
+    dataset = make_dataset(tiny_funnel.root, tiny_funnel.eval_day, tiny_funnel.schema, batch_size=256)
+    result = evaluate_model(model, model.task_specs, dataset)
+    cvr = result.metrics["cvr"]
+    assert 0.3 < cvr["propensity_clipped_share"] < 0.7
+    assert cvr["propensity_clipped_share"] == pytest.approx(clipped.mean(), abs=1e-12)
+    assert cvr["propensity_clipped_share_clicked"] == pytest.approx((clipped & clicked).sum() / clicked.sum(), abs=1e-12)
+    assert "auc" in cvr  # beside the CVR task's own metrics
+    rows = {(r["task"], r["metric"]): r["value"] for r in metric_rows("2024-01-01", 9, result)}
+    assert rows[("cvr", "propensity_clipped_share")] == cvr["propensity_clipped_share"]
+    assert rows[("cvr", "propensity_clipped_share_clicked")] == cvr["propensity_clipped_share_clicked"]
+
+
 def test_gradients_follow_the_paper(tiny_funnel):
     """The propensity takes no gradient; R moves pCVR only; L_imp moves e^ only."""
     model = ESCM2(tiny_funnel.schema, variant="dr", tower_units=[4])

@@ -249,6 +249,45 @@ def test_funnel_defaults_to_click_conversion_only_when_the_schema_has_both(tmp_p
         config_from_dict(d, base_dir=tmp_path)
 
 
+def test_funnel_defaults_to_the_label_pairs_of_the_tasks_parents_and_the_check_fires(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mtlrec.data_pipeline import DataValidationError
+    from mtlrec.training.days.day_validation import validate_days
+
+    d = yaml.safe_load(BASE_YAML.replace("  funnel: [[click, conversion]]\n", ""))
+    d["data"]["root"] = str(tmp_path / "data")
+    d["schema"]["labels"] = [{"name": "clk", "kind": "binary"}, {"name": "buy", "kind": "binary"}]
+    d["tasks"] = [{"name": "ctr", "label": "clk"}, {"name": "cvr", "label": "buy", "parent": "ctr", "joint": "ctcvr"}]
+    config = config_from_dict(d, base_dir=tmp_path)
+    assert config.data.funnel == [["clk", "buy"]]
+
+    day = tmp_path / "data" / "dt=2024-01-01"
+    day.mkdir(parents=True)
+    pq.write_table(pa.table({
+        "impression_id": pa.array([1, 2, 3, 4], pa.int64()),
+        "user_id": pa.array([1, 2, 3, 4], pa.int64()),
+        "item_id": pa.array([5, 6, 7, 8], pa.int64()),
+        "price": pa.array([1.0, 2.0, 3.0, 4.0], pa.float32()),
+        "clk": pa.array([1, 0, 0, 1], pa.int64()),
+        "buy": pa.array([1, 0, 1, 0], pa.int64()),  # row 2 buys without a click
+    }), day / "part-00000.parquet")
+    with pytest.raises(DataValidationError, match=r"column 'buy': funnel inconsistency: buy=1 with clk=0 at row 2"):
+        validate_days(config, None, ["2024-01-01"])
+
+    d["data"]["funnel"] = []  # set explicitly: no check
+    assert validate_days(config_from_dict(d, base_dir=tmp_path), None, ["2024-01-01"])["2024-01-01"].rows == 4
+
+    # three steps: each task with a parent gives its pair, the schema's click/conversion is kept
+    del d["data"]["funnel"]
+    d["schema"]["labels"] += [{"name": "click", "kind": "binary"}, {"name": "conversion", "kind": "binary"}]
+    d["tasks"] = [{"name": "vtr", "label": "click"}, {"name": "ctr", "label": "clk", "parent": "vtr"},
+                  {"name": "cvr", "label": "buy", "parent": "ctr"}, {"name": "other", "label": "conversion"}]
+    d["model"] = {"type": "shared_bottom", "bottom_units": [8]}
+    assert config_from_dict(d, base_dir=tmp_path).data.funnel == [["click", "clk"], ["clk", "buy"], ["click", "conversion"]]
+
+
 def test_numbers_read_as_yaml_1_2_writes_them(tmp_path):
     text = BASE_YAML.replace("dense: {name: adam, learning_rate: 0.01}", "dense: {name: adam, learning_rate: 1e-3}")
     text = text.replace("embedding: {name: lazy_adam, learning_rate: 0.01}", "embedding: {name: lazy_adam, learning_rate: .5}")

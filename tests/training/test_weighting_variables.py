@@ -1,6 +1,6 @@
 """The trainer hands the loss weightings the variable groups the model names: PCGrad
-projects over every shared parameter (the embedding tables' touched rows included),
-GradNorm balances on the model's last shared layer."""
+projects over every shared parameter (the embedding tables' touched rows included) and the
+funnel parent's tower, GradNorm balances on the model's last shared layer."""
 
 import numpy as np
 import tensorflow as tf
@@ -35,25 +35,36 @@ def test_pcgrad_on_esmm_projects_the_embedding_rows(write_config, funnel_root, t
     labels = {"click": tf.ones_like(labels["click"]), "conversion": tf.zeros_like(labels["click"])}
     with tf.GradientTape(persistent=True) as tape:
         losses = task_losses(trainer.tasks, labels, trainer.model(features, training=True))
-    grads, _ = trainer.weighting.gradients(tape, losses, shared, trainer.task_variables)
+    grads, _ = trainer.weighting.gradients(tape, losses, shared, trainer.task_variables, step=0)
     fixed, _ = FixedWeighting(trainer.tasks).gradients(tape, losses, shared, trainer.task_variables)
+    # the CTR tower is a task variable, but pCTCVR = pCTR x pCVR: the CTCVR loss reaches it too
+    position = {id(v): i for i, v in enumerate(shared + trainer.task_variables)}
+    parent_tower = list(trainer.model.variable_groups().task["ctr"])
+    theta = shared + parent_tower
     per_task = [
-        [tf.convert_to_tensor(g) for g in tape.gradient(losses[t.name], shared)]
+        [tf.convert_to_tensor(g) for g in tape.gradient(losses[t.name], theta)]
         for t in trainer.tasks
     ]
     for g in grads[: len(shared)]:
         assert isinstance(g, tf.IndexedSlices)  # sparse rows, not dense tables
-    dense = [tf.convert_to_tensor(g).numpy() for g in grads[: len(shared)]]
+    dense = [tf.convert_to_tensor(grads[position[id(v)]]).numpy() for v in theta]
     # two tasks: the visiting order does not matter
     projected = project_conflicting(per_task, [[0, 1], [1, 0]])
-    want = [sum(p[v] for p in projected).numpy() for v in range(len(shared))]
+    want = [sum(p[v] for p in projected).numpy() for v in range(len(theta))]
     for got, ref in zip(dense, want):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
     assert sum(float(tf.reduce_sum(a * b)) for a, b in zip(*per_task)) < 0
-    assert any(  # so the update of the touched rows differs from fixed weighting
-        not np.allclose(got, tf.convert_to_tensor(f).numpy())
-        for got, f in zip(dense, fixed[: len(shared)])
-    )
+    plain = [tf.convert_to_tensor(fixed[position[id(v)]]).numpy() for v in theta]
+    for part in (slice(0, len(shared)), slice(len(shared), len(theta))):
+        assert any(  # so the update of the touched rows, and of the CTR tower, differs from fixed weighting
+            not np.allclose(got, f) for got, f in zip(dense[part], plain[part])
+        )
+    # the CVR tower: the CTCVR loss alone reaches it, it gets its plain gradient
+    for v in trainer.model.variable_groups().task["cvr"]:
+        np.testing.assert_allclose(
+            tf.convert_to_tensor(grads[position[id(v)]]).numpy(), tf.convert_to_tensor(fixed[position[id(v)]]).numpy(),
+            rtol=1e-6, atol=1e-8,
+        )
 
 
 def test_gradnorm_balances_on_the_models_last_shared_layer(write_config):

@@ -29,7 +29,9 @@ class VariableGroups:
         shared: every other variable that all tasks' losses reach (interaction block,
             backbone: experts, gates, stitches, the bottom).
         task: task name -> the variables of the layers serving that task (its tower and
-            the model's other per-task layers); every task has an entry.
+            the model's other per-task layers); every task has an entry. Other tasks' losses
+            may reach them too: a funnel parent's tower feeds its steps' joint outputs
+            (pCTCVR = pCTR x pCVR), so PCGrad projects the tasks' conflict there as well.
         balance_layer: GradNorm's W, the variables of the last layer all tasks share
             (a subset of `embedding_tables + shared`); empty: GradNorm balances on all of them.
         task_order: the variables of `task`, each once, in the order the trainer gives

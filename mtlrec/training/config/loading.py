@@ -48,11 +48,28 @@ def _checked(src, default_path: str, check, *args):
         raise src.error(default_path, str(err)) from None
 
 
-def _funnel(data, schema, src) -> None:
-    """Default the funnel to click -> conversion where the schema has both; check its labels."""
+def default_funnel(tasks, labels) -> list[list[str]]:
+    """``data.funnel`` when the config sets none: ``[parent's label, label]`` of every task
+    with a ``parent`` (in task order), then ``[click, conversion]`` when the schema has both
+    labels and no task pair names it already."""
+    by_name = {task.name: task for task in tasks}
+    pairs = []
+    for task in tasks:
+        if task.parent is None:
+            continue
+        pair = [by_name[task.parent].label, task.label]
+        if pair[0] != pair[1] and pair not in pairs:
+            pairs.append(pair)
+    if {"click", "conversion"} <= set(labels) and ["click", "conversion"] not in pairs:
+        pairs.append(["click", "conversion"])
+    return pairs
+
+
+def _funnel(data, schema, tasks, src) -> None:
+    """Default the funnel (``default_funnel``); check its labels."""
     labels = [label.name for label in schema.labels]
     if data.funnel is None:
-        data.funnel = [["click", "conversion"]] if {"click", "conversion"} <= set(labels) else []
+        data.funnel = default_funnel(tasks, labels)
     for i, pair in enumerate(data.funnel):
         for label in pair:
             if label not in labels:
@@ -86,7 +103,7 @@ def _typed(doc: Document, src) -> ExperimentConfig:
 
     schema = _checked(src, "schema", Schema.from_dict, doc.schema_, "schema")
     tasks = _checked(src, "tasks", validate_tasks, doc.tasks, schema)
-    _funnel(doc.data, schema, src)
+    _funnel(doc.data, schema, tasks, src)
     model = _checked(src, "model", model_spec, doc.model)
     _optimizers(doc.optimizer, src)
     return ExperimentConfig(

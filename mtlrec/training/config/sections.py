@@ -58,7 +58,8 @@ class DataConfig(Section):
     train_days: _check(v.optional(v.days)) = Field(None, description='"A:B", a day or a list')
     eval_day: _check(v.optional(v.day)) = Field(None, description="default day of `evaluate`")
     funnel: _check(v.optional(v.funnel)) = Field(
-        None, description="default: [[click, conversion]] when the schema has both labels, else []"
+        None, description="[parent label, child label] pairs refused as child=1 with parent=0; default: "
+        "the pair of each task with a parent, and [click, conversion] when the schema has both labels"
     )
     non_finite_numeric: _check(v.choice("replace", "refuse")) = Field(
         "replace", description="NaN/inf in a numeric feature: default + count, or error"

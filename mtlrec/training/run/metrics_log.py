@@ -2,7 +2,8 @@
 
 Columns: ``day`` (the trained day), ``task`` (a task, a joint output such as
 ``ctcvr``, ``all``, or ``table:<name>`` for an identity/dynamic lookup), ``metric`` (``auc``, ``logloss``, ``calibration``, ...,
-``train_loss``, ``expert_<i>``), ``value``, ``step`` (global step after the day).
+``train_loss``, ``expert_<i>``, ESCM²'s ``propensity_clipped_share`` and
+``propensity_clipped_share_clicked``), ``value``, ``step`` (global step after the day).
 Writing a day again (a resumed or forced day) replaces its rows, so a crash
 between writing the metrics and recording the day never duplicates them.
 """
