@@ -95,6 +95,8 @@ class FeatureEmbedding(keras.layers.Layer):
                     oov_buckets=lookup.oov_rows,
                     min_count=lookup.admission_count,
                     ttl_days=lookup.ttl_days,
+                    count_half_life_days=lookup.half_life_days,
+                    max_waiting=lookup.waiting_bound(num_buckets),
                     name=f"id_map_{f.name}",
                 )
                 id_map.build()
@@ -153,11 +155,13 @@ class FeatureEmbedding(keras.layers.Layer):
             out.setdefault(owner, []).append(ids)
         return {owner: tf.concat(parts, axis=0) for owner, parts in out.items()}
 
-    def lookup_state(self) -> dict:
+    def lookup_state(self, older: bool = False) -> dict:
         """The state of the identity/dynamic lookups by name, for a `tf.train.Checkpoint`
         (Keras keeps layer weights out of TensorFlow's object graph; the trainer's
-        checkpoint reaches the trainable tables through the optimizers, this state here)."""
-        state = {f"id_map_{owner}": id_map for owner, id_map in self.id_maps.items()}
+        checkpoint reaches the trainable tables through the optimizers, this state here).
+        `older`: the id maps as checkpoints written before their added variables hold
+        them (`DynamicIdMap.older_state`)."""
+        state = {f"id_map_{owner}": id_map.older_state() if older else id_map for owner, id_map in self.id_maps.items()}
         state.update({f"lookups_{owner}": counts for owner, counts in self.lookup_counts.items()})
         return state
 
