@@ -169,6 +169,8 @@ class DynamicIdMap(keras.layers.Layer):
         (`_priority` order), and those of them where `also` (a mask over the exported
         entries) holds; returns how many left."""
         keys, values = self.table.export()
+        keys.set_shape([None])  # unknown in a traced step
+        values.set_shape([None, 3])
         waiting = values[:, _ROW] < 0
         if also is not None:
             gone = tf.logical_and(waiting, also(values))

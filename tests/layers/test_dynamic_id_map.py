@@ -135,14 +135,16 @@ def test_counts_halve_so_a_quiet_id_loses_its_row_to_an_active_one():
     assert [h[1] for h in history] == [[]] * 5 and history[-1][2] == (0, 64, 1) and history[-1][3] == (-1, 16, 5)
 
 
-def test_the_ids_waiting_for_a_row_stay_bounded_under_a_stream_of_new_ids():
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "tf.function"])
+def test_the_ids_waiting_for_a_row_stay_bounded_under_a_stream_of_new_ids(traced):
     id_map = _map(capacity=2, max_waiting=3)
+    observe = tf.function(id_map.observe) if traced else id_map.observe  # traced: as in the training step
     id_map.start_day(1)
-    id_map.observe(tf.constant([1, 2, 3, 3, 4, 4, 5, 5], tf.int64))  # 1, 2: rows; 3, 4, 5 wait (count 2)
+    observe(tf.constant([1, 2, 3, 3, 4, 4, 5, 5], tf.int64))  # 1, 2: rows; 3, 4, 5 wait (count 2)
     assert id_map.report()["ids_waiting"] == 3 and id_map.report()["ids_dropped"] == 0
-    id_map.observe(tf.constant([10, 11, 12], tf.int64))  # 6 wait: not more than 2 x 3
+    observe(tf.constant([10, 11, 12], tf.int64))  # 6 wait: not more than 2 x 3
     assert id_map.report()["ids_waiting"] == 6
-    id_map.observe(tf.constant([13], tf.int64))  # 7 > 6: the 4 least counted leave
+    observe(tf.constant([13], tf.int64))  # 7 > 6: the 4 least counted leave
     report = id_map.report()
     assert (report["ids_tracked"], report["ids_waiting"], report["ids_dropped"]) == (5, 3, 4)
     assert sorted(_entries(id_map)) == [1, 2, 3, 4, 5]
@@ -151,7 +153,7 @@ def test_the_ids_waiting_for_a_row_stay_bounded_under_a_stream_of_new_ids():
         id_map.start_day(day)
         assert id_map.report()["ids_tracked"] <= 2 + 3
         for _ in range(10):
-            id_map.observe(tf.constant(list(range(new, new + 5)), tf.int64))
+            observe(tf.constant(list(range(new, new + 5)), tf.int64))
             new += 5
             assert id_map.report()["ids_tracked"] <= 2 + 2 * 3
         assert 0 < id_map.report()["ids_dropped"] <= 50
