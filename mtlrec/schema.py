@@ -440,8 +440,8 @@ def compute_numeric_stats(schema: Mapping | Schema, batches: Iterable, overwrite
     """Fill `mean`/`std` of the `standardize` numeric features from training data.
 
     `batches` is an iterable of column mappings (dict of arrays, pandas DataFrame, pyarrow
-    RecordBatch/Table, or the features dict of a `make_dataset` batch). Nulls / NaN count as
-    the feature's `default` (what the model sees). Features that already have both statistics
+    RecordBatch/Table, or the features dict of a `make_dataset` batch). Nulls, NaN and ±inf
+    count as the feature's `default` (what the model sees). Features that already have both statistics
     keep them unless `overwrite`. Returns a new schema dict; the input is not modified.
     """
     parsed = Schema.from_dict(schema)
@@ -487,4 +487,4 @@ def _to_float_array(col, default: float) -> np.ndarray:
     elif hasattr(col, "numpy"):  # tf.Tensor
         col = col.numpy()
     x = np.asarray(col, dtype=np.float64).ravel()
-    return np.where(np.isnan(x), default, x)
+    return np.where(np.isfinite(x), x, default)

@@ -34,7 +34,10 @@ class FeatureEmbedding(keras.layers.Layer):
     (counts, admissions; once per global batch, before the forward pass) and
     `start_day` (expiry and eviction, re-initialising the freed rows); calling the
     layer only reads it.
-    Numerics: `none` x, `log1p` sign(x)·log(1+|x|), `standardize` (x - mean) / std.
+    Numerics: a NaN or infinite value reads as the feature's `default` (as the data
+    readers read it, so a SavedModel export, `model(...)` and `model.fit` on raw data
+    agree with training), then `none` x, `log1p` sign(x)·log(1+|x|), `standardize`
+    (x - mean) / std.
     Sequences `(B, T)` padded with -1 / "" give embeddings `(B, T, dim)` (zero at
     padded steps) and a mask `(B, T)` (True on real steps).
 
@@ -237,12 +240,19 @@ class FeatureEmbedding(keras.layers.Layer):
         return x
 
     def _normalize(self, f, x):
-        x = ops.cast(x, self.compute_dtype)
+        x = self._finite_or_default(f, ops.cast(x, self.compute_dtype))
         if f.normalize == "log1p":
             return ops.sign(x) * ops.log1p(ops.abs(x))
         if f.normalize == "standardize":
             return (x - f.mean) / f.std
         return x
+
+    @staticmethod
+    def _finite_or_default(f, x):
+        """`x` with NaN and ±inf replaced by the feature's `default` (the readers' rule,
+        here so that every input path, a SavedModel's serving signature included, reads
+        them alike); finite values pass unchanged, bit for bit."""
+        return ops.where(ops.isfinite(x), x, ops.full_like(x, f.default))
 
     def call(self, features, subset=None):
         """Embed every schema feature, or only the features named in `subset` (its

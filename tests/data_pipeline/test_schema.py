@@ -156,8 +156,9 @@ def test_compute_numeric_stats_streams_batches():
         pa.record_batch({"x": pa.array([1.0, None, 3.0]), "y": pa.array([0.0, 0.0, 0.0])}),  # null -> default 10
         {"x": np.array([6.0]), "y": np.array([5.0])},
         pd.DataFrame({"x": [np.nan], "y": [1.0]}),  # NaN -> default 10
+        {"x": np.array([np.inf, -np.inf]), "y": np.array([0.0, 0.0])},  # +-inf -> default 10, as the model reads them
     ]
-    values = np.array([1.0, 10.0, 3.0, 6.0, 10.0])
+    values = np.array([1.0, 10.0, 3.0, 6.0, 10.0, 10.0, 10.0])
     out = compute_numeric_stats(d, batches)
     x = out["numeric"][0]
     assert x["mean"] == pytest.approx(values.mean()) and x["std"] == pytest.approx(values.std())
