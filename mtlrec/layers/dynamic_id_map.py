@@ -33,9 +33,10 @@ class DynamicIdMap(keras.layers.Layer):
       of vocabulary (counted in `overflow_lookups`).
     - `start_day(day)` (once, before the first step of a day):
         1. ids last seen before `day - ttl_days` leave the map and free their rows;
-        2. counts age: they halve (integer division by 2) once for every day number
-           `d` with `d % count_half_life_days == 0` in (previous day, day], i.e.
-           `count ← count >> k`, so a count `n` days old weighs about `2^(-n / h)`;
+        2. counts age: `count ← count >> k` (integer halving), `k` the day numbers
+           `d` in (previous day opened, day] with `d % count_half_life_days == 0`
+           (none on the first day opened), so a count `n` days old weighs about
+           `2^(-n / count_half_life_days)` and an id gone quiet loses to active ones;
         3. the waiting ids (not admitted, count >= `min_count`), most counted first
            (ties: seen later first, then by a fingerprint of the id), take the free
            rows; if more wait than rows are free, the admitted ids counted least
@@ -55,7 +56,8 @@ class DynamicIdMap(keras.layers.Layer):
     hash table's iteration order), so a run restored from a checkpoint admits exactly
     what an uninterrupted run admits. The map is a `tf.lookup` table tracked by the
     layer: `tf.train.Checkpoint` and SavedModel exports carry it; `.keras` files carry it
-    through `save_own_variables`.
+    through `save_own_variables`. Files written before the map held `ids_dropped`
+    (`ADDED_VARIABLES`) load too (`older_state`, `mtlrec.training.trainer_checkpoint`).
 
     Args:
         key_dtype: "int64" or "string".
