@@ -100,7 +100,10 @@ def _drop_none(d: dict) -> dict:
 
 
 #: Schema keys of a table's lookup (besides `num_buckets`).
-LOOKUP_KEYS = ("lookup", "oov_buckets", "min_count", "ttl_days")
+LOOKUP_KEYS = ("lookup", "oov_buckets", "min_count", "ttl_days", "count_half_life_days", "max_waiting")
+#: Default `count_half_life_days` of a dynamic table: counts halve weekly, so a weekly rhythm of
+#: the catalogue averages out while an id quiet for a month keeps under 1/16 of its count.
+COUNT_HALF_LIFE_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -114,21 +117,27 @@ class LookupSpec:
       An id gets its own row once seen `min_count` times (counted over days); ids not
       (yet) admitted, and ids past capacity, read one of `oov_buckets` hashed rows.
       `ttl_days`: the rows of ids not seen for that many days are freed at the start of
-      a day; when the table is full, the least frequently seen ids give their rows to
-      more frequent waiting ones.
+      a day; when the table is full, the least counted ids give their rows to waiting
+      ids counted more (the rows go to those ids at once). Counts halve every
+      `count_half_life_days` days (default 7), so an id that went quiet loses its row
+      to active ones; at most `max_waiting` ids (default `num_buckets`) are tracked
+      without a row, the least counted are dropped.
     """
 
     lookup: str = "hash"
     oov_buckets: int | None = None
     min_count: int | None = None
     ttl_days: int | None = None
+    count_half_life_days: int | None = None
+    max_waiting: int | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping, path: str, dtype: str) -> "LookupSpec":
         lookup = _choice(d, "lookup", path, LOOKUPS, "hash")
         if lookup == "identity" and dtype != "int64":
             _fail(f"{path}.lookup", "hash or dynamic for string ids (identity needs dtype int64)", lookup)
-        for key, needs in (("oov_buckets", ("identity", "dynamic")), ("min_count", ("dynamic",)), ("ttl_days", ("dynamic",))):
+        for key in LOOKUP_KEYS[1:]:
+            needs = ("identity", "dynamic") if key == "oov_buckets" else ("dynamic",)
             if d.get(key) is not None and lookup not in needs:
                 raise KeyPathError(f"{path}.{key}", f"only allowed with lookup: {' or '.join(needs)}, got lookup {lookup!r}")
         return cls(
@@ -136,6 +145,8 @@ class LookupSpec:
             oov_buckets=_pos_int(d, "oov_buckets", path, optional=True),
             min_count=_pos_int(d, "min_count", path, optional=True),
             ttl_days=_pos_int(d, "ttl_days", path, optional=True),
+            count_half_life_days=_pos_int(d, "count_half_life_days", path, optional=True),
+            max_waiting=_pos_int(d, "max_waiting", path, optional=True),
         )
 
     @property
@@ -146,6 +157,15 @@ class LookupSpec:
     @property
     def admission_count(self) -> int:
         return self.min_count or 1
+
+    @property
+    def half_life_days(self) -> int:
+        """Days over which a dynamic table's counts halve."""
+        return self.count_half_life_days or COUNT_HALF_LIFE_DAYS
+
+    def waiting_bound(self, num_buckets: int) -> int:
+        """Ids a dynamic table of `num_buckets` rows tracks without a row, at most."""
+        return self.max_waiting or num_buckets
 
     def to_dict(self) -> dict:
         if self.lookup == "hash":
@@ -420,8 +440,8 @@ def compute_numeric_stats(schema: Mapping | Schema, batches: Iterable, overwrite
     """Fill `mean`/`std` of the `standardize` numeric features from training data.
 
     `batches` is an iterable of column mappings (dict of arrays, pandas DataFrame, pyarrow
-    RecordBatch/Table, or the features dict of a `make_dataset` batch). Nulls / NaN count as
-    the feature's `default` (what the model sees). Features that already have both statistics
+    RecordBatch/Table, or the features dict of a `make_dataset` batch). Nulls, NaN and ±inf
+    count as the feature's `default` (what the model sees). Features that already have both statistics
     keep them unless `overwrite`. Returns a new schema dict; the input is not modified.
     """
     parsed = Schema.from_dict(schema)
@@ -467,4 +487,4 @@ def _to_float_array(col, default: float) -> np.ndarray:
     elif hasattr(col, "numpy"):  # tf.Tensor
         col = col.numpy()
     x = np.asarray(col, dtype=np.float64).ravel()
-    return np.where(np.isnan(x), default, x)
+    return np.where(np.isfinite(x), x, default)

@@ -118,7 +118,11 @@ def arrow_features(batch, schema, names=None, file=None):
 @tf.autograph.experimental.do_not_convert  # plain Python loops over columns
 def _features_labels(flat, plan):
     features = {c.name: flat[c.name] for c in plan if c.role == "feature"}
-    for c in plan:  # NaN / inf in a numeric feature reads as its default (validate_day counts them)
+    # NaN / inf in a numeric feature reads as its default (validate_day counts them). The model
+    # applies the same rule itself (FeatureEmbedding); it stays here for what reads these
+    # features without the model: a day's numeric statistics (stats_from_day), `predict` with
+    # an export written before the model applied it, and users' own code.
+    for c in plan:
         if c.role == "feature" and c.kind == "float32":
             x = features[c.name]
             features[c.name] = tf.where(tf.math.is_finite(x), x, tf.constant(c.fill, x.dtype))

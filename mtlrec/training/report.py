@@ -7,8 +7,9 @@
   mean label) by day;
 - ``expert_utilization.png``: mean gate weight per task and expert (MMoE/PLE);
 - ``table_occupancy.png``: per identity/dynamic table, the share of its rows in use
-  after each day, the ids admitted and evicted on the day, and the share of the
-  day's lookups that read an out-of-vocabulary row.
+  after each day, the ids admitted and evicted on the day, the share of the
+  day's lookups that read an out-of-vocabulary row, and (dynamic tables) the ids
+  waiting for a row after the day and those dropped from the map on the day.
 """
 
 from __future__ import annotations
@@ -156,12 +157,14 @@ def _plot_tables(rows, run_dir, name, out_dir) -> list[Path]:
         if task in capacity
     }
     moves = {f"{t} {m}": p for m in ("admitted", "evicted") for t, p in _series(rows, m).items() if t in tables}
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    tracking = {f"{t} {m}": p for m in ("ids_waiting", "ids_dropped") for t, p in _series(rows, m).items() if t in tables}
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.5))
     _plot_lines(axes[0], occupancy, f"{name}: table occupancy", "rows in use / capacity")
     axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
     _plot_lines(axes[1], moves, "ids admitted and evicted", "ids on the day")
     _plot_lines(axes[2], {t: p for t, p in _series(rows, "oov_share").items() if t in tables},
                 "out-of-vocabulary share of lookups", "OOV lookups / lookups")
+    _plot_lines(axes[3], tracking, "ids waiting for a row, ids dropped from the map", "ids")
     return _save(fig, out_dir / "table_occupancy.png")
 
 

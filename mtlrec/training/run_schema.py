@@ -18,7 +18,8 @@ def resolve_schema(config, run, first_day: str | None, migrate: bool = False) ->
     A saved schema that differs from the config's in more than lookup settings is
     refused (``RunError``); changed lookup settings are refused (``ConfigError``, see
     ``mtlrec.training.lookups.lookup_changes``) unless ``migrate`` or they keep the rows'
-    meaning (a dynamic table's ``min_count``, ``ttl_days``): the schema is then the
+    meaning (a dynamic table's admission settings: ``min_count``, ``ttl_days``,
+    ``count_half_life_days``, ``max_waiting``): the schema is then the
     config's with the run's statistics.
 
     Args:

@@ -36,6 +36,7 @@ from mtlrec.training.errors import NonFiniteLossError
 from mtlrec.training.faults import fault_point
 from mtlrec.training.distribute.strategies import is_chief, make_strategy
 from mtlrec.training.run.tensorboard_log import scalar
+from mtlrec.training.run.trainer_checkpoint import TrainerCheckpoint
 
 logger = logging.getLogger("mtlrec.training")
 
@@ -47,15 +48,16 @@ def _model_holds(weighting: dict) -> bool:
     return not cls.requires_custom_step
 
 
-def _non_trainable_state(model) -> tf.train.Checkpoint:
-    """The model's non-trainable variables (BatchNorm moving statistics, ...) by path.
+def _non_trainable_state(model, skip=()) -> tf.train.Checkpoint:
+    """The model's non-trainable variables (BatchNorm moving statistics, ...) by path,
+    but those in `skip` (ids of variables).
 
     A Keras 3 model does not put the variables of nested layers into TensorFlow's object
     graph: the trainable ones reach the checkpoint through the optimizers' slots, the
     others only through this entry. Without it a restore resets them.
     """
     state = {}
-    for i, variable in enumerate(model.non_trainable_variables):
+    for i, variable in enumerate(v for v in model.non_trainable_variables if id(v) not in skip):
         key = variable.path.replace("/", ".")
         state[key if key not in state else f"{key}.{i}"] = variable.value
     return tf.train.Checkpoint(**state)
@@ -150,14 +152,8 @@ class Trainer:
                     "(each worker would count and admit the ids of its own shard)"
                 )
             self._build_optimizers()
-        self.checkpoint = tf.train.Checkpoint(
-            model=self.model,
-            dense_optimizer=self.dense_optimizer,
-            embedding_optimizer=self.embedding_optimizer,
-            weighting=self.weighting,
-            global_step=self.global_step,
-            model_state=_non_trainable_state(self.model),
-            **self._lookup_checkpoint(),
+        self.checkpoint = TrainerCheckpoint(
+            self._checkpoint_children, any(layer.id_maps for layer in self.lookup_layers)
         )
         self._step_fns = {}
 
@@ -361,11 +357,27 @@ class Trainer:
                 for k, v in means.items():
                     scalar(f"train/loss_{k}", v, step)
 
-    def _lookup_checkpoint(self) -> dict:
+    def _checkpoint_children(self, older: bool = False) -> dict:
+        """What the checkpoint holds by name; ``older``: laid out as before the id maps'
+        added variables (``TrainerCheckpoint``)."""
+        added = set()
+        if older:
+            added = {id(v) for layer in self.lookup_layers for m in layer.id_maps.values() for v in m.added_variables()}
+        return dict(
+            model=self.model,
+            dense_optimizer=self.dense_optimizer,
+            embedding_optimizer=self.embedding_optimizer,
+            weighting=self.weighting,
+            global_step=self.global_step,
+            model_state=_non_trainable_state(self.model, skip=added),
+            **self._lookup_checkpoint(older),
+        )
+
+    def _lookup_checkpoint(self, older: bool = False) -> dict:
         """``{"lookups": ...}``: the id maps and lookup counters (nothing without them)."""
         state = {}
         for i, layer in enumerate(self.lookup_layers):
-            state.update({f"{i}_{name}": value for name, value in layer.lookup_state().items()})
+            state.update({f"{i}_{name}": value for name, value in layer.lookup_state(older).items()})
         return {"lookups": tf.train.Checkpoint(**state)} if state else {}
 
     def start_day(self, day: str) -> None:

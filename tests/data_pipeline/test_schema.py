@@ -101,6 +101,9 @@ def test_top_level_errors():
     ({"min_count": 2}, r"^schema.categorical\[1\].min_count: only allowed with lookup: dynamic, got lookup 'hash'$"),
     ({"lookup": "identity", "ttl_days": 3}, r"^schema.categorical\[1\].ttl_days: only allowed with lookup: dynamic, got lookup 'identity'$"),
     ({"oov_buckets": 3}, r"^schema.categorical\[1\].oov_buckets: only allowed with lookup: identity or dynamic, got lookup 'hash'$"),
+    ({"lookup": "dynamic", "count_half_life_days": 2.5}, r"^schema.categorical\[1\].count_half_life_days: expected a positive integer, got 2.5$"),
+    ({"lookup": "dynamic", "max_waiting": -1}, r"^schema.categorical\[1\].max_waiting: expected a positive integer, got -1$"),
+    ({"lookup": "identity", "max_waiting": 4}, r"^schema.categorical\[1\].max_waiting: only allowed with lookup: dynamic, got lookup 'identity'$"),
 ])
 def test_lookup_errors_name_key_path(keys, message):
     d = base()
@@ -116,6 +119,10 @@ def test_lookup_of_tables_shared_features_and_identity_of_strings():
     s = Schema.from_dict(d)
     assert s.lookup_of(s.sequence[0]) == s.categorical[1].lookup  # shared: the owner's map
     assert (s.lookup_of(s.sequence[0]).admission_count, s.lookup_of(s.sequence[0]).oov_rows) == (3, 1)
+    assert (s.categorical[1].lookup.half_life_days, s.categorical[1].lookup.waiting_bound(50000)) == (7, 50000)  # defaults
+    tuned = Schema.from_dict({**d, "categorical": [dict(d["categorical"][1], count_half_life_days=3, max_waiting=9)]})
+    assert (tuned.categorical[0].lookup.half_life_days, tuned.categorical[0].lookup.waiting_bound(50000)) == (3, 9)
+    assert tuned.to_dict()["categorical"][0]["max_waiting"] == 9 and Schema.from_dict(tuned.to_dict()) == tuned
     assert s.lookup_of(s.sequence[1]).oov_rows == 2 and s.lookup_of(s.categorical[0]).oov_rows == 0
     assert s.to_dict()["categorical"][1] == {"name": "item_id", "dtype": "int64", "num_buckets": 50000, "dim": 16,
                                              "lookup": "dynamic", "min_count": 3, "ttl_days": 7}
@@ -149,8 +156,9 @@ def test_compute_numeric_stats_streams_batches():
         pa.record_batch({"x": pa.array([1.0, None, 3.0]), "y": pa.array([0.0, 0.0, 0.0])}),  # null -> default 10
         {"x": np.array([6.0]), "y": np.array([5.0])},
         pd.DataFrame({"x": [np.nan], "y": [1.0]}),  # NaN -> default 10
+        {"x": np.array([np.inf, -np.inf]), "y": np.array([0.0, 0.0])},  # +-inf -> default 10, as the model reads them
     ]
-    values = np.array([1.0, 10.0, 3.0, 6.0, 10.0])
+    values = np.array([1.0, 10.0, 3.0, 6.0, 10.0, 10.0, 10.0])
     out = compute_numeric_stats(d, batches)
     x = out["numeric"][0]
     assert x["mean"] == pytest.approx(values.mean()) and x["std"] == pytest.approx(values.std())

@@ -86,6 +86,85 @@ def test_when_full_the_least_frequent_ids_give_their_rows_to_more_frequent_waiti
     assert _entries(id_map)[4] == (1, 5, 2)
 
 
+
+def test_a_row_freed_for_a_waiting_id_goes_to_that_id_even_when_the_evicted_id_comes_first():
+    id_map = _map(capacity=3)
+    id_map.start_day(1)
+    id_map.observe(tf.constant([1, 1, 1, 2, 3, 3], tf.int64))  # rows 0, 1, 2; counts 3, 1, 2
+    id_map.observe(tf.constant([4, 4, 4, 4], tf.int64))  # no row left: 4 waits with count 4
+    assert id_map.start_day(2).numpy().tolist() == [1]  # 2 (count 1) gives its row to 4 (count 4)
+    assert _entries(id_map)[4] == (1, 4, 1) and _entries(id_map)[2] == (-1, 1, 1)
+    assert id_map.report()["admitted"] == 1
+    id_map.observe(tf.constant([2, 4], tf.int64))  # 2 (count now 2) first in the batch
+    assert _entries(id_map)[4] == (1, 5, 2)  # 4 keeps the row freed for it
+    assert _entries(id_map)[2] == (-1, 2, 2)  # 2 waits: no row left
+    np.testing.assert_array_equal(id_map.rows(tf.constant([2], tf.int64)), 3 + hash_ids(tf.constant([2], tf.int64), 2))
+    assert id_map.report()["overflow_lookups"] == 1
+    # every id seen once a day: 2 never counts more than 3, the least counted admitted id,
+    # and no row changes hands (before, 2 and 4 swapped row 1 every day, re-initialised)
+    for day in (3, 4, 5):
+        assert id_map.start_day(day).numpy().tolist() == []
+        id_map.observe(tf.constant([2, 1, 3, 4], tf.int64))
+        assert {k: v[0] for k, v in _entries(id_map).items()} == {1: 0, 2: -1, 3: 2, 4: 1}
+    assert _entries(id_map)[2][1] == _entries(id_map)[3][1] == 5
+
+
+def test_counts_halve_so_a_quiet_id_loses_its_row_to_an_active_one():
+    def run(half_life):
+        id_map = _map(capacity=1, count_half_life_days=half_life)
+        id_map.start_day(1)
+        id_map.observe(tf.constant([7] * 64 + [9], tf.int64))  # 7: row 0, count 64; 9 waits with 1
+        history = []
+        for day in range(2, 7):
+            freed = id_map.start_day(day).numpy().tolist()
+            history.append((day, freed, _entries(id_map).get(7), _entries(id_map).get(8), id_map.report()["ids_dropped"]))
+            id_map.observe(tf.constant([8] * 4, tf.int64))  # 8 is seen 4 times a day from day 2 on
+        return id_map, history
+
+    id_map, history = run(half_life=1)  # counts halve at the start of every day
+    assert history == [
+        # day, freed, 7 (row, count, last), 8 (row, count, last), ids dropped
+        (2, [], (0, 32, 1), None, 1),  # 9's count 1 halves to 0: it leaves the map
+        (3, [], (0, 16, 1), (-1, 2, 2), 0),  # 8: 4 // 2
+        (4, [], (0, 8, 1), (-1, 3, 3), 0),  # (2 + 4) // 2
+        (5, [], (0, 4, 1), (-1, 3, 4), 0),  # (3 + 4) // 2; 4 < 3 is false: 7 keeps its row
+        (6, [0], (-1, 2, 1), (0, 3, 5), 0),  # 2 < 3: 8 takes the row
+    ]
+    assert 9 not in _entries(id_map)
+    _, history = run(half_life=1000)  # no halving on days 1-6: 7 keeps its row (64 against 20)
+    assert [h[1] for h in history] == [[]] * 5 and history[-1][2] == (0, 64, 1) and history[-1][3] == (-1, 16, 5)
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "tf.function"])
+def test_the_ids_waiting_for_a_row_stay_bounded_under_a_stream_of_new_ids(traced):
+    id_map = _map(capacity=2, max_waiting=3)
+    observe = tf.function(id_map.observe) if traced else id_map.observe  # traced: as in the training step
+    id_map.start_day(1)
+    observe(tf.constant([1, 2, 3, 3, 4, 4, 5, 5], tf.int64))  # 1, 2: rows; 3, 4, 5 wait (count 2)
+    assert id_map.report()["ids_waiting"] == 3 and id_map.report()["ids_dropped"] == 0
+    observe(tf.constant([10, 11, 12], tf.int64))  # 6 wait: not more than 2 x 3
+    assert id_map.report()["ids_waiting"] == 6
+    observe(tf.constant([13], tf.int64))  # 7 > 6: the 4 least counted leave
+    report = id_map.report()
+    assert (report["ids_tracked"], report["ids_waiting"], report["ids_dropped"]) == (5, 3, 4)
+    assert sorted(_entries(id_map)) == [1, 2, 3, 4, 5]
+    new = 100
+    for day in range(2, 6):
+        id_map.start_day(day)
+        assert id_map.report()["ids_tracked"] <= 2 + 3
+        for _ in range(10):
+            observe(tf.constant(list(range(new, new + 5)), tf.int64))
+            new += 5
+            assert id_map.report()["ids_tracked"] <= 2 + 2 * 3
+        assert 0 < id_map.report()["ids_dropped"] <= 50
+    assert {3, 4, 5} <= set(_entries(id_map))  # counted more than the passing ids: kept
+    strings = _map(key_dtype="string", capacity=1, max_waiting=1)
+    strings.observe(tf.constant(["a", "b", "b", "c"]))  # b (2) is kept over c (1)
+    assert sorted(_entries(strings)) == ["a", "b", "c"]
+    strings.observe(tf.constant(["d"]))
+    assert sorted(_entries(strings)) == ["a", "b"] and strings.report()["ids_dropped"] == 2
+
+
 SCHEMA = {
     "categorical": [
         {"name": "item", "dtype": "string", "num_buckets": 3, "dim": 2, "lookup": "dynamic", "ttl_days": 1},
@@ -224,7 +303,13 @@ def test_bad_arguments():
         DynamicIdMap(capacity=0)
     with pytest.raises(ValueError, match="Received: ttl_days=-1"):
         DynamicIdMap(capacity=2, ttl_days=-1)
+    with pytest.raises(ValueError, match="Received: count_half_life_days=0"):
+        DynamicIdMap(capacity=2, count_half_life_days=0)
+    with pytest.raises(ValueError, match="Received: max_waiting=1.5"):
+        DynamicIdMap(capacity=2, max_waiting=1.5)
+    keys = ("key_dtype", "capacity", "oov_buckets", "min_count", "ttl_days", "count_half_life_days", "max_waiting")
     config = _map(min_count=2, ttl_days=3).get_config()
-    assert {k: config[k] for k in ("key_dtype", "capacity", "oov_buckets", "min_count", "ttl_days")} == {
-        "key_dtype": "int64", "capacity": 4, "oov_buckets": 2, "min_count": 2, "ttl_days": 3
+    assert {k: config[k] for k in keys} == {
+        "key_dtype": "int64", "capacity": 4, "oov_buckets": 2, "min_count": 2, "ttl_days": 3,
+        "count_half_life_days": 7, "max_waiting": 4,
     }

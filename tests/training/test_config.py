@@ -186,6 +186,8 @@ BAD = {
     "hyperparameter_type": (("tower_units: [8]", "tower_units: 8"), 22, r"model\.tower_units: expected a list, got 8"),
     "unknown_hyperparameter": (("tower_units: [8]\n", "tower_units: [8]\n  num_experts: 4\n"), 23, r"model\.num_experts: unknown hyperparameter of model type 'esmm'"),
     "schema_value": (("num_buckets: 128, dim: 4}\n    - {name: item_id", "num_buckets: 0, dim: 4}\n    - {name: item_id"), 10, r"schema\.categorical\[0\]\.num_buckets"),
+    "half_life": (("{name: item_id, dtype: int64, num_buckets: 128, dim: 4}", "{name: item_id, dtype: int64, num_buckets: 128, dim: 4, lookup: dynamic, count_half_life_days: 0}"), 11, r"^\S+:11: schema\.categorical\[1\]\.count_half_life_days: expected a positive integer, got 0$"),
+    "max_waiting": (("{name: item_id, dtype: int64, num_buckets: 128, dim: 4}", "{name: item_id, dtype: int64, num_buckets: 128, dim: 4, max_waiting: 10}"), 11, r"^\S+:11: schema\.categorical\[1\]\.max_waiting: only allowed with lookup: dynamic, got lookup 'hash'$"),
     "optimizer_name": (("name: lazy_adam,", "name: lazy_adamw,"), 25, r"optimizer\.embedding\.name: expected one of"),
     "funnel_label": (("[[click, conversion]]", "[[click, purchase]]"), 6, r"data\.funnel\[0\]: 'purchase' is not a label"),
     "format": (("format: parquet", "format: csv"), 5, r"data\.format: expected one of parquet, tfrecord, got 'csv'"),

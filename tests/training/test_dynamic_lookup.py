@@ -86,8 +86,12 @@ def test_three_days_one_by_one_equal_one_run_over_the_three_days(tmp_path, funne
     assert days[0]["tables"]["item_id"]["admitted"] > 0
     for d, e in zip(days, RunState.load(three / "run").days):
         assert d["tables"] == e["tables"]
-    rows = [r for r in (one / "run" / "metrics.csv").read_text().splitlines() if r.startswith(DAYS[0] + ",table:item_id,rows_in_use")]
-    assert len(rows) == 1 and float(rows[0].split(",")[3]) == days[0]["tables"]["item_id"]["rows_in_use"]
+    metrics = (one / "run" / "metrics.csv").read_text().splitlines()
+    for metric in ("rows_in_use", "ids_tracked", "ids_waiting", "ids_dropped"):
+        rows = [r for r in metrics if r.startswith(f"{DAYS[0]},table:item_id,{metric},")]
+        assert len(rows) == 1 and float(rows[0].split(",")[3]) == days[0]["tables"]["item_id"][metric]
+    figures = days[0]["tables"]["item_id"]
+    assert figures["ids_waiting"] == figures["ids_tracked"] - figures["rows_in_use"] >= 0
     from mtlrec.training.report import make_report
 
     assert "table_occupancy.png" in [p.name for p in make_report(one / "run")]

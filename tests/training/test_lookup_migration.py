@@ -40,7 +40,8 @@ DAYS, SCHEMA, config_file = _fixtures.DAYS, _fixtures.SCHEMA, _fixtures.config_f
 #: (127 + 1 OOV rows: the same shape, so only the migration tells the tables apart).
 MIGRATED = copy.deepcopy(SCHEMA)
 MIGRATED["categorical"][1].update(lookup="dynamic", num_buckets=127, min_count=2)
-TO = {"lookup": "dynamic", "num_buckets": 127, "oov_buckets": 1, "min_count": 2, "ttl_days": None}
+TO = {"lookup": "dynamic", "num_buckets": 127, "oov_buckets": 1, "min_count": 2, "ttl_days": None,
+      "count_half_life_days": 7, "max_waiting": 127}
 
 
 def _name(variable):
@@ -265,16 +266,16 @@ def test_kill_9_before_the_migrated_checkpoint_then_the_migration_restarts_only_
     state = RunState.load(run_dir)
     assert state.trained_days == DAYS[:3] and len(state.data["lookup_migrations"]) == 1
 
-    # min_count and ttl_days decide only which ids get rows from now on: no flag, nothing restarts
+    # the admission settings decide only which ids get rows from now on: no flag, nothing restarts
     stricter = copy.deepcopy(MIGRATED)
-    stricter["categorical"][1].update(min_count=3, ttl_days=5)
+    stricter["categorical"][1].update(min_count=3, ttl_days=5, count_half_life_days=3, max_waiting=50)
     code, err = _train(capsys, config_file(tmp_path, funnel_root, {"schema": stricter}, name="stricter.yaml"), "--day", DAYS[3])
     assert code == 0, err
     assert "migrated tables item_id (rows and id map kept)" in err
     state = RunState.load(run_dir)
     assert state.data["lookup_migrations"][1]["tables"] == [{
         "table": "item_id", "features": ["item_id", "hist_item_id"], "from": TO,
-        "to": dict(TO, min_count=3, ttl_days=5), "start": "kept",
+        "to": dict(TO, min_count=3, ttl_days=5, count_half_life_days=3, max_waiting=50), "start": "kept",
     }]
     day3, day4 = (state.entry(d)["tables"]["item_id"] for d in DAYS[2:])
     assert day4["rows_in_use"] == day3["rows_in_use"] + day4["admitted"]  # day 3's ids kept their rows

@@ -34,7 +34,10 @@ class FeatureEmbedding(keras.layers.Layer):
     (counts, admissions; once per global batch, before the forward pass) and
     `start_day` (expiry and eviction, re-initialising the freed rows); calling the
     layer only reads it.
-    Numerics: `none` x, `log1p` sign(x)·log(1+|x|), `standardize` (x - mean) / std.
+    Numerics: a NaN or infinite value reads as the feature's `default` (as the data
+    readers read it, so a SavedModel export, `model(...)` and `model.fit` on raw data
+    agree with training), then `none` x, `log1p` sign(x)·log(1+|x|), `standardize`
+    (x - mean) / std.
     Sequences `(B, T)` padded with -1 / "" give embeddings `(B, T, dim)` (zero at
     padded steps) and a mask `(B, T)` (True on real steps).
 
@@ -95,6 +98,8 @@ class FeatureEmbedding(keras.layers.Layer):
                     oov_buckets=lookup.oov_rows,
                     min_count=lookup.admission_count,
                     ttl_days=lookup.ttl_days,
+                    count_half_life_days=lookup.half_life_days,
+                    max_waiting=lookup.waiting_bound(num_buckets),
                     name=f"id_map_{f.name}",
                 )
                 id_map.build()
@@ -153,11 +158,13 @@ class FeatureEmbedding(keras.layers.Layer):
             out.setdefault(owner, []).append(ids)
         return {owner: tf.concat(parts, axis=0) for owner, parts in out.items()}
 
-    def lookup_state(self) -> dict:
+    def lookup_state(self, older: bool = False) -> dict:
         """The state of the identity/dynamic lookups by name, for a `tf.train.Checkpoint`
         (Keras keeps layer weights out of TensorFlow's object graph; the trainer's
-        checkpoint reaches the trainable tables through the optimizers, this state here)."""
-        state = {f"id_map_{owner}": id_map for owner, id_map in self.id_maps.items()}
+        checkpoint reaches the trainable tables through the optimizers, this state here).
+        `older`: the id maps as checkpoints written before their added variables hold
+        them (`DynamicIdMap.older_state`)."""
+        state = {f"id_map_{owner}": id_map.older_state() if older else id_map for owner, id_map in self.id_maps.items()}
         state.update({f"lookups_{owner}": counts for owner, counts in self.lookup_counts.items()})
         return state
 
@@ -233,12 +240,19 @@ class FeatureEmbedding(keras.layers.Layer):
         return x
 
     def _normalize(self, f, x):
-        x = ops.cast(x, self.compute_dtype)
+        x = self._finite_or_default(f, ops.cast(x, self.compute_dtype))
         if f.normalize == "log1p":
             return ops.sign(x) * ops.log1p(ops.abs(x))
         if f.normalize == "standardize":
             return (x - f.mean) / f.std
         return x
+
+    @staticmethod
+    def _finite_or_default(f, x):
+        """`x` with NaN and ±inf replaced by the feature's `default` (the readers' rule,
+        here so that every input path, a SavedModel's serving signature included, reads
+        them alike); finite values pass unchanged, bit for bit."""
+        return ops.where(ops.isfinite(x), x, ops.full_like(x, f.default))
 
     def call(self, features, subset=None):
         """Embed every schema feature, or only the features named in `subset` (its

@@ -5,9 +5,10 @@ A table's rows mean ids by its lookup settings (``lookup``, ``num_buckets``,
 Changing them is refused (exit 2, naming the feature, both values and
 ``--migrate-lookups``) unless the migration is asked for; then the changed tables start
 afresh (``mtlrec.training.lookups.lookup_migration``) and the run's schema becomes the config's
-(with the run's numeric statistics). A dynamic table's ``min_count`` and ``ttl_days``
-decide only which ids get rows from now on: changing them alone keeps the table and
-its id map, no flag needed (recorded like a migration, ``start: kept``).
+(with the run's numeric statistics). A dynamic table's ``min_count``, ``ttl_days``,
+``count_half_life_days`` and ``max_waiting`` decide only which ids get rows from now on:
+changing them alone keeps the table and its id map, no flag needed (recorded like a
+migration, ``start: kept``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mtlrec.training.days.numeric_stats import without_stats
 FLAG = "--migrate-lookups"
 
 #: The keys of a table's lookup settings, in the order a refusal names the first changed one.
-SETTINGS = ("lookup", "num_buckets", "oov_buckets", "min_count", "ttl_days")
+SETTINGS = ("lookup", "num_buckets", "oov_buckets", "min_count", "ttl_days", "count_half_life_days", "max_waiting")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +50,9 @@ class TableChange:
 
     @property
     def kept(self) -> bool:
-        """Whether the table keeps its rows and id map: only ``min_count`` or ``ttl_days``
-        of a dynamic table change."""
+        """Whether the table keeps its rows and id map: only the admission settings of a
+        dynamic table change (``min_count``, ``ttl_days``, ``count_half_life_days``,
+        ``max_waiting``)."""
         return all(self.before.get(k) == self.after.get(k) for k in SETTINGS[:3])
 
     @property
@@ -76,7 +78,10 @@ def table_settings(schema: Schema, feature) -> dict:
     if lookup.lookup != "hash":
         settings["oov_buckets"] = lookup.oov_rows
     if lookup.lookup == "dynamic":
-        settings.update(min_count=lookup.admission_count, ttl_days=lookup.ttl_days)
+        settings.update(
+            min_count=lookup.admission_count, ttl_days=lookup.ttl_days,
+            count_half_life_days=lookup.half_life_days, max_waiting=lookup.waiting_bound(num_buckets),
+        )
     return settings
 
 

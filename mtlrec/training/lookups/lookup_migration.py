@@ -7,7 +7,8 @@ the unchanged tables) except what belongs to a migrated table: its rows keep the
 initialisation of a new table (``derive_seed(model seed, "embedding_<table>")``, exactly
 what a new run would start with), its optimizer slots their initial values, its id map
 (or out-of-range counters) starts empty. Both models live in memory during the copy.
-A ``kept`` table (only a dynamic table's ``min_count`` or ``ttl_days`` changed) is
+A ``kept`` table (only a dynamic table's admission settings changed: ``min_count``,
+``ttl_days``, ``count_half_life_days``, ``max_waiting``) is
 copied like the unchanged ones.
 
 One exception, the warm start of a table that becomes ``identity``: every id of it is

@@ -35,7 +35,10 @@ def read_metrics(run_dir) -> list[dict]:
 
 
 #: Figures of an identity/dynamic table's day written to ``metrics.csv`` (task ``table:<name>``).
-TABLE_METRICS = ("rows_in_use", "capacity", "admitted", "evicted", "lookups", "oov_share", "overflow_lookups")
+TABLE_METRICS = (
+    "rows_in_use", "capacity", "admitted", "evicted", "lookups", "oov_share", "overflow_lookups",
+    "ids_tracked", "ids_waiting", "ids_dropped",
+)
 
 
 def metric_rows(day: str, step: int, evaluation=None, train_losses=None, tables=None) -> list[dict]:
