@@ -45,28 +45,32 @@ class LazyAdam(LazyRowUpdates, keras.optimizers.Adam):
     checkpoint written before the slot held steps, whose `momentum` slot is zero)
     is updated without decay of `v_r` (`t - s` taken as 1) and gets its step.
 
-    What is matched and what is not, against dense Adam on the same gradients:
+    What is matched and what is not, against dense Adam on the same gradients
+    (`benchmarks/sparse_row_displacement.py --gaps`: one row given the gradient
+    1.0 every `gap` steps, 25 times, its distance read where the next lookup
+    would be):
 
     - `v_r` at a lookup is dense Adam's exactly (the `beta_2` decay over the
       absent steps included).
     - A row absent until its gradient's momentum has died out (about 50 steps)
-      moves by dense Adam's distance, earlier: at the lookup instead of over the
-      following steps. `benchmarks/sparse_row_displacement.py --gaps`: a row looked
-      up every 100 to 10,000 steps moves 0.97-1.00 of dense Adam's distance.
-    - A row looked up again before that moves a little less or more (0.93-1.05
-      of dense Adam at gaps 1 to 30): dense Adam moves the rest of the earlier
-      gradient's momentum with the larger `v` of the new lookup.
+      moves by dense Adam's distance, only earlier: at the lookup instead of over
+      the following steps. Gaps of 100 to 10,000 steps: 0.97-1.00 of dense Adam
+      (before `v_r` decayed: 0.75 at 100 steps, 0.32 at 10,000).
+    - A row looked up again sooner moves a little less or more: dense Adam moves
+      the rest of the earlier gradient's momentum with the `v` of the new lookup
+      (gap 1: 1.00; gap 10: 0.93 from step 1, 1.06 from step 5,001).
     - The bias correction is that of the lookup's step `t` for the gradient's
       whole future. For a row looked up on consecutive steps this is what dense
-      Adam does (its growing `v` cancels the growing correction); for a row
-      looked up once in the first ~100 steps of a run dense Adam moves farther
-      (up to 6x at `t = 1`, 1.6x at `t = 10`, 1.04x at `t = 100`). Applying each
-      future step's correction instead would move a row looked up every step
-      1.35-1.9x as far as dense Adam over its first 25 steps.
+      Adam does (its growing `v` cancels the growing correction); a row looked up
+      once in the first ~100 steps of a run moves farther under dense Adam (6x at
+      `t = 1`, 1.6x at `t = 10`, 1.04x at `t = 100`). Each future step's own
+      correction would instead move a row looked up on every step 1.9x as far as
+      dense Adam over its first 25 steps.
     - A row new late in a run (`v_r = 0`) and then looked up on consecutive
-      steps moves farther than under dense Adam while its `v_r` builds up: its
-      first lookup is applied with the `v` of a single gradient (1.8x dense
-      Adam's distance over 25 consecutive lookups, 1.2x over 200).
+      steps moves farther than under dense Adam while its `v_r` builds up: each
+      gradient's future is applied with the small `v` of its lookup, where
+      dense Adam's grows with the next gradients (1.8x dense Adam's distance
+      over its first 25 lookups, from step 5,001). This was so before too.
 
     `beta_1` must be below `sqrt(beta_2)` (else the momentum's future steps
     do not shrink and `k` has no value).
