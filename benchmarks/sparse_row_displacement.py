@@ -13,7 +13,17 @@ travelled, in units of the learning rate, and its ratio to dense Adam's.
 The default 586 steps are 2 epochs of a 300,000-row day at batch 1,024; a user id of
 `benchmarks/quality_vs_peers.py` is in about 5% of the batches, an item id in about 9%.
 
+`--gaps` (a second table) is the multi-day case: ids that come back after thousands of
+steps. One row gets the gradient 1.0 every `gap` steps, `--lookups` times from step
+`--first-step`; its distance is read where the next lookup would be (`lookups * gap`
+steps on). Columns: Keras' dense `Adam` (every step run, the row's gradient 0 between
+lookups), `LazyAdam()` (per_step), and two numpy references: the per_step rule before
+`v` decayed over the absent steps (v advanced one step per lookup, as in mtlrec up to
+this change), and per_step with each future step's own bias correction in place of the
+lookup step's (the alternative the LazyAdam docstring explains not taking).
+
     TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=. .venv/bin/python benchmarks/sparse_row_displacement.py
+    TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=. .venv/bin/python benchmarks/sparse_row_displacement.py --gaps 1 10 100 300 1000 10000
 """
 
 import argparse
@@ -56,6 +66,70 @@ def distances(optimizer, touch, grads):
     return -table.numpy()[:, 0]
 
 
+def _per_step_reference(steps, g, beta_1=0.9, beta_2=0.999, eps=1e-7, decay=False, exact_bias=False):
+    """Distance of a row under a numpy per_step rule, gradient `g` at global steps `steps`:
+    `decay`: v decays over the absent steps (mtlrec now) or not (before); `exact_bias`:
+    the sum over the gradient's future of each step's bias correction (not taken)."""
+    r = beta_1 / np.sqrt(beta_2)
+    k = np.arange(int(np.ceil(np.log(1e-12) / np.log(r))))
+    v = w = 0.0
+    last = None
+    for t in steps:
+        if decay and last is not None:
+            v *= beta_2 ** (t - last - 1)
+        v += (1 - beta_2) * (g * g - v)
+        last = t
+        if exact_bias:
+            future = np.sum(r**k * np.sqrt(1 - beta_2 ** (t + k)) / (1 - beta_1 ** (t + k)))
+        else:
+            future = np.sqrt(1 - beta_2**t) / (1 - r)
+        w -= LR * (1 - beta_1) * future * g / (np.sqrt(v) + eps)
+    return -w
+
+
+def gap_distances(gap, lookups, first_step):
+    """(dense Adam, LazyAdam) distances of row 0 of a 4-row table with gradient 1.0 at steps
+    `first_step + i * gap`, read at step `first_step + lookups * gap - 1`."""
+    dense_table = keras.Variable(np.zeros((4, 1), "float32"), name="embeddings")
+    lazy_table = keras.Variable(np.zeros((4, 1), "float32"), name="embeddings")
+    dense, lazy = keras.optimizers.Adam(LR), LazyAdam(LR)
+    dense.build([dense_table])
+    lazy.build([lazy_table])
+    dense.iterations.assign(first_step - 1)  # the row's moments are zero before: nothing to run
+    one_hot = tf.constant([[1.0], [0.0], [0.0], [0.0]])
+    zeros = tf.zeros((4, 1))
+
+    @tf.function
+    def dense_steps(first, absent):
+        dense.apply_gradients([(first, dense_table)])
+        for _ in tf.range(absent):
+            dense.apply_gradients([(zeros, dense_table)])
+
+    row = tf.IndexedSlices(tf.constant([[1.0]]), tf.constant([0], tf.int64), tf.constant([4, 1], tf.int64))
+    for i in range(lookups):
+        dense_steps(one_hot, tf.constant(gap - 1))
+        lazy.iterations.assign(first_step - 1 + i * gap)
+        lazy.apply_gradients([(row, lazy_table)])
+    assert int(dense.iterations.numpy()) == first_step - 1 + lookups * gap
+    return -float(dense_table.numpy()[0, 0]), -float(lazy_table.numpy()[0, 0])
+
+
+def gaps_report(args):
+    header = ["gap (steps)", "first lookup at step", "lookups", "dense Adam", "LazyAdam per_step (now)",
+              "per_step before: v not decayed (numpy)", "per_step, each step's bias correction (numpy)"]
+    rows = []
+    for first_step in args.first_step:
+        for gap in args.gaps:
+            dense, lazy = gap_distances(gap, args.lookups, first_step)
+            steps = [first_step + i * gap for i in range(args.lookups)]
+            before = _per_step_reference(steps, 1.0)
+            exact = _per_step_reference(steps, 1.0, decay=True, exact_bias=True)
+            rows.append([f"{gap:,}", f"{first_step:,}", str(args.lookups), f"{dense / LR:.1f}",
+                         *(f"{x / LR:.1f} ({x / dense:.2f})" for x in (lazy, before, exact))])
+    pc.print_report(f"row 0 of a 4-row table, gradient 1.0 every gap steps, lr {LR}; distance moved / lr "
+                    "(ratio to dense Adam), read where the next lookup would be", header, rows)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=586)
@@ -63,7 +137,13 @@ def main():
     ap.add_argument("--noise", type=float, nargs="+", default=[0.0, 3.0])
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gaps", type=int, nargs="+", help="the multi-day table instead: these gaps")
+    ap.add_argument("--lookups", type=int, default=25, help="lookups per row (--gaps)")
+    ap.add_argument("--first-step", type=int, nargs="+", default=[1],
+                    help="global step of each row's first lookup (--gaps)")
     args = ap.parse_args()
+    if args.gaps:
+        return gaps_report(args)
 
     rng = np.random.default_rng(args.seed)
     header = ["gradient sd", "lookup rate p", "lookups", "dense Adam", "LazyAdam per_step (default)",

@@ -1,28 +1,33 @@
 """mtlrec.optimizers: sparse-aware optimizers and the optimizer config.
 
 `LazyAdam` and `LazyAdagrad` update only the embedding rows (and their slots)
-present in a batch; dense variables get the stock update. The trainer gives the
+present in a batch; dense variables get the stock update. `Adam`, `Adagrad` and `SGD` are
+Keras' own. In all five, `clipnorm`, `global_clipnorm` and `clipvalue` clip the gradient
+summed over the replicas and over duplicate ids (`SummedGradientClipping`). The trainer gives the
 model's embedding tables (`variable_groups().embedding_tables`) a lazy optimizer and
 the rest a dense one, both built by `make_optimizer`.
 """
 
 from collections.abc import Mapping
 
-import keras
-
 from mtlrec.conventions.constructor_args import constructor_args
 from mtlrec.conventions.key_paths import KeyPathError
 
+from mtlrec.optimizers.adagrad import Adagrad
+from mtlrec.optimizers.adam import Adam
 from mtlrec.optimizers.lazy_adagrad import LazyAdagrad
 from mtlrec.optimizers.lazy_adam import LazyAdam
+from mtlrec.optimizers.sgd import SGD
 from mtlrec.optimizers.slot_rows import reset_slot_rows
+from mtlrec.optimizers.summed_gradients import SummedGradientClipping
 
-__all__ = ["LazyAdam", "LazyAdagrad", "OPTIMIZERS", "make_optimizer", "optimizer_arguments", "reset_slot_rows"]
+__all__ = ["Adagrad", "Adam", "LazyAdam", "LazyAdagrad", "OPTIMIZERS", "SGD", "SummedGradientClipping",
+           "make_optimizer", "optimizer_arguments", "reset_slot_rows"]
 
 OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "adagrad": keras.optimizers.Adagrad,
-    "sgd": keras.optimizers.SGD,
+    "adam": Adam,
+    "adagrad": Adagrad,
+    "sgd": SGD,
     "lazy_adam": LazyAdam,
     "lazy_adagrad": LazyAdagrad,
 }

@@ -3,25 +3,9 @@
 import keras
 import tensorflow as tf
 
+from mtlrec.optimizers.summed_gradients import SummedGradientClipping
+from mtlrec.optimizers.summed_gradients import dedupe_slices
 from mtlrec.layers.embedding.sparse_reads import gather_rows
-
-
-def dedupe_slices(gradient, dtype):
-    """Sums the rows of an `IndexedSlices` gradient that share an index.
-
-    A batch that looks the same id up twice (or replicas whose gradients were
-    concatenated by an all-reduce) yields repeated indices; a scatter with
-    repeated indices would apply only one of them.
-
-    Returns:
-        `(values, indices)`: the summed rows `(U, ...)` cast to `dtype` and the
-        unique indices `(U,)`, in order of first appearance.
-    """
-    indices, positions = tf.unique(gradient.indices)
-    values = tf.math.unsorted_segment_sum(
-        tf.cast(gradient.values, dtype), positions, tf.shape(indices)[0]
-    )
-    return values, indices
 
 
 def tf_variable(variable):
@@ -29,35 +13,6 @@ def tf_variable(variable):
     if isinstance(variable, keras.Variable):
         return variable.value
     return variable
-
-
-def clip_gradients(optimizer, grads, clip_dense):
-    """Gradient clipping that keeps `IndexedSlices` sparse.
-
-    `clipnorm` is already sparse-safe in the TF backend (`tf.clip_by_norm`);
-    `clipvalue` and `global_clipnorm` go through `keras.ops`, which would
-    densify a sparse gradient, so those two are done with TF ops here.
-    """
-    if not any(isinstance(g, tf.IndexedSlices) for g in grads):
-        return clip_dense(grads)
-    if optimizer.global_clipnorm and optimizer.global_clipnorm > 0:
-        present = [g for g in grads if g is not None]
-        clipped, _ = tf.clip_by_global_norm(present, optimizer.global_clipnorm)
-        clipped = iter(clipped)
-        return [None if g is None else next(clipped) for g in grads]
-    if optimizer.clipvalue and optimizer.clipvalue > 0:
-        v = optimizer.clipvalue
-        out = []
-        for g in grads:
-            if isinstance(g, tf.IndexedSlices):
-                g = tf.IndexedSlices(
-                    tf.clip_by_value(g.values, -v, v), g.indices, g.dense_shape
-                )
-            elif g is not None:
-                g = tf.clip_by_value(g, -v, v)
-            out.append(g)
-        return out
-    return clip_dense(grads)
 
 
 def decay_dense(optimizer, variable):
@@ -107,9 +62,10 @@ def refuse_gradient_accumulation(optimizer_name, steps):
         )
 
 
-class LazyRowUpdates:
+class LazyRowUpdates(SummedGradientClipping):
     """Mixin placed before a Keras optimizer class: dense gradients take that
     optimizer's own update; an `IndexedSlices` gradient goes to `update_rows`.
+    Clipping acts on the summed gradient (`SummedGradientClipping`).
 
     A subclass gives `SLOTS` (slot name -> its attribute list in the Keras optimizer),
     `slot_initial_value(name)` and `_row_step(values, ids, lr, slots)`: the step for
@@ -120,9 +76,6 @@ class LazyRowUpdates:
 
     #: slot name -> the Keras optimizer's list attribute holding it (per variable index)
     SLOTS = {}
-
-    def _clip_gradients(self, grads):
-        return clip_gradients(self, grads, super()._clip_gradients)
 
     def _apply_weight_decay(self, variables):
         # Done per variable in `update_step`, where it is known whether the

@@ -4,6 +4,8 @@ import tensorflow as tf
 
 from mtlrec.optimizers._sparse import LazyRowUpdates
 from mtlrec.optimizers._sparse import tf_variable
+from mtlrec.optimizers.summed_gradients import clips
+from mtlrec.optimizers.summed_gradients import summed_slices
 
 
 def table_shards(table):
@@ -102,9 +104,16 @@ class ShardedRowOptimizer(tf.Module):
 
 
 def clip_tables(optimizer, table_gradients):
-    """The optimizer's clipping, as Keras does it on whole tables: ``clipnorm`` by the
-    norm of each table (all its shards together), ``global_clipnorm`` over every table,
-    ``clipvalue`` element by element."""
+    """The optimizer's clipping, as on whole tables, of each shard's gradient with its
+    duplicate ids summed (``summed_slices``): ``clipnorm`` by the norm of each table (all
+    its shards together), ``global_clipnorm`` over every table, ``clipvalue`` element by
+    element."""
+    if not clips(optimizer):
+        return table_gradients
+    table_gradients = [
+        ([summed_slices(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients], table)
+        for gradients, table in table_gradients
+    ]
     out = []
     if optimizer.clipnorm and optimizer.clipnorm > 0:
         for gradients, table in table_gradients:
@@ -112,10 +121,10 @@ def clip_tables(optimizer, table_gradients):
             clipped = iter(tf.clip_by_global_norm(present, optimizer.clipnorm)[0] if present else [])
             out.append(([None if g is None else next(clipped) for g in gradients], table))
         return out
-    flat = [g for gradients, _ in table_gradients for g in gradients if g is not None]
-    clipped = iter(optimizer._clip_gradients(flat) if flat else [])
+    flat = [g for gradients, _ in table_gradients for g in gradients]
+    clipped = iter(optimizer.clip_summed_gradients(flat))
     for gradients, table in table_gradients:
-        out.append(([None if g is None else next(clipped) for g in gradients], table))
+        out.append(([next(clipped) for _ in gradients], table))
     return out
 
 

@@ -155,7 +155,7 @@ def test_two_replicas_with_repeated_ids_match_single_device():
     "make_opt, slot_attrs",
     [(lambda: LazyAdam(0.05, amsgrad=True, row_momentum="per_lookup"),
       ["_momentums", "_velocities", "_velocity_hats"]),
-     # per_step keeps no row momentum: its table's momentum slot stays zero.
+     # per_step keeps no row momentum: its momentum slot holds each row's last step.
      (lambda: LazyAdam(0.05, amsgrad=True), ["_velocities", "_velocity_hats", "_momentums"]),
      (lambda: LazyAdagrad(0.1), ["_accumulators"])],
 )

@@ -280,14 +280,15 @@ def test_per_step_is_the_default_and_a_lookup_moves_the_row_as_far_as_dense_adam
     np.testing.assert_allclose(np.abs(step), LR * 1.00452 * np.sqrt((1 - B2**t) / (1 - B2)), rtol=1e-4)
 
 
-def test_per_step_keeps_no_row_momentum_and_sums_duplicate_ids():
+def test_per_step_keeps_each_rows_last_step_and_sums_duplicate_ids():
     table = _table()
     w0 = table.numpy()
     opt = LazyAdam(learning_rate=LR)
     opt.apply_gradients([(_slices(*STEP1), table)])
     opt.apply_gradients([(_slices(*STEP2), table)])
     m, v = _slots(opt)
-    np.testing.assert_array_equal(m, 0.0)
+    # No first moment: the momentum slot holds the step of each row's last lookup.
+    np.testing.assert_array_equal(m, [[0, 0], [1, 1], [0, 0], [2, 2], [2, 2], [0, 0]])
     # Reference: v as in Adam over the row's lookups, step lr sqrt(1 - B2^t) k g / sqrt(v).
     b2_32 = float(np.float32(B2))
     k = (1 - B1) / (1 - B1 / np.sqrt(B2))

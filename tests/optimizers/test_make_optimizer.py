@@ -3,20 +3,27 @@ import numpy as np
 import pytest
 
 from mtlrec.conventions.key_paths import KeyPathError
+from mtlrec.optimizers import Adagrad
+from mtlrec.optimizers import Adam
 from mtlrec.optimizers import LazyAdagrad
 from mtlrec.optimizers import LazyAdam
+from mtlrec.optimizers import SGD
+from mtlrec.optimizers import SummedGradientClipping
 from mtlrec.optimizers import make_optimizer
 from mtlrec.optimizers import optimizer_arguments
 
 
 @pytest.mark.parametrize(
-    "name, cls",
-    [("adam", keras.optimizers.Adam), ("adagrad", keras.optimizers.Adagrad),
-     ("sgd", keras.optimizers.SGD), ("lazy_adam", LazyAdam), ("lazy_adagrad", LazyAdagrad)],
+    "name, cls, keras_cls",
+    [("adam", Adam, keras.optimizers.Adam), ("adagrad", Adagrad, keras.optimizers.Adagrad),
+     ("sgd", SGD, keras.optimizers.SGD), ("lazy_adam", LazyAdam, keras.optimizers.Adam),
+     ("lazy_adagrad", LazyAdagrad, keras.optimizers.Adagrad)],
 )
-def test_builds_each_optimizer_with_its_learning_rate(name, cls):
+def test_builds_each_optimizer_with_its_learning_rate(name, cls, keras_cls):
     opt = make_optimizer({"name": name, "learning_rate": 0.25})
     assert type(opt) is cls
+    # Keras' optimizer, with clipping on the summed gradient
+    assert isinstance(opt, keras_cls) and isinstance(opt, SummedGradientClipping)
     assert np.isclose(float(opt.learning_rate.numpy()), 0.25)
 
 

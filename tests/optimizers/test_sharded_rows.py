@@ -43,3 +43,30 @@ def test_sharded_row_updates_equal_the_whole_table_updates(make):
     np.testing.assert_array_equal(got[[0, 2, 3]], values[[0, 2, 3]])  # untouched rows stay
     assert int(optimizer.iterations.numpy()) == 2
     assert [s.shape.as_list() for s in rows.slot_shards(sharded)[optimizer.slot_names()[-1]]] == [[3, 2], [2, 2]]
+
+
+def test_sharded_rows_decay_v_over_absent_steps_and_keep_row_steps_per_shard():
+    # LazyAdam's per_step rule is the same on shards: a row back after 300 steps.
+    values = np.random.default_rng(1).normal(size=(5, 2)).astype("float32")
+    whole = tf.Variable(values, name="embedding_t")
+    reference = LazyAdam(learning_rate=0.1)
+    reference.build([whole])
+    sharded = _sharded(values)
+    optimizer = LazyAdam(learning_rate=0.1)
+    optimizer.build([])
+    rows = ShardedRowOptimizer(optimizer, [sharded], tf.distribute.get_strategy())
+    g = tf.constant([[1.0, -2.0], [0.5, 0.5]])
+    for _ in range(2):
+        reference.apply_gradients([(tf.IndexedSlices(g, tf.constant([1, 4]), [5, 2]), whole)])
+        rows.apply([([tf.IndexedSlices(g[:1], tf.constant([1])), tf.IndexedSlices(g[1:], tf.constant([1]))], sharded)])
+        reference.iterations.assign(300)
+        optimizer.iterations.assign(300)
+    got = tf.concat([s.read_value() for s in table_shards(sharded)], 0).numpy()
+    np.testing.assert_allclose(got, whole.numpy(), rtol=1e-6)
+    slots = rows.slot_shards(sharded)
+    velocity = tf.concat([s.read_value() for s in slots["velocity"]], 0).numpy()
+    np.testing.assert_allclose(velocity, reference._velocities[0].numpy(), rtol=1e-6)
+    # rows 1 and 4 decayed over 299 absent steps: B2^300 (1 - B2) g^2 + (1 - B2) g^2
+    np.testing.assert_allclose(velocity[[1, 4]], (0.999**300 + 1) * 0.001 * g.numpy() ** 2, rtol=1e-5)
+    steps = tf.concat([s.read_value() for s in slots["momentum"]], 0).numpy()
+    np.testing.assert_array_equal(steps[:, 0], [0, 301, 0, 0, 301])
