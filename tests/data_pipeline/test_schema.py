@@ -63,7 +63,7 @@ def _edit(path, value):
     (("categorical", 0, "dtype", "float"), r"schema.categorical\[0\].dtype: expected one of int64, string, got 'float'"),
     (("categorical", 1, "colour", 1), r"schema.categorical\[1\].colour: unknown key"),
     (("categorical", 1, "shared_with", "nope"), r"schema.categorical\[1\].shared_with: expected a categorical feature with its own table, got 'nope'"),
-    (("numeric", 0, "normalize", "zscore"), r"schema.numeric\[0\].normalize: expected one of none, log1p, standardize, got 'zscore'"),
+    (("numeric", 0, "normalize", "zscore"), r"schema.numeric\[0\].normalize: expected one of none, log1p, standardize, bucketize, piecewise_linear, got 'zscore'"),
     (("numeric", 1, "std", 0), r"schema.numeric\[1\].std: expected a positive number, got 0"),
     (("sequence", 0, "shared_with", "hist_behavior"), r"schema.sequence\[0\].shared_with: expected a categorical feature with its own table, got 'hist_behavior'"),
     (("sequence", 0, "dim", 8), r"schema.sequence\[0\].dim: expected 16 \(the dim of 'item_id'\) or nothing, got 8"),
