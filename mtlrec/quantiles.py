@@ -65,34 +65,42 @@ class QuantileSketch:
         """The values kept (all of them while `count <= capacity`)."""
         return self._sample[: min(self.count, self.capacity)]
 
-    def quantiles(self, qs) -> np.ndarray:
-        """The `qs` quantiles (linear interpolation between sample values)."""
+    def equal_count_cuts(self, num_buckets: int) -> np.ndarray:
+        """For i = 1..K-1 (K = `num_buckets`) the value that starts bucket i of K
+        equal-count buckets: the sorted values' number ceil(i n / K) (0-based, at most
+        n - 1), so that i n / K values lie below it when the values are distinct. Always
+        a value seen (no interpolation): an integer feature gets integer cuts."""
         if not self.count:
-            raise ValueError("QuantileSketch.quantiles: no finite value was added")
-        return np.quantile(self.sample, np.asarray(qs, dtype=np.float64))
+            raise ValueError("QuantileSketch.equal_count_cuts: no finite value was added")
+        values = np.sort(self.sample)
+        n = values.size
+        index = np.minimum(-(-np.arange(1, num_buckets, dtype=np.int64) * n // num_buckets), n - 1)
+        return values[index]
 
 
 def quantile_boundaries(sketch: QuantileSketch, num_buckets: int) -> list[float]:
     """The cut points of `num_buckets` equal-count buckets of the sketched values.
 
-    The i/K quantiles (i = 1..K-1), as float32 (the model compares float32 inputs).
-    A value holding more than 1/K of the rows (K-quantiles that coincide, or the first
-    one at the minimum: a default filling missing values, a zero count) gets a bucket of
-    its own: cuts at it and at the next larger value kept. Cuts at or below the minimum
+    `QuantileSketch.equal_count_cuts`, as float32 (the model compares float32 inputs).
+    A value holding more than 1/K of the rows (cuts that coincide, or the first one at
+    the minimum: a default filling missing values, a zero count) gets a bucket of
+    its own: cuts at it and, unless a cut already follows before it, at the next larger
+    value kept. Cuts at or below the minimum
     or above the maximum are dropped (they would leave the first or the last bucket
     empty), so there may be fewer than K-1 cuts; none when every value is the same.
 
     Returns:
         Strictly increasing floats: bucket b of a value x is the number of cuts <= x.
     """
-    qs = sketch.quantiles(np.arange(1, num_buckets) / num_buckets).astype(np.float32)
+    qs = sketch.equal_count_cuts(num_buckets).astype(np.float32)
     values, counts = np.unique(qs, return_counts=True)
     lowest, top = np.float32(sketch.minimum), np.float32(sketch.maximum)
     heavy = set(values[counts > 1].tolist()) | ({float(lowest)} if np.any(qs == lowest) else set())
     sample = sketch.sample.astype(np.float32)
     cuts = set(values.tolist())
-    for value in heavy:
+    for value in sorted(heavy):
         above = sample[sample > value]
-        if above.size:
+        higher = [c for c in cuts if c > value]
+        if above.size and (not higher or min(higher) > above.min()):
             cuts.add(float(above.min()))
     return sorted(c for c in cuts if lowest < c <= top)
