@@ -294,7 +294,7 @@ def _boundaries(d: Mapping, path: str, normalize: str, num_buckets: int | None) 
     where = f"{path}.boundaries"
     fewest = _fewest_buckets(normalize) - 1
     if not isinstance(v, (list, tuple)) or len(v) < fewest:
-        _fail(where, f"a list of at least {fewest} strictly increasing numbers for normalize: {normalize}", v)
+        _fail(where, f"a list of {fewest} or more strictly increasing numbers for normalize: {normalize}", v)
     for i, b in enumerate(v):
         if isinstance(b, bool) or not isinstance(b, (int, float, np.number)) or not math.isfinite(b):
             _fail(f"{where}[{i}]", "a finite number", b)
