@@ -155,7 +155,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--dim", type=int, default=8)
-    ap.add_argument("--num-buckets", type=int, default=None, help="default: the schema's (16)")
+    ap.add_argument("--num-buckets", type=int, default=None, help="default: the schema's (32)")
     ap.add_argument("--interaction", choices=("fm", "dot", "dcn"), default=None)
     ap.add_argument("--data-seed", type=int, default=11)
     ap.add_argument("--modes", nargs="+", default=["standardize", "log1p", "bucketize", "piecewise_linear"])

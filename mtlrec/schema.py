@@ -33,7 +33,7 @@ NORMALIZATIONS = ("none", "log1p", "standardize", "bucketize", "piecewise_linear
 #: Normalizations that make a numeric feature an embedding (a table row per bucket).
 EMBEDDED_NUMERIC = ("bucketize", "piecewise_linear")
 #: Buckets of an embedded numeric feature given neither `num_buckets` nor `boundaries`.
-DEFAULT_NUMERIC_BUCKETS = 16
+DEFAULT_NUMERIC_BUCKETS = 32
 LABEL_KINDS = ("binary", "multiclass", "regression")
 #: How ids become table rows (see `LookupSpec`).
 LOOKUPS = ("hash", "identity", "dynamic")
@@ -220,7 +220,7 @@ class NumericFeature:
     `bucketize` and `piecewise_linear` make the value an embedding of width `dim`
     (default: the dim of the categorical features) over buckets cut at `boundaries`
     (strictly increasing; bucket b holds the values with b cuts at or below them), or,
-    without them, at the quantiles of `num_buckets` (default 16) equal-count buckets of
+    without them, at the quantiles of `num_buckets` (default 32) equal-count buckets of
     the first training day (see `compute_numeric_stats`). `bucketize`: a table row per
     bucket. `piecewise_linear` (Gorishniy et al., 2022): the value's position inside
     each bucket between two cuts, then a linear map (see

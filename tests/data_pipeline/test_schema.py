@@ -206,7 +206,7 @@ def test_embedded_numeric_dim_defaults_to_the_categorical_dim():
     assert s.numeric_dim(s.numeric[0]) == 16 and s.numeric[0].bucket_count == 3
     assert s.numeric[0].to_dict() == {"name": "price", "dtype": "float32", "normalize": "bucketize", "default": 0.0, "boundaries": [1.0, 10.0]}
     s = Schema.from_dict(_numeric(normalize="piecewise_linear", dim=4))
-    assert s.numeric_dim(s.numeric[0]) == 4 and s.numeric[0].bucket_count == 16  # the default buckets
+    assert s.numeric_dim(s.numeric[0]) == 4 and s.numeric[0].bucket_count == 32  # the default buckets
     mixed = _numeric(normalize="bucketize")
     mixed["categorical"][2]["dim"] = 8
     with pytest.raises(ValueError, match=(
