@@ -75,3 +75,20 @@ def test_keras_roundtrip_with_bucketized_numerics(build, keras_roundtrip):
     got = loaded(batch)
     for name in model.probability_names():
         np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(expected[name]))
+
+
+def test_dupn_reads_an_embedded_numeric_as_an_item_feature_not_a_ranking_value(tiny_funnel):
+    from mtlrec.models import DUPN
+
+    schema = {**tiny_funnel.schema, "numeric": [{"name": "price", "normalize": "bucketize", "boundaries": [20.0, 100.0, 500.0]}]}
+    small = dict(lstm_units=4, attention_units=4, representation_dim=6, tower_units=[4])
+    model = DUPN(schema, [{"name": "ctr", "label": "click"}], **small)
+    assert sorted(model.item_scorer().input) == ["item_id", "price", "representation"]
+    features, _ = tiny_funnel.batch(8)
+    assert tuple(model(features)["ctr"].shape) == (8,)
+    # a rank head weighs numeric values: an embedded numeric is none
+    rank = [{"name": "ctr", "label": "click"}, {"name": "rank", "label": "click"}]
+    with pytest.raises(ValueError, match=r"The rank task needs numeric ranking features"):
+        DUPN(schema, rank, rank_task="rank", **small)
+    with pytest.raises(ValueError, match=r"rank_features"):
+        DUPN(schema, rank, rank_features=["price"], **small)

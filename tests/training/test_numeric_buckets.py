@@ -164,7 +164,7 @@ def test_a_changed_numeric_encoding_is_refused_naming_what_changed(bucketized_ru
     finer["numeric"][0]["num_buckets"] = 16
     config = config_file(tmp_path, funnel_root, {**OVERRIDES, "schema": finer}, name="finer.yaml")
     code, err = _train(capsys, config, "--day", DAYS[2])
-    assert code == 2 and f"schema.numeric[0].num_buckets: feature 'price' was trained with num_buckets 8 (boundaries [" in err
+    assert code == 2 and "schema.numeric[0].num_buckets: feature 'price' was trained with num_buckets 8 (boundaries [" in err
     assert "the config asks for 16; changing a numeric feature's num_buckets on an existing run is refused" in err
     assert (run_dir / "schema.json").read_text() == after_day_one
     assert RunState.load(run_dir).trained_days == DAYS[:2]
