@@ -4,13 +4,15 @@ A schema is plain data (the ``schema`` section of a YAML config)::
 
     key: impression_id
     categorical: [{name, dtype: int64|string, num_buckets, dim, shared_with, default}]
-    numeric:     [{name, dtype, normalize: none|log1p|standardize, mean, std, default}]
+    numeric:     [{name, dtype, normalize: none|log1p|standardize|bucketize|piecewise_linear,
+                   mean, std, default, num_buckets, boundaries, dim}]
     sequence:    [{name, dtype, max_len, shared_with | (num_buckets, dim)}]
     labels:      [{name, kind: binary|multiclass|regression, num_classes}]
 
 `Schema.from_dict` validates it and reports errors by key path
 (``schema.categorical[2].num_buckets: expected a positive integer, got 0``);
-`Schema.to_dict` gives the dict back. This module imports nothing from mtlrec.
+`Schema.to_dict` gives the dict back. This module imports from mtlrec only its
+conventions and `mtlrec.quantiles`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from mtlrec.conventions.key_paths import KeyPathError
+from mtlrec.quantiles import QuantileSketch, quantile_boundaries
 
 ID_DTYPES = ("int64", "string")
 NUMERIC_DTYPES = ("float32", "float64", "int32", "int64")
-NORMALIZATIONS = ("none", "log1p", "standardize")
+NORMALIZATIONS = ("none", "log1p", "standardize", "bucketize", "piecewise_linear")
+#: Normalizations that make a numeric feature an embedding (a table row per bucket).
+EMBEDDED_NUMERIC = ("bucketize", "piecewise_linear")
+#: Buckets of an embedded numeric feature given neither `num_buckets` nor `boundaries`.
+DEFAULT_NUMERIC_BUCKETS = 32
 LABEL_KINDS = ("binary", "multiclass", "regression")
 #: How ids become table rows (see `LookupSpec`).
 LOOKUPS = ("hash", "identity", "dynamic")
@@ -227,7 +234,18 @@ def _lookup_of(d: Mapping, path: str, dtype: str, shared: str | None) -> LookupS
 
 @dataclass
 class NumericFeature:
-    """A float feature: `normalize` none | log1p (sign(x)·log(1+|x|)) | standardize ((x-mean)/std)."""
+    """A float feature: `normalize` none | log1p (sign(x)·log(1+|x|)) | standardize
+    ((x-mean)/std) | bucketize | piecewise_linear.
+
+    `bucketize` and `piecewise_linear` make the value an embedding of width `dim`
+    (default: the dim of the categorical features) over buckets cut at `boundaries`
+    (strictly increasing; bucket b holds the values with b cuts at or below them), or,
+    without them, at the quantiles of `num_buckets` (default 32) equal-count buckets of
+    the first training day (see `compute_numeric_stats`). `bucketize`: a table row per
+    bucket. `piecewise_linear` (Gorishniy et al., 2022): the value's position inside
+    each bucket between two cuts, then a linear map (see
+    `mtlrec.layers.embedding.numeric_encodings`).
+    """
 
     name: str
     dtype: str = "float32"
@@ -235,24 +253,79 @@ class NumericFeature:
     mean: float | None = None
     std: float | None = None
     default: float = 0.0
+    num_buckets: int | None = None
+    boundaries: list | None = None
+    dim: int | None = None
 
-    KEYS = ("name", "dtype", "normalize", "mean", "std", "default")
+    KEYS = ("name", "dtype", "normalize", "mean", "std", "default", "num_buckets", "boundaries", "dim")
 
     @classmethod
     def from_dict(cls, d: Mapping, path: str) -> "NumericFeature":
         _check_keys(d, path, cls.KEYS, ("name",))
         default = _float(d, "default", path)
+        normalize = _choice(d, "normalize", path, NORMALIZATIONS, "none")
+        for key in ("num_buckets", "boundaries", "dim"):
+            if d.get(key) is not None and normalize not in EMBEDDED_NUMERIC:
+                raise KeyPathError(f"{path}.{key}", f"only allowed with normalize: bucketize or piecewise_linear, got normalize {normalize!r}")
+        num_buckets = _pos_int(d, "num_buckets", path, optional=True)
+        fewest = _fewest_buckets(normalize)
+        if num_buckets is not None and num_buckets < fewest:
+            _fail(f"{path}.num_buckets", f"an integer >= {fewest} for normalize: {normalize}", num_buckets)
         return cls(
             name=_name(d, path),
             dtype=_choice(d, "dtype", path, NUMERIC_DTYPES, "float32"),
-            normalize=_choice(d, "normalize", path, NORMALIZATIONS, "none"),
+            normalize=normalize,
             mean=_float(d, "mean", path),
             std=_float(d, "std", path, positive=True),
             default=0.0 if default is None else default,
+            num_buckets=num_buckets,
+            boundaries=_boundaries(d, path, normalize, num_buckets),
+            dim=_pos_int(d, "dim", path, optional=True),
         )
 
+    @property
+    def embedded(self) -> bool:
+        """Whether the feature is an embedding (`bucketize`, `piecewise_linear`)."""
+        return self.normalize in EMBEDDED_NUMERIC
+
+    @property
+    def bucket_count(self) -> int:
+        """The buckets: one more than the cuts when set, else the ones asked for."""
+        if self.boundaries is not None:
+            return len(self.boundaries) + 1
+        return self.num_buckets or DEFAULT_NUMERIC_BUCKETS
+
     def to_dict(self) -> dict:
-        return _drop_none({k: getattr(self, k) for k in self.KEYS})
+        out = _drop_none({k: getattr(self, k) for k in self.KEYS})
+        if self.boundaries is not None:
+            out["boundaries"] = list(self.boundaries)
+        return out
+
+
+def _fewest_buckets(normalize: str) -> int:
+    """bucketize needs one cut (two buckets), piecewise_linear two (one bucket between them)."""
+    return 3 if normalize == "piecewise_linear" else 2
+
+
+def _boundaries(d: Mapping, path: str, normalize: str, num_buckets: int | None) -> list | None:
+    v = d.get("boundaries")
+    if v is None:
+        return None
+    where = f"{path}.boundaries"
+    fewest = _fewest_buckets(normalize) - 1
+    if not isinstance(v, (list, tuple)) or len(v) < fewest:
+        _fail(where, f"a list of {fewest} or more strictly increasing numbers for normalize: {normalize}", v)
+    for i, b in enumerate(v):
+        if isinstance(b, bool) or not isinstance(b, (int, float, np.number)) or not math.isfinite(b):
+            _fail(f"{where}[{i}]", "a finite number", b)
+    as32 = np.asarray(v, dtype=np.float32)
+    for i in range(1, len(v)):
+        if not v[i] > v[i - 1] or not as32[i] > as32[i - 1]:
+            same = "" if v[i] <= v[i - 1] else " as float32 (the model compares float32 values)"
+            raise KeyPathError(where, f"expected strictly increasing numbers, got {v[i]!r} after {v[i - 1]!r}{same} at index {i}")
+    if num_buckets is not None and len(v) + 1 > num_buckets:
+        raise KeyPathError(where, f"expected at most num_buckets - 1 = {num_buckets - 1} cuts, got {len(v)} (or leave num_buckets out)")
+    return [float(b) for b in v]
 
 
 @dataclass
@@ -388,6 +461,14 @@ class Schema:
                     v = getattr(f, attr)
                     if v is not None and v != getattr(owner, attr):
                         _fail(f"{path}.{section}[{i}].{attr}", f"{getattr(owner, attr)} (the {attr} of {owner.name!r}) or nothing", v)
+        dims = sorted({self.table_size(f)[1] for f in self.categorical})
+        for i, f in enumerate(self.numeric):
+            if f.embedded and f.dim is None and len(dims) != 1:
+                found = f"the categorical features' dims are {dims}" if dims else "there is no categorical feature"
+                raise KeyPathError(
+                    f"{path}.numeric[{i}].dim",
+                    f"expected a positive integer for normalize: {f.normalize} ({found}, no one dim to default to)",
+                )
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {}
@@ -428,6 +509,11 @@ class Schema:
             return feature.lookup
         return self.table_of(feature).lookup
 
+    def numeric_dim(self, feature: NumericFeature) -> int:
+        """The embedding width of an embedded numeric feature: its `dim`, else the
+        categorical features' common dim."""
+        return feature.dim or self.table_size(self.categorical[0])[1]
+
     def table_size(self, feature) -> tuple[int, int]:
         """(num_buckets, dim) of the table `feature` looks up."""
         if isinstance(feature, SequenceFeature) and feature.shared_with is None:
@@ -437,27 +523,42 @@ class Schema:
 
 
 def compute_numeric_stats(schema: Mapping | Schema, batches: Iterable, overwrite: bool = False) -> dict:
-    """Fill `mean`/`std` of the `standardize` numeric features from training data.
+    """Fill `mean`/`std` of the `standardize` numeric features and `boundaries` of the
+    `bucketize` / `piecewise_linear` ones from training data.
 
     `batches` is an iterable of column mappings (dict of arrays, pandas DataFrame, pyarrow
-    RecordBatch/Table, or the features dict of a `make_dataset` batch). Nulls, NaN and ±inf
-    count as the feature's `default` (what the model sees). Features that already have both statistics
-    keep them unless `overwrite`. Returns a new schema dict; the input is not modified.
+    RecordBatch/Table, or the features dict of a `make_dataset` batch). For the statistics,
+    nulls, NaN and ±inf count as the feature's `default` (what the model sees). The boundaries are
+    the cuts of the feature's `num_buckets` equal-count buckets (`mtlrec.quantiles`:
+    bounded memory, exact up to 131,072 values, then from a uniform sample of that many;
+    a value holding more than one bucket's share gets a bucket of its own); NaN and
+    infinities are skipped (`make_dataset` has already read them as the default).
+    Features that already have their statistics or boundaries keep them unless
+    `overwrite`. Returns a new schema dict; the input is not modified.
+
+    Raises:
+        KeyPathError: (``schema.numeric[i].normalize``) a bucketized feature's values
+            are constant (too few distinct values for its normalize).
     """
     parsed = Schema.from_dict(schema)
     todo = [f for f in parsed.numeric if f.normalize == "standardize" and (overwrite or f.mean is None or f.std is None)]
-    if not todo:
+    cut = [f for f in parsed.numeric if f.embedded and (overwrite or f.boundaries is None)]
+    if not todo and not cut:
         return parsed.to_dict()
     count = {f.name: 0 for f in todo}
     total = {f.name: 0.0 for f in todo}
     total_sq = {f.name: 0.0 for f in todo}
     shift: dict[str, float] = {}  # first value seen: sums of (x - shift) keep precision
+    sketches = {f.name: QuantileSketch() for f in cut}
     for batch in batches:
-        for f in todo:
+        for f in todo + cut:
             try:
                 col = batch[f.name]
             except (KeyError, IndexError):
                 raise ValueError(f"compute_numeric_stats: column {f.name!r} missing from a batch") from None
+            if f.name in sketches:
+                sketches[f.name].add(_as_float_array(col))
+                continue
             x = _to_float_array(col, f.default)
             if x.size == 0:
                 continue
@@ -468,7 +569,7 @@ def compute_numeric_stats(schema: Mapping | Schema, batches: Iterable, overwrite
             total_sq[f.name] += float((d * d).sum())
     out = dataclasses.replace(parsed)
     out.numeric = []
-    for f in parsed.numeric:
+    for i, f in enumerate(parsed.numeric):
         if f in todo:
             n = count[f.name]
             if n == 0:
@@ -477,14 +578,39 @@ def compute_numeric_stats(schema: Mapping | Schema, batches: Iterable, overwrite
             var = max(total_sq[f.name] / n - m * m, 0.0)
             std = math.sqrt(var)
             f = dataclasses.replace(f, mean=m + shift[f.name], std=std if std > 1e-12 else 1.0)
+        elif f in cut:
+            f = dataclasses.replace(f, boundaries=_data_boundaries(f, sketches[f.name], f"schema.numeric[{i}].normalize"))
         out.numeric.append(f)
     return out.to_dict()
 
 
-def _to_float_array(col, default: float) -> np.ndarray:
+def _data_boundaries(f: NumericFeature, sketch: QuantileSketch, path: str) -> list[float]:
+    if not sketch.count:
+        raise ValueError(f"compute_numeric_stats: no finite values seen for column {f.name!r}")
+    cuts = quantile_boundaries(sketch, f.num_buckets or DEFAULT_NUMERIC_BUCKETS)
+    fewest = _fewest_buckets(f.normalize) - 1
+    if len(cuts) < fewest:
+        found = (
+            f"every value is {sketch.minimum:g} (constant)" if sketch.minimum == sketch.maximum
+            else f"values from {sketch.minimum:g} to {sketch.maximum:g} give {len(cuts)} cut{'s' * (len(cuts) != 1)}"
+        )
+        raise KeyPathError(
+            path,
+            f"feature {f.name!r}: expected values that give at least {fewest} quantile cut"
+            f"{'s' * (fewest > 1)} for normalize: {f.normalize}, got {sketch.count} values where {found}; "
+            "give boundaries, or another normalize",
+        )
+    return cuts
+
+
+def _as_float_array(col) -> np.ndarray:
     if hasattr(col, "to_numpy") and hasattr(col, "null_count"):  # pyarrow Array / ChunkedArray
         col = col.to_numpy(zero_copy_only=False)
     elif hasattr(col, "numpy"):  # tf.Tensor
         col = col.numpy()
-    x = np.asarray(col, dtype=np.float64).ravel()
+    return np.asarray(col, dtype=np.float64).ravel()
+
+
+def _to_float_array(col, default: float) -> np.ndarray:
+    x = _as_float_array(col)
     return np.where(np.isfinite(x), x, default)

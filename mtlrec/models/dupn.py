@@ -292,7 +292,8 @@ class DUPN(MultiTaskModel):
                      if n in owners or n.startswith("item_") or n in numeric],
             set(categorical + numeric),
         )
-        rank = role("rank", lambda: [n for n in item if n in numeric], set(numeric))
+        scalar = [f.name for f in parsed.numeric if not f.embedded]  # a rank feature is a value
+        rank = role("rank", lambda: [n for n in item if n in scalar], set(scalar))
         item_side = [n for n in categorical + numeric if n in item or n in rank]
         user = role("user", lambda: [n for n in categorical + numeric if n not in item_side],
                     set(categorical + numeric))

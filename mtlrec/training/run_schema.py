@@ -6,6 +6,7 @@ import logging
 
 from mtlrec.training.errors import RunError
 from mtlrec.training.lookups.lookup_changes import FLAG, changed_tables, migrated_schema, refusal, same_apart_from_lookups
+from mtlrec.training.lookups.numeric_changes import numeric_change, numeric_refusal
 from mtlrec.training.days.numeric_stats import needs_stats, stats_from_day
 
 logger = logging.getLogger("mtlrec.training")
@@ -15,7 +16,9 @@ def resolve_schema(config, run, first_day: str | None, migrate: bool = False) ->
     """The run's saved schema when there is one, else the config's schema with the
     numeric statistics computed from ``first_day``; with the tables to migrate.
 
-    A saved schema that differs from the config's in more than lookup settings is
+    A changed numeric encoding (``normalize``, bucket ``boundaries``) is refused
+    (``ConfigError``, ``mtlrec.training.lookups.numeric_changes``). A saved schema that
+    differs from the config's in more than lookup settings is otherwise
     refused (``RunError``); changed lookup settings are refused (``ConfigError``, see
     ``mtlrec.training.lookups.lookup_changes``) unless ``migrate`` or they keep the rows'
     meaning (a dynamic table's admission settings: ``min_count``, ``ttl_days``,
@@ -37,6 +40,9 @@ def resolve_schema(config, run, first_day: str | None, migrate: bool = False) ->
     wanted = config.schema.to_dict()
     saved = run.saved_schema()
     if saved is not None:
+        numeric = numeric_change(saved, wanted)
+        if numeric is not None:
+            raise numeric_refusal(config, run.path, numeric)
         if not same_apart_from_lookups(saved, wanted):
             raise RunError(
                 f"{run.path / SCHEMA_FILE}: the config's schema differs from the schema this run "

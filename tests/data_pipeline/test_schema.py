@@ -63,7 +63,7 @@ def _edit(path, value):
     (("categorical", 0, "dtype", "float"), r"schema.categorical\[0\].dtype: expected one of int64, string, got 'float'"),
     (("categorical", 1, "colour", 1), r"schema.categorical\[1\].colour: unknown key"),
     (("categorical", 1, "shared_with", "nope"), r"schema.categorical\[1\].shared_with: expected a categorical feature with its own table, got 'nope'"),
-    (("numeric", 0, "normalize", "zscore"), r"schema.numeric\[0\].normalize: expected one of none, log1p, standardize, got 'zscore'"),
+    (("numeric", 0, "normalize", "zscore"), r"schema.numeric\[0\].normalize: expected one of none, log1p, standardize, bucketize, piecewise_linear, got 'zscore'"),
     (("numeric", 1, "std", 0), r"schema.numeric\[1\].std: expected a positive number, got 0"),
     (("sequence", 0, "shared_with", "hist_behavior"), r"schema.sequence\[0\].shared_with: expected a categorical feature with its own table, got 'hist_behavior'"),
     (("sequence", 0, "dim", 8), r"schema.sequence\[0\].dim: expected 16 \(the dim of 'item_id'\) or nothing, got 8"),
@@ -169,3 +169,89 @@ def test_compute_numeric_stats_streams_batches():
     assert "mean" not in d["numeric"][0]  # input untouched
     with pytest.raises(ValueError, match="column 'x' missing"):
         compute_numeric_stats(d, [{"y": np.array([1.0])}])
+
+
+def _numeric(**keys):
+    d = base()
+    d["numeric"][0] = {"name": "price", **keys}
+    return d
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"normalize": "bucketize", "num_buckets": 1},
+     r"^schema.numeric\[0\].num_buckets: expected an integer >= 2 for normalize: bucketize, got 1$"),
+    ({"normalize": "piecewise_linear", "num_buckets": 2},
+     r"^schema.numeric\[0\].num_buckets: expected an integer >= 3 for normalize: piecewise_linear, got 2$"),
+    ({"normalize": "bucketize", "boundaries": [0.5, 2, 2]},
+     r"^schema.numeric\[0\].boundaries: expected strictly increasing numbers, got 2 after 2 at index 2$"),
+    ({"normalize": "bucketize", "boundaries": [3, 1]},
+     r"^schema.numeric\[0\].boundaries: expected strictly increasing numbers, got 1 after 3 at index 1$"),
+    ({"normalize": "bucketize", "boundaries": [1.0, 1.00000001]},
+     r"^schema.numeric\[0\].boundaries: expected strictly increasing numbers, got 1.00000001 after 1.0 as float32 "
+     r"\(the model compares float32 values\) at index 1$"),
+    ({"normalize": "bucketize", "boundaries": []},
+     r"^schema.numeric\[0\].boundaries: expected a list of 1 or more strictly increasing numbers for normalize: bucketize, got \[\]$"),
+    ({"normalize": "piecewise_linear", "boundaries": [1]},
+     r"^schema.numeric\[0\].boundaries: expected a list of 2 or more strictly increasing numbers for normalize: piecewise_linear, got \[1\]$"),
+    ({"normalize": "bucketize", "boundaries": 5},
+     r"^schema.numeric\[0\].boundaries: expected a list of 1 or more strictly increasing numbers for normalize: bucketize, got 5$"),
+    ({"normalize": "bucketize", "boundaries": [0, ".5"]}, r"^schema.numeric\[0\].boundaries\[1\]: expected a finite number, got '.5'$"),
+    ({"normalize": "bucketize", "boundaries": [0, float("nan")]}, r"^schema.numeric\[0\].boundaries\[1\]: expected a finite number, got nan$"),
+    ({"normalize": "bucketize", "num_buckets": 3, "boundaries": [1, 2, 3]},
+     r"^schema.numeric\[0\].boundaries: expected at most num_buckets - 1 = 2 cuts, got 3 \(or leave num_buckets out\)$"),
+    ({"normalize": "log1p", "num_buckets": 8},
+     r"^schema.numeric\[0\].num_buckets: only allowed with normalize: bucketize or piecewise_linear, got normalize 'log1p'$"),
+    ({"boundaries": [1, 2]}, r"^schema.numeric\[0\].boundaries: only allowed with normalize: bucketize or piecewise_linear, got normalize 'none'$"),
+    ({"normalize": "bucketize", "dim": 0}, r"^schema.numeric\[0\].dim: expected a positive integer, got 0$"),
+])
+def test_embedded_numeric_errors_name_key_path(keys, message):
+    with pytest.raises(ValueError, match=message):
+        Schema.from_dict(_numeric(**keys))
+
+
+def test_embedded_numeric_dim_defaults_to_the_categorical_dim():
+    s = Schema.from_dict(_numeric(normalize="bucketize", boundaries=[1, 10]))
+    assert s.numeric_dim(s.numeric[0]) == 16 and s.numeric[0].bucket_count == 3
+    assert s.numeric[0].to_dict() == {"name": "price", "dtype": "float32", "normalize": "bucketize", "default": 0.0, "boundaries": [1.0, 10.0]}
+    s = Schema.from_dict(_numeric(normalize="piecewise_linear", dim=4))
+    assert s.numeric_dim(s.numeric[0]) == 4 and s.numeric[0].bucket_count == 32  # the default buckets
+    mixed = _numeric(normalize="bucketize")
+    mixed["categorical"][2]["dim"] = 8
+    with pytest.raises(ValueError, match=(
+        r"^schema.numeric\[0\].dim: expected a positive integer for normalize: bucketize "
+        r"\(the categorical features' dims are \[8, 16\], no one dim to default to\)$"
+    )):
+        Schema.from_dict(mixed)
+    with pytest.raises(ValueError, match=r"there is no categorical feature, no one dim to default to"):
+        Schema.from_dict({"numeric": [{"name": "x", "normalize": "piecewise_linear"}]})
+
+
+def test_compute_numeric_stats_fills_boundaries_and_refuses_a_constant_feature():
+    schema = {
+        "numeric": [
+            {"name": "x", "normalize": "bucketize", "num_buckets": 4, "dim": 2},
+            {"name": "y", "normalize": "piecewise_linear", "boundaries": [0, 1, 2], "dim": 2},
+            {"name": "z", "normalize": "standardize"},
+        ],
+        "labels": [{"name": "click"}],
+    }
+    batches = [
+        {"x": np.array([8, 1, np.nan, 7, 2]), "y": np.zeros(5), "z": np.array([1.0, 3.0, 1, 3, 2])},
+        pa.record_batch({"x": pa.array([6.0, 3.0, None, 5.0, 4.0]), "y": pa.array([0.0] * 5), "z": pa.array([2.0] * 5)}),
+    ]
+    out = compute_numeric_stats(schema, batches)
+    assert out["numeric"][0]["boundaries"] == [3.0, 5.0, 7.0]  # NaN and null skipped: 1..8
+    assert out["numeric"][1]["boundaries"] == [0.0, 1.0, 2.0]  # given: kept
+    assert out["numeric"][2]["mean"] == 2.0
+    flat = {"x": np.full(6, 4.25), "y": np.zeros(6), "z": np.ones(6)}
+    with pytest.raises(ValueError, match=(
+        r"^schema.numeric\[0\].normalize: feature 'x': expected values that give at least 1 quantile cut for "
+        r"normalize: bucketize, got 6 values where every value is 4.25 \(constant\); give boundaries, or another normalize$"
+    )):
+        compute_numeric_stats(schema, [flat])
+    schema["numeric"][1] = {"name": "y", "normalize": "piecewise_linear", "dim": 2}
+    with pytest.raises(ValueError, match=(
+        r"^schema.numeric\[1\].normalize: feature 'y': expected values that give at least 2 quantile cuts for "
+        r"normalize: piecewise_linear, got 6 values where values from 0 to 1 give 1 cut; give boundaries"
+    )):
+        compute_numeric_stats(schema, [{"x": np.arange(6.0), "y": np.array([0, 1] * 3), "z": np.ones(6)}])

@@ -7,6 +7,7 @@ from keras import ops
 from mtlrec.conventions import arg_checks as checks
 from mtlrec.layers.embedding._id_hashing import hash_ids
 from mtlrec.layers.embedding.dynamic_id_map import DynamicIdMap
+from mtlrec.layers.embedding.numeric_encodings import numeric_embedding, table_rows
 from mtlrec.schema import Schema
 from mtlrec.conventions.seeding import derive_seed
 from mtlrec.layers.embedding.sparse_reads import gather_rows
@@ -37,14 +38,17 @@ class FeatureEmbedding(keras.layers.Layer):
     Numerics: a NaN or infinite value reads as the feature's `default` (as the data
     readers read it, so a SavedModel export, `model(...)` and `model.fit` on raw data
     agree with training), then `none` x, `log1p` sign(x)·log(1+|x|), `standardize`
-    (x - mean) / std.
+    (x - mean) / std; `bucketize` and `piecewise_linear` numerics are embeddings of the
+    raw value (`mtlrec.layers.embedding.numeric_encodings`), each from its own table
+    `self.numeric_tables[name]` (variable `embedding_<name>`, seeded like the id tables).
     Sequences `(B, T)` padded with -1 / "" give embeddings `(B, T, dim)` (zero at
     padded steps) and a mask `(B, T)` (True on real steps).
 
-    Returns a dict: `dense` (B, D) = [categorical embeddings..., numerics],
-    `fields` (B, F, k) when all categorical dims are equal, `embeddings`
-    name -> (B, dim), `numeric` (B, n) when there are numerics, `sequences`
-    name -> (B, T, dim) and `masks` name -> (B, T).
+    Returns a dict: `dense` (B, D) = [categorical embeddings..., numeric embeddings...,
+    numerics], `fields` (B, F, k) of the categorical then numeric embeddings when all
+    their dims are equal, `embeddings` name -> (B, dim) (categorical and embedded
+    numeric features), `numeric` (B, n) when there are numerics that are not embedded,
+    `sequences` name -> (B, T, dim) and `masks` name -> (B, T).
 
     Tables start uniform in [-0.05, 0.05]; with `seed`, table `embedding_<owner>` is
     seeded with `mtlrec.conventions.seeding.derive_seed(seed, "embedding_<owner>")` (same seed,
@@ -52,7 +56,8 @@ class FeatureEmbedding(keras.layers.Layer):
 
     Args:
         schema: the schema dict (see `mtlrec.schema`); `standardize` numerics need
-            `mean` and `std` (see `mtlrec.schema.compute_numeric_stats`).
+            `mean` and `std`, `bucketize` and `piecewise_linear` ones `boundaries`
+            (see `mtlrec.schema.compute_numeric_stats`).
         seed: optional non-negative int for the table initializers.
     """
 
@@ -68,12 +73,18 @@ class FeatureEmbedding(keras.layers.Layer):
                     "(compute them with mtlrec.schema.compute_numeric_stats). "
                     f"Received: mean={f.mean}, std={f.std}"
                 )
+            if f.embedded and f.boundaries is None:
+                raise ValueError(
+                    f"schema.numeric[{i}] ({f.name}): normalize: {f.normalize} needs boundaries "
+                    "(compute them with mtlrec.schema.compute_numeric_stats). Received: boundaries=None"
+                )
         self._schema = parsed
         self.schema = parsed.to_dict()
         self.seed = checks.check_seed(seed)
         self.tables = {}
         self.id_maps = {}
         self.lookup_counts = {}
+        self.numeric_tables = {}
 
     def _owners(self):
         s = self._schema
@@ -107,6 +118,15 @@ class FeatureEmbedding(keras.layers.Layer):
             elif lookup.lookup == "identity":  # (lookups, out of range) since the day began
                 self.lookup_counts[f.name] = self.add_weight(
                     shape=(2,), dtype="int64", initializer="zeros", trainable=False, name=f"lookups_{f.name}"
+                )
+        for f in s.numeric:  # after the id tables: the weights of schemas without them keep their order
+            if f.embedded:
+                self.numeric_tables[f.name] = self.add_weight(
+                    shape=(table_rows(f), s.numeric_dim(f)),
+                    initializer=keras.initializers.RandomUniform(
+                        -INIT_RANGE, INIT_RANGE, seed=derive_seed(self.seed, f"embedding_{f.name}")
+                    ),
+                    name=f"embedding_{f.name}",
                 )
         self.built = True
 
@@ -267,6 +287,11 @@ class FeatureEmbedding(keras.layers.Layer):
         out = {"embeddings": {}, "sequences": {}, "masks": {}}
         for f in categorical:
             out["embeddings"][f.name] = self._lookup(f, self._scalar(features, f.name))
+        for f in [f for f in numeric if f.embedded]:
+            table = self.numeric_tables[f.name]
+            x = self._finite_or_default(f, ops.cast(self._scalar(features, f.name), "float32"))
+            out["embeddings"][f.name] = numeric_embedding(f, table, x, self.compute_dtype)
+        numeric = [f for f in numeric if not f.embedded]
         embedded = list(out["embeddings"].values())
         if numeric:
             out["numeric"] = ops.stack([self._normalize(f, self._scalar(features, f.name)) for f in numeric], axis=-1)

@@ -82,11 +82,12 @@ def check_interaction(interaction, schema):
     else:
         parsed = Schema.from_dict(schema)
         dims = {f.name: parsed.table_size(f)[1] for f in parsed.categorical}
+        dims.update({f.name: parsed.numeric_dim(f) for f in parsed.numeric if f.embedded})
         if len(dims) < 2 or len(set(dims.values())) != 1:
             raise ArgumentError(
                 "interaction",
-                f"interaction {{'type': {kind!r}}} needs at least two categorical features "
-                f"with the same embedding dim. Received categorical dims: {dims}"
+                f"interaction {{'type': {kind!r}}} needs at least two categorical or embedded "
+                f"numeric features with the same embedding dim. Received embedding dims: {dims}"
             )
     return out
 
@@ -109,10 +110,11 @@ class MultiTaskModel(keras.Model):
     - `FeatureEmbedding` over the schema; sequence features are mean-pooled over their
       unpadded steps and appended to the dense vector.
     - `interaction`: None, `{"type": "fm"}` (`FMInteraction` bi-interaction vector of the
-      categorical fields, concatenated to the dense vector), `{"type": "dot"}`
-      (`DotInteraction`: the inner product of every pair of categorical fields, concatenated
-      to the dense vector) or `{"type": "dcn",
-      "num_layers": n, "low_rank": r}` (`CrossNetwork` on the dense vector).
+      fields: the categorical and embedded numeric features' embeddings, concatenated to
+      the dense vector), `{"type": "dot"}` (`DotInteraction`: the inner product of every
+      pair of fields, concatenated to the dense vector) or `{"type": "dcn",
+      "num_layers": n, "low_rank": r}` (`CrossNetwork` on the dense vector, which holds
+      the embedded numerics too).
     - Task heads: an `MLP` tower per task ending in a linear Dense(1) (binary, logit
       `(B,)`), Dense(num_classes) (multiclass, logits `(B, C)`) or Dense(1) (regression,
       `(B,)`). The outputs dict holds each task's probability under its name (sigmoid /
