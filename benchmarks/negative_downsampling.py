@@ -157,12 +157,16 @@ def main():
                         help="epochs of the downsampled day (default: about as many steps as the full run)")
     parser.add_argument("--one-pass", action=argparse.BooleanOptionalAction, default=True,
                         help="also train the downsampled day for the full run's epochs")
+    parser.add_argument("--popularity-drift", type=float, default=None,
+                        help="the generator's day-to-day item popularity drift (default: its own, 0.3)")
     parser.add_argument("--tag", default="", help="write a separate variant section")
     args = parser.parse_args()
     logging.getLogger("mtlrec.training").setLevel(logging.ERROR)
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="downsampling_"))
     knobs = dict(num_users=args.users, num_items=args.items, dim=8, max_len=10)
+    if args.popularity_drift is not None:
+        knobs["popularity_drift"] = args.popularity_drift
     same_steps = f"downsampled to {args.keep:g}, as many steps, corrected"
     raw_name = f"downsampled to {args.keep:g}, as many steps, without the correction"
     one_pass = f"downsampled to {args.keep:g}, {args.epochs} epoch(s), corrected"
@@ -202,10 +206,11 @@ def main():
     verdict = []
     for key, title in COLUMNS[:3]:
         a, b = [r[key] for r in full_runs], [r[key] for r in corrected_runs]
-        diff = statistics.mean(b) - statistics.mean(a)
-        sd = max(common.mean_std(a)[1], common.mean_std(b)[1])
-        verdict.append(f"- {title}: downsampled {statistics.mean(b):.4f} vs full {statistics.mean(a):.4f} "
-                       f"({diff:+.4f}; the larger sd over seeds {sd:.4f})")
+        diffs = [y - x for x, y in zip(a, b)]
+        mean, sd = common.mean_std(diffs)
+        verdict.append(f"- {title}: downsampled {statistics.mean(b):.4f} vs full {statistics.mean(a):.4f}; "
+                       f"the difference on each seed's data {' '.join(f'{d:+.4f}' for d in diffs)} "
+                       f"(mean {mean:+.4f} ± {sd:.4f})")
     for key, title in COLUMNS[3:]:
         values = [r[key] for r in corrected_runs]
         worst = max(abs(v - 1) for v in values)
@@ -217,7 +222,8 @@ def main():
                 + [f"{o.get('ctcvr_' + m, float('nan')):.4f}" for m in ("auc", "calibration")] for i, o in enumerate(own)]
     (before, kept), (before2, kept2) = sizes[0]
     text = "\n\n".join([
-        f"{args.rows:,} impressions a day (`generate_funnel`, {args.users:,} users, {args.items:,} items, dim 8), "
+        f"{args.rows:,} impressions a day (`generate_funnel`, {args.users:,} users, {args.items:,} items, dim 8"
+        f"{'' if args.popularity_drift is None else f', popularity_drift {args.popularity_drift:g}'}), "
         f"two days per seed; the first day's unclicked rows kept with probability {args.keep:g} (seed 1: "
         f"{kept:,} of {before:,} rows kept). ESMM (towers 64-32), batch {args.batch_size}, the config's "
         f"default optimizers; the full day trained for {args.epochs} epoch(s), the downsampled one for "

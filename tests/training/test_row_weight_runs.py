@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 
 from conftest import BASE, DAYS, SCHEMA, merge
-from mtlrec.data_pipeline import DataValidationError, validate_day
+from mtlrec.data_pipeline import DataValidationError, make_dataset, validate_day
 from mtlrec.data_pipeline.convert import convert_day
 from mtlrec.data_pipeline.weight_columns import WeightColumn
-from mtlrec.training.config import ConfigError, config_from_dict, load_config
+from mtlrec.training.config import ConfigError, config_from_dict
 from mtlrec.training.experiment import Experiment
 from mtlrec.training.serving.export import latest_export
 
@@ -136,8 +136,6 @@ def test_a_bad_weight_stops_train_before_anything_is_written(tmp_path, downsampl
 def _model_inputs(root, day, model, rows=40):
     """The first ``rows`` rows of ``day`` as the model reads them, and their labels with
     the weight columns (numpy)."""
-    from mtlrec.data_pipeline import make_dataset
-
     dataset = make_dataset(root, [day], model.schema, batch_size=rows, extra_columns=("w", "keep_rate"))
     features, labels = next(iter(dataset))
     return features, {k: v.numpy() for k, v in labels.items()}
@@ -219,3 +217,32 @@ def test_a_constant_weight_column_trains_the_model_of_no_weights(tmp_path, downs
     assert len(trained["plain"]) == len(trained["weighted"])
     for a, b in zip(trained["plain"], trained["weighted"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_dupn_serves_a_downsampled_task_corrected_in_both_signatures(funnel_root, tmp_path):
+    from mtlrec.data_pipeline import funnel_schema_dict
+    from mtlrec.models import build_model
+    from mtlrec.training.serving.export import export_model
+
+    schema = funnel_schema_dict(num_users=60, num_items=50, max_len=4, dim=4, property_dim=4)
+    tasks = [{"name": "ctr", "label": "click", "negative_keep_rate": 0.25}, {"name": "follow", "label": "follow"}]
+    model = build_model(
+        {"type": "dupn", "lstm_units": 8, "attention_units": 8, "representation_dim": 8, "tower_units": [8], "seed": 3},
+        schema, tasks,
+    )
+    loaded = tf.saved_model.load(str(export_model(model, tmp_path / "export", metadata={"schema": schema})))
+    features, _ = next(iter(make_dataset(funnel_root, [DAYS[0]], schema, batch_size=6)))
+    user_inputs = loaded.signatures["user_representation"].structured_input_signature[1]
+    item_inputs = loaded.signatures["score_items"].structured_input_signature[1]
+    rows = {k: tf.repeat(v[:1], 6, axis=0) if k in user_inputs else v for k, v in features.items()}
+    raw = model(rows, training=False)
+    q = tf.sigmoid(raw["ctr_logit"] + np.log(0.25)).numpy()
+    serve = loaded.signatures["serving_default"]
+    full = serve(**{k: rows[k] for k in serve.structured_input_signature[1]})
+    np.testing.assert_allclose(full["ctr"].numpy(), q, rtol=1e-5)
+    np.testing.assert_allclose(full["follow"].numpy(), np.asarray(raw["follow"]), rtol=1e-6)
+    rep = loaded.signatures["user_representation"](**{k: rows[k][:1] for k in user_inputs})
+    scored = loaded.signatures["score_items"](
+        representation=rep["representation"], **{k: rows[k] for k in item_inputs if k != "representation"},
+    )
+    np.testing.assert_allclose(scored["ctr"].numpy(), q, rtol=1e-4, atol=1e-6)
