@@ -241,7 +241,8 @@ def main():
         f"{common.machine()}; {time.perf_counter() - started:.0f} s.\n\n    {common.command()}",
     ]) + "\n"
     print(text)
-    common.write_section(common.section_title("Negative downsampling", args.tag), text, results=common.QUALITY)
+    common.write_section(common.section_title("Negative downsampling on a generated day", args.tag), text,
+                         results=common.QUALITY)
 
 
 if __name__ == "__main__":
