@@ -18,6 +18,11 @@ the task's loss is computed:
   training or evaluation command refuses a day with a row whose label is 1 while its
   parent's is 0 (``data.funnel``, which defaults to the tasks' parent pairs).
 
+Three more say how much each row counts (``mtlrec.row_weights``): ``sample_weight``, a
+column of non-negative row weights for the task's loss and metrics; and, on one binary
+task at the top of its funnel, ``negative_keep_rate`` (the share of its negatives the
+data kept) or ``negative_keep_rate_column`` (a column holding each row's keep rate).
+
 Beside each binary/multiclass probability output ``name`` (and each joint) a model
 outputs its logits under ``logit_name(name)`` (``name + "_logit"``), which the losses
 read; those names are reserved.
@@ -45,6 +50,9 @@ _FIELDS = (
     "parent",
     "joint",
     "loss_normalization",
+    "sample_weight",
+    "negative_keep_rate",
+    "negative_keep_rate_column",
 )
 
 
@@ -120,6 +128,13 @@ class Task:
             is divided by: ``"batch"`` (the batch's row count, default) or
             ``"sample_space"`` (the number of rows in the space: a per-space mean,
             which weighs a rare space's few, noisy rows like a full batch).
+        sample_weight: a column of finite non-negative row weights; the task's loss and
+            metrics are weighted means (``mtlrec.row_weights``).
+        negative_keep_rate: the share in (0, 1] of this task's negatives (rows of its
+            space with label 0) that the data kept; its probability is corrected for it
+            when evaluated and served (He et al. 2014). Binary tasks without a parent.
+        negative_keep_rate_column: instead of one rate, a column holding each row's keep
+            rate in (0, 1]; the negatives then weigh 1 / rate in every loss and metric.
     """
 
     name: str
@@ -131,6 +146,9 @@ class Task:
     parent: str | None = None
     joint: str | None = None
     loss_normalization: str = "batch"
+    sample_weight: str | None = None
+    negative_keep_rate: float | None = None
+    negative_keep_rate_column: str | None = None
 
     def __post_init__(self):
         path = f"task {self.name!r}" if isinstance(self.name, str) else "task"
@@ -193,6 +211,40 @@ class Task:
             raise KeyPathError(
                 f"{path}.joint", f"only allowed together with parent, got {self.joint!r}"
             )
+        self._check_row_weights(path)
+
+    def _check_row_weights(self, path: str) -> None:
+        _check_str(path, "sample_weight", self.sample_weight, optional=True)
+        _check_str(path, "negative_keep_rate_column", self.negative_keep_rate_column, optional=True)
+        rate = self.negative_keep_rate
+        if rate is not None and (not _is_number(rate) or not 0 < rate <= 1):
+            raise KeyPathError(
+                f"{path}.negative_keep_rate",
+                f"expected a number in (0, 1] (the share of negatives kept), got {rate!r}",
+            )
+        if rate is not None and self.negative_keep_rate_column is not None:
+            raise KeyPathError(
+                f"{path}.negative_keep_rate_column",
+                f"give negative_keep_rate or negative_keep_rate_column, not both "
+                f"(negative_keep_rate is {rate!r})",
+            )
+        key = "negative_keep_rate" if rate is not None else "negative_keep_rate_column"
+        if self.downsampled and self.kind != "binary":
+            raise KeyPathError(
+                f"{path}.{key}", f"negative downsampling applies to a binary task "
+                f"(kind is {self.kind!r})"
+            )
+        if self.downsampled and self.parent is not None:
+            raise KeyPathError(
+                f"{path}.{key}", f"a funnel step's rows are those of its funnel: declare the "
+                f"downsampling on the top of the funnel (parent={self.parent!r}); the joint "
+                f"output is corrected through it"
+            )
+
+    @property
+    def downsampled(self) -> bool:
+        """Whether the task declares negative downsampling (a rate or a rate column)."""
+        return self.negative_keep_rate is not None or self.negative_keep_rate_column is not None
 
     @property
     def joint_name(self) -> str | None:
@@ -249,6 +301,8 @@ class Task:
         task._check(path)
         if _is_int(task.weight):
             task.weight = float(task.weight)
+        if _is_int(task.negative_keep_rate):
+            task.negative_keep_rate = float(task.negative_keep_rate)
         return task
 
     def to_dict(self) -> dict:
@@ -261,6 +315,10 @@ class Task:
                 out[key] = value
         if self.loss_normalization != "batch":
             out["loss_normalization"] = self.loss_normalization
+        for key in ("sample_weight", "negative_keep_rate", "negative_keep_rate_column"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
         return out
 
 
@@ -314,7 +372,8 @@ def validate_tasks(tasks: Iterable, schema) -> list[Task]:
         name, a label the schema lacks or whose kind differs, an unknown parent
         or a parent cycle, a non-binary parent, a sample space that is not a
         binary label, a joint name that collides with another output, a name
-        or joint ending in ``_logit`` (reserved for the logits outputs).
+        or joint ending in ``_logit`` (reserved for the logits outputs), a second
+        task declaring negative downsampling.
     """
     tasks = [Task.from_dict(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
     if not tasks:
@@ -381,6 +440,16 @@ def validate_tasks(tasks: Iterable, schema) -> list[Task]:
                     f"binary task, but its kind is {parent.kind!r}"
                 )
 
+    downsampled = [i for i, task in enumerate(tasks) if task.downsampled]
+    if len(downsampled) > 1:
+        i, first = downsampled[1], downsampled[0]
+        key = "negative_keep_rate" if tasks[i].negative_keep_rate is not None else "negative_keep_rate_column"
+        raise error(
+            i, key, f"only one task may declare negative downsampling, already declared by "
+            f"tasks[{first}] ({tasks[first].name!r}): a row is kept or dropped once, on "
+            f"the label of one task"
+        )
+
     for i, task in enumerate(tasks):
         seen = [task.name]
         current = task
@@ -414,15 +483,23 @@ def validate_tasks(tasks: Iterable, schema) -> list[Task]:
 
 
 def evaluation_labels(tasks: Iterable[Task]) -> set[str]:
-    """Every label the tasks' evaluation spaces read (their labels and conditions)."""
+    """Every label the tasks' evaluation spaces read (their labels and conditions) and
+    the columns of their row weights (sample weights, keep rates)."""
     tasks = list(tasks)
-    return {
+    spaces = {
         name
         for task in tasks
         for space in task.evaluation_spaces(tasks)
         for name in (space.label, space.condition)
         if name is not None
     }
+    weights = {
+        name
+        for task in tasks
+        for name in (task.sample_weight, task.negative_keep_rate_column)
+        if name is not None
+    }
+    return spaces | weights
 
 
 def funnel_chain(task: Task, tasks: Iterable[Task]) -> list[Task]:

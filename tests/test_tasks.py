@@ -251,6 +251,9 @@ def test_task_is_a_plain_dataclass():
         "parent",
         "joint",
         "loss_normalization",
+        "sample_weight",
+        "negative_keep_rate",
+        "negative_keep_rate_column",
     ]
 
 

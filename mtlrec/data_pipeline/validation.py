@@ -12,6 +12,7 @@ from mtlrec.data_pipeline.data_validation_error import DataValidationError
 from mtlrec.data_pipeline.id_collisions import IdCounter
 from mtlrec.data_pipeline.partitions import check_fmt, compression_of, day_dir, day_files
 from mtlrec.data_pipeline.tfrecord_io import corrupt_file_error, peek_kinds, tf_error_detail
+from mtlrec.data_pipeline import weight_columns as weights
 from mtlrec.schema import Schema
 
 _SCAN_BATCH = 65536
@@ -30,7 +31,8 @@ NON_FINITE = ("replace", "refuse")
 
 
 def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion"),),
-                 non_finite="replace", counts=None, stats=None, far=None, id_counts=None):
+                 non_finite="replace", counts=None, stats=None, far=None, id_counts=None,
+                 weight_columns=()):
     """Check partition `day` under `root`; raise `DataValidationError` naming file and column.
 
     Checked: the day exists and has rows; every file opens and reads to the end (not
@@ -45,7 +47,9 @@ def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion
     standardized feature was trained with): values more than `FAR_STDS` standard deviations
     from the mean are counted into `far` ({column: (count, largest value)}), not refused.
     When `id_counts` is a dict it receives the distinct ids of each hashed embedding table
-    (owner feature name -> count; see `id_collisions`).
+    (owner feature name -> count; see `id_collisions`). `weight_columns`
+    (`weight_columns.WeightColumn`s): columns of row weights, each present in every file,
+    numbers without nulls, sample weights finite and >= 0, keep rates in (0, 1].
 
     Returns the number of rows of the day.
     """
@@ -60,7 +64,8 @@ def validate_day(root, day, schema, fmt="parquet", funnel=(("click", "conversion
     rows = 0
     for path in day_files(root, day, fmt):
         scan = _scan_parquet if fmt == "parquet" else _scan_tfrecord
-        rows += scan(path, plan, s, pairs, _NonFinite(non_finite, counts, _FarOutside(stats, far)), ids)
+        rows += scan(path, plan, s, pairs, _NonFinite(non_finite, counts, _FarOutside(stats, far)), ids,
+                     tuple(weight_columns))
     if rows == 0:
         raise DataValidationError(f"day {day} is empty: its files hold no rows", file=day_dir(root, day))
     if ids is not None:
@@ -153,15 +158,23 @@ def _numeric_features(plan):
     return [c for c in plan if c.role == "feature" and c.kind == "float32"]
 
 
-def _scan_parquet(path, plan, schema, pairs, non_finite, ids):
+def _scan_parquet(path, plan, schema, pairs, non_finite, ids, weight_cols=()):
     pf = parquet_reader.open_parquet(path)
     if not pf.metadata.num_rows:  # nothing to check (pandas types a 0-row frame's columns `null`)
         return 0
     local = parquet_reader.resolve_plan(plan, pf.schema_arrow, path)
     columns = [c.name for c in local]
+    for col in weight_cols:
+        index = pf.schema_arrow.get_field_index(col.name)
+        if index < 0:
+            raise weights.missing_error(col, path)
+        weights.check_type(col, pf.schema_arrow.field(index).type, path)
+    columns += [c.name for c in weight_cols if c.name not in columns]
     rows = 0
     try:
         for batch in pf.iter_batches(batch_size=_SCAN_BATCH, columns=columns, use_threads=True):
+            for col in weight_cols:
+                weights.check_arrow(col, batch.column(col.name), path, rows)
             batch = parquet_reader.normalize_batch(batch, local, path)  # types, null labels
             labels = {c.name: batch.column(c.name).to_numpy(zero_copy_only=False) for c in local if c.role == "label"}
             _check_labels(path, labels, schema, pairs, rows)
@@ -210,7 +223,7 @@ def _first_bad_record(path, plan, spec):
     return None
 
 
-def _scan_tfrecord(path, plan, schema, pairs, non_finite, ids):
+def _scan_tfrecord(path, plan, schema, pairs, non_finite, ids, weight_cols=()):
     kinds = peek_kinds(path)
     spec = {}
     for col in plan:
@@ -220,6 +233,14 @@ def _scan_tfrecord(path, plan, schema, pairs, non_finite, ids):
                                       f"found {_LISTS[kind]}", file=path, column=col.name)
         dtype = _TF[kind] if kind else _TF[_ACCEPTED[col.kind][0]]
         spec[col.name] = tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
+    for col in weight_cols:
+        kind = kinds.get(col.name)
+        if kind is None and kinds:  # the file's first records lack it
+            raise weights.missing_error(col, path)
+        if kind == "bytes":
+            raise DataValidationError(f"type not readable as declared: expected numbers ({col.key}), found a "
+                                      f"bytes_list", file=path, column=col.name)
+        spec.setdefault(col.name, tf.io.RaggedFeature(_TF[kind or "float"], row_splits_dtype=tf.int64))
     ds = tf.data.TFRecordDataset(path, compression_type=compression_of(path)).batch(_SCAN_BATCH)
     ds = ds.map(lambda s: tf.io.parse_example(s, spec))
     rows, seen = 0, {c.name: 0 for c in plan}
@@ -272,6 +293,8 @@ def _scan_tfrecord(path, plan, schema, pairs, non_finite, ids):
                     rows_of[present] = values
                     non_finite.check(path, col.name, rows_of, rows)
         _check_labels(path, labels, schema, pairs, rows)
+        for col in weight_cols:
+            _check_weight_records(path, col, parsed[col.name], rows)
         rows += n
     for col in plan:
         if rows and not seen[col.name] and not col.kind.endswith("_seq"):
@@ -279,3 +302,14 @@ def _scan_tfrecord(path, plan, schema, pairs, non_finite, ids):
         if rows and col.kind.endswith("_seq") and col.name not in kinds and not seen[col.name]:
             raise DataValidationError("schema column missing from the file (no record has it)", file=path, column=col.name)
     return rows
+
+
+def _check_weight_records(path, col, ragged, first_row):
+    """One value per record, numbers as the weight column's kind requires."""
+    lengths = ragged.row_lengths().numpy()
+    if (lengths != 1).any():
+        i = int(np.flatnonzero(lengths != 1)[0])
+        what = "no value (a null)" if lengths[i] == 0 else f"{lengths[i]} values"
+        raise DataValidationError(f"expected one value per row ({col.key}), found {what} at row {first_row + i}",
+                                  file=path, column=col.name)
+    weights.check_values(col, ragged.flat_values.numpy(), path, first_row)

@@ -13,6 +13,7 @@ from typing import Iterable, Mapping
 
 from keras import ops
 
+from mtlrec.row_weights import loss_weights
 from mtlrec.tasks import Task, funnel_chain, logit_name, require
 
 
@@ -33,6 +34,18 @@ def masked_mean(values, mask):
     """sum(mask * values) / max(sum(mask), 1): 0 (not NaN) when the mask is empty."""
     count = ops.sum(mask)
     return ops.sum(values * mask) / ops.maximum(count, 1.0)
+
+
+def weighted_mean(values, weights, total):
+    """sum(weights * values) / total, 0 (not NaN) where ``total`` is 0 (every weight 0)."""
+    return ops.sum(weights * values) / ops.where(ops.greater(total, 0.0), total, 1.0)
+
+
+def _reduce(per_row, weights):
+    """A whole-batch loss: the mean, or the weighted mean sum(w l) / sum(w)."""
+    if weights is None:
+        return ops.mean(per_row)
+    return weighted_mean(per_row, weights, ops.sum(weights))
 
 
 def binary_crossentropy_from_logits(labels, logits):
@@ -67,9 +80,10 @@ def joint_label(task: Task, tasks: Iterable, labels: Mapping):
     return y
 
 
-def task_loss(task: Task, labels: Mapping, outputs: Mapping, tasks: Iterable | None = None):
+def task_loss(task: Task, labels: Mapping, outputs: Mapping, tasks: Iterable | None = None, *, weights=None):
     """The scalar loss of one task (see ``task_losses``); ``tasks`` (all the model's tasks)
-    is required for a funnel step, whose joint label ANDs its parents' labels."""
+    is required for a funnel step, whose joint label ANDs its parents' labels; ``weights``:
+    its rows' (B,) weights (``mtlrec.row_weights.loss_weights``), None for 1 each."""
     if task.parent is not None:
         # ESMM: the joint probability is learned over the entire space, from the joint's
         # logit (built from log-sigmoids by the model, not from a product of probabilities).
@@ -80,7 +94,7 @@ def task_loss(task: Task, labels: Mapping, outputs: Mapping, tasks: Iterable | N
             )
         y = joint_label(task, tasks, labels)
         z = _flat(_lookup(outputs, logit_name(task.joint_name), "joint logit output", task))
-        return ops.mean(binary_crossentropy_from_logits(y, z))
+        return _reduce(binary_crossentropy_from_logits(y, z), weights)
 
     y_raw = _lookup(labels, task.label, "label", task)
     if task.kind == "binary":
@@ -94,9 +108,12 @@ def task_loss(task: Task, labels: Mapping, outputs: Mapping, tasks: Iterable | N
         diff = _flat(out) - _flat(y_raw)
         per_row = diff * diff
     if task.sample_space is None:
-        return ops.mean(per_row)
+        return _reduce(per_row, weights)
     space = _flat(_lookup(labels, task.sample_space, "sample_space label", task))
     mask = ops.cast(ops.equal(space, 1.0), "float32")
+    if weights is not None:
+        total = ops.sum(weights) if task.loss_normalization == "batch" else ops.sum(weights * mask)
+        return weighted_mean(per_row, weights * mask, total)
     if task.loss_normalization == "batch":
         return ops.mean(per_row * mask)
     return masked_mean(per_row, mask)
@@ -113,6 +130,10 @@ def task_losses(tasks: Iterable, labels: Mapping, outputs: Mapping) -> dict:
       sample-weight convention) or sum(mask * l) / max(sum(mask), 1)
       (``sample_space``: a mean over the space, PLE section 4.3); a batch without
       such rows gives 0, not NaN.
+    - with row weights w (a ``sample_weight`` column, negative downsampling: see
+      ``mtlrec.row_weights``): sum(w l) / sum(w) over the batch, sum(mask w l) /
+      sum(w) (``batch``) or sum(mask w l) / sum(mask w) (``sample_space``); the
+      same as above when every w is 1, and 0 when the weights sum to 0.
     - with ``parent`` (ESMM funnel step): BCE from the joint's logit
       ``outputs[joint_name + "_logit"]`` over all rows against the joint label
       y = prod of the labels along the chain (click AND conversion for CTCVR, see
@@ -130,7 +151,10 @@ def task_losses(tasks: Iterable, labels: Mapping, outputs: Mapping) -> dict:
         dict task name -> float32 scalar tensor, in task order.
     """
     tasks = _as_tasks(tasks)
-    return {task.name: task_loss(task, labels, outputs, tasks) for task in tasks}
+    return {
+        task.name: task_loss(task, labels, outputs, tasks, weights=loss_weights(task, tasks, labels, _flat))
+        for task in tasks
+    }
 
 
 __all__ = [
@@ -140,4 +164,5 @@ __all__ = [
     "masked_mean",
     "task_loss",
     "task_losses",
+    "weighted_mean",
 ]

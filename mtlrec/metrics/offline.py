@@ -45,6 +45,10 @@ def evaluate(
     multiclass: ``count``, ``accuracy``, ``logloss``. regression: ``count``,
     ``mse``, ``mae``.
 
+    Row weights (a task's ``sample_weight`` column in ``labels``, negative
+    downsampling: ``mtlrec.row_weights.metric_weights``) weigh every metric of the
+    task's outputs; ``count`` and ``positives`` are then sums of weights.
+
     AUCs are read from 65,536 logit-spaced score bins (``DayMetrics``): equal to
     ``auc`` unless two different scores share a bin, and never further from it
     than ``DayMetrics.max_auc_error()``. GAUC, logloss and calibration are exact.

@@ -27,6 +27,7 @@ import pandas as pd
 from keras import ops
 
 from mtlrec.metrics import binary as metrics
+from mtlrec.row_weights import metric_weights
 from mtlrec.tasks import Task, funnel_chain, require
 
 SCORE_BINS = 1 << 16
@@ -100,24 +101,29 @@ class GroupAucSpill:
     ``parts()`` runs ``metrics.gauc_parts`` per bucket (a bucket still larger
     than ``memory_rows`` is split again on the next hash bits) and sums.
     Groups are told apart by their hash: two ids sharing a 64-bit hash would
-    merge (about 3e-4 chance for 100M distinct ids).
+    merge (about 3e-4 chance for 100M distinct ids). ``weighted``: rows carry a
+    weight too (``metrics.gauc_parts``' ``sample_weight``).
     """
 
     RECORD = np.dtype([("g", "<u8"), ("y", "<f4"), ("p", "<f8")])
+    WEIGHTED_RECORD = np.dtype([("g", "<u8"), ("y", "<f4"), ("p", "<f8"), ("w", "<f8")])
     _BITS = 6  # SPILL_BUCKETS = 2**6
 
-    def __init__(self, spill_dir=None, memory_rows: int | None = None):
+    def __init__(self, spill_dir=None, memory_rows: int | None = None, weighted: bool = False):
         self.spill_dir = spill_dir
         self.memory_rows = SPILL_MEMORY_ROWS if memory_rows is None else memory_rows
+        self.record = self.WEIGHTED_RECORD if weighted else self.RECORD
         self._chunks: list[np.ndarray] = []
         self._rows = 0
         self._dir: str | None = None
 
-    def add(self, groups, labels, scores) -> None:
-        rec = np.empty(len(labels), self.RECORD)
+    def add(self, groups, labels, scores, weights=None) -> None:
+        rec = np.empty(len(labels), self.record)
         rec["g"] = pd.util.hash_array(np.asarray(groups).reshape(-1))
         rec["y"] = labels
         rec["p"] = scores
+        if weights is not None:
+            rec["w"] = weights
         self._chunks.append(rec)
         self._rows += len(rec)
         if self._rows > self.memory_rows:
@@ -132,12 +138,12 @@ class GroupAucSpill:
     def parts(self) -> tuple[float, float]:
         """(sum_u n_u AUC_u, sum_u n_u) over the groups holding both classes."""
         if self._dir is None:
-            rec = np.concatenate(self._chunks) if self._chunks else np.empty(0, self.RECORD)
-            return metrics.gauc_parts(rec["y"], rec["p"], rec["g"])
+            rec = np.concatenate(self._chunks) if self._chunks else np.empty(0, self.record)
+            return _record_parts(rec)
         if self._chunks:
             self._spill()
         try:
-            return _bucket_parts(self._dir, 0, self.memory_rows)
+            return _bucket_parts(self._dir, 0, self.memory_rows, self.record)
         finally:
             self.close()
 
@@ -161,26 +167,29 @@ def _write_buckets(rec: np.ndarray, directory: str, level: int) -> None:
         start = end
 
 
-def _bucket_parts(directory: str, level: int, memory_rows: int) -> tuple[float, float]:
+def _record_parts(rec: np.ndarray) -> tuple[float, float]:
+    weights = rec["w"] if "w" in rec.dtype.names else None
+    return metrics.gauc_parts(rec["y"], rec["p"], rec["g"], weights)
+
+
+def _bucket_parts(directory: str, level: int, memory_rows: int, record: np.dtype) -> tuple[float, float]:
     num = den = 0.0
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
         if os.path.isdir(path):
             continue
-        rows = os.path.getsize(path) // GroupAucSpill.RECORD.itemsize
+        rows = os.path.getsize(path) // record.itemsize
         deeper = GroupAucSpill._BITS * (level + 1) < 64
         if rows > memory_rows and deeper:
             sub = os.path.join(directory, f"{name}.split")
             os.mkdir(sub)
             for start in range(0, rows, memory_rows):
-                chunk = np.fromfile(path, GroupAucSpill.RECORD, count=memory_rows,
-                                    offset=start * GroupAucSpill.RECORD.itemsize)
+                chunk = np.fromfile(path, record, count=memory_rows, offset=start * record.itemsize)
                 _write_buckets(chunk, sub, level + 1)
             os.remove(path)
-            n, d = _bucket_parts(sub, level + 1, memory_rows)
+            n, d = _bucket_parts(sub, level + 1, memory_rows, record)
         else:
-            rec = np.fromfile(path, GroupAucSpill.RECORD)
-            n, d = metrics.gauc_parts(rec["y"], rec["p"], rec["g"])
+            n, d = _record_parts(np.fromfile(path, record))
         num, den = num + n, den + d
     return num, den
 
@@ -188,14 +197,17 @@ def _bucket_parts(directory: str, level: int, memory_rows: int) -> tuple[float, 
 class _Binary:
     """Everything one binary output needs; ``space`` rows only unless said otherwise."""
 
-    def __init__(self, grouped: bool, truth: bool, entire: bool, spill_dir):
+    def __init__(self, grouped: bool, truth: bool, entire: bool, spill_dir, weighted: bool = False):
         self.hist = ScoreHistogram()
         self.logloss_sum = self.label_sum = 0.0
-        self.gauc = GroupAucSpill(spill_dir) if grouped else None
+        self.gauc = GroupAucSpill(spill_dir, weighted=weighted) if grouped else None
         self.entire = ScoreHistogram() if entire else None
         self.truth = [ScoreHistogram() for _ in range(3)] if truth else None
 
-    def add(self, y, p, space, groups, truth) -> None:
+    def add(self, y, p, space, groups, truth, weight=None) -> None:
+        if weight is not None:
+            self._add_weighted(y, p, space, groups, truth, weight)
+            return
         ys, ps = y[space], p[space]
         positive = (ys > 0.5).astype(np.float64)
         self.hist.add(ps, positive, 1.0 - positive)
@@ -211,6 +223,24 @@ class _Binary:
             oracle.add(truth[space], positive, 1.0 - positive)
             against_truth.add(p, truth, 1.0 - truth)
             truth_oracle.add(truth, truth, 1.0 - truth)
+
+    def _add_weighted(self, y, p, space, groups, truth, weight) -> None:
+        """``add`` with each row counting ``weight`` times (sums of weights for counts)."""
+        ys, ps, ws = y[space], p[space], weight[space]
+        positive = (ys > 0.5).astype(np.float64)
+        self.hist.add(ps, positive * ws, (1.0 - positive) * ws)
+        self.logloss_sum += metrics.logloss_sum(ys, ps, ws)
+        self.label_sum += float(np.dot(ws, ys))
+        if self.gauc is not None:
+            self.gauc.add(groups[space], ys, ps, ws)
+        if self.entire is not None:
+            positive_all = (y > 0.5).astype(np.float64)
+            self.entire.add(p, positive_all * weight, (1.0 - positive_all) * weight)
+        if self.truth is not None:
+            oracle, against_truth, truth_oracle = self.truth
+            oracle.add(truth[space], positive * ws, (1.0 - positive) * ws)
+            against_truth.add(p, truth * weight, (1.0 - truth) * weight)
+            truth_oracle.add(truth, truth * weight, (1.0 - truth) * weight)
 
     def result(self, clicked: bool) -> dict:
         count = float(self.hist.pos.sum() + self.hist.neg.sum())
@@ -244,6 +274,36 @@ def _get(mapping: Mapping, key: str, what: str, task: str) -> np.ndarray:
     return np.asarray(require(mapping, key, what, task))
 
 
+def _add_rows(acc: dict, kind: str, y, pred, space, weight) -> None:
+    """Sums of a multiclass or regression task's metrics over the rows of its space (each
+    times its weight when given; ``count`` then sums the weights)."""
+    w = None if weight is None else weight[space]
+    if kind == "multiclass":
+        yy = y[space].astype(np.int64)
+        pp = np.clip(pred[space], metrics.EPS, 1.0)
+        pp = pp / pp.sum(axis=1, keepdims=True)
+        correct = pp.argmax(axis=1) == yy
+        log_p = np.log(pp[np.arange(len(yy)), yy])
+        if w is None:
+            acc["count"] += len(yy)
+            acc["accuracy"] += float(np.sum(correct))
+            acc["logloss"] -= float(log_p.sum())
+        else:
+            acc["count"] += float(w.sum())
+            acc["accuracy"] += float(np.dot(w, correct))
+            acc["logloss"] -= float(np.dot(w, log_p))
+        return
+    diff = pred[space] - y[space]
+    if w is None:
+        acc["count"] += len(diff)
+        acc["mse"] += float(np.sum(diff**2))
+        acc["mae"] += float(np.sum(np.abs(diff)))
+    else:
+        acc["count"] += float(w.sum())
+        acc["mse"] += float(np.dot(w, diff**2))
+        acc["mae"] += float(np.dot(w, np.abs(diff)))
+
+
 class DayMetrics:
     """The metrics of ``mtlrec.metrics.evaluate``, accumulated batch by batch.
 
@@ -256,6 +316,10 @@ class DayMetrics:
     ``evaluate``); which extras are present (``user_id``, ``true_<name>``) is
     fixed by the first batch. ``result()`` returns the metrics dict,
     ``calibration()`` the reliability curve of every binary output.
+
+    Tasks with row weights (a ``sample_weight`` column, negative downsampling:
+    ``mtlrec.row_weights.metric_weights``) read them from ``labels``; every metric of
+    their outputs is then weighted, ``count`` and ``positives`` being sums of weights.
     """
 
     def __init__(self, tasks: Iterable, spill_dir=None):
@@ -285,10 +349,11 @@ class DayMetrics:
             return np.prod([metrics.as_vector(extras[k], k) for k in keys], axis=0)
         return None
 
-    def _create(self, extras: Mapping, truths: dict) -> dict:
+    def _create(self, extras: Mapping, truths: dict, weights: dict) -> dict:
         grouped = "user_id" in extras
         acc = {}
         for task in self.tasks:
+            weighted = weights[task.name] is not None
             # multiclass and regression keep "count" and per-row sums of the metrics
             if task.kind == "multiclass":
                 acc[task.name] = {"count": 0.0, "accuracy": 0.0, "logloss": 0.0}
@@ -297,11 +362,11 @@ class DayMetrics:
             else:
                 conditioned = self._space(task).condition is not None
                 acc[task.name] = _Binary(
-                    grouped, truths.get(task.name) is not None, conditioned, self.spill_dir
+                    grouped, truths.get(task.name) is not None, conditioned, self.spill_dir, weighted
                 )
                 if task.parent is not None:
                     acc[task.joint_name] = _Binary(
-                        grouped, truths.get(task.joint_name) is not None, False, self.spill_dir
+                        grouped, truths.get(task.joint_name) is not None, False, self.spill_dir, weighted
                     )
         return acc
 
@@ -314,8 +379,9 @@ class DayMetrics:
                 truths[task.name] = self._truth(task, extras, joint=False)
                 if task.parent is not None:
                     truths[task.joint_name] = self._truth(task, extras, joint=True)
+        weights = {task.name: self._weights(task, labels) for task in self.tasks}
         if self._acc is None:
-            self._acc = self._create(extras, truths)
+            self._acc = self._create(extras, truths, weights)
         for task in self.tasks:
             y = _get(labels, task.label, "label", task.name)
             pred = _get(predictions, task.name, "prediction", task.name)
@@ -331,24 +397,16 @@ class DayMetrics:
                 metrics.check_lengths(labels=y, user_id=groups)
             space = self._rows(self._space(task), labels, len(y))
             acc = self._acc[task.name]
-            if task.kind == "multiclass":
-                yy = y[space].astype(np.int64)
-                pp = np.clip(pred[space], metrics.EPS, 1.0)
-                pp = pp / pp.sum(axis=1, keepdims=True)
-                acc["count"] += len(yy)
-                acc["accuracy"] += float(np.sum(pp.argmax(axis=1) == yy))
-                acc["logloss"] -= float(np.log(pp[np.arange(len(yy)), yy]).sum())
-                continue
-            if task.kind == "regression":
-                diff = pred[space] - y[space]
-                acc["count"] += len(diff)
-                acc["mse"] += float(np.sum(diff**2))
-                acc["mae"] += float(np.sum(np.abs(diff)))
+            weight = weights[task.name]
+            if weight is not None:
+                metrics.check_lengths(labels=y, weights=weight)
+            if task.kind in ("multiclass", "regression"):
+                _add_rows(acc, task.kind, y, pred, space, weight)
                 continue
             truth = truths[task.name]
             if truth is not None:
                 metrics.check_lengths(preds=pred, truth=truth)
-            acc.add(y, pred, space, groups, truth)
+            acc.add(y, pred, space, groups, truth, weight)
             for joint_space in task.evaluation_spaces(self.tasks)[1:]:
                 joint = metrics.as_vector(
                     _get(predictions, joint_space.output, "joint prediction", task.name),
@@ -359,7 +417,11 @@ class DayMetrics:
                 if truth is not None:
                     metrics.check_lengths(preds=joint, truth=truth)
                 rows = self._rows(joint_space, labels, len(y))
-                self._acc[joint_space.output].add(y, joint, rows, groups, truth)
+                self._acc[joint_space.output].add(y, joint, rows, groups, truth, weight)
+
+    def _weights(self, task: Task, labels: Mapping):
+        """(n,) float64 weights of the task's rows, None when every row weighs 1."""
+        return metric_weights(task, self.tasks, labels, lambda x: metrics.as_vector(x, "row weights"))
 
     def result(self) -> dict:
         """dict task (or joint output) name -> dict metric name -> float."""

@@ -9,6 +9,7 @@ from keras import ops
 
 from mtlrec.metrics.per_day import SCORE_BINS, score_bins
 from mtlrec.metrics.binary import auc_from_counts
+from mtlrec.row_weights import metric_weights
 from mtlrec.tasks import Task, require
 
 
@@ -42,7 +43,9 @@ class StreamingTaskMetrics:
     Each output is measured on its task's evaluation space (``Task.evaluation_spaces``,
     as in ``mtlrec.metrics.evaluate``): rows where its ``sample_space`` label is 1,
     rows where its parent's label is 1 for a funnel step, all rows otherwise;
-    rows outside get sample weight 0.
+    rows outside get sample weight 0, rows inside their task's row weight
+    (``mtlrec.row_weights.metric_weights``: its ``sample_weight`` column, negative
+    downsampling), 1 without one.
 
     - binary: ``auc`` (from counts in ``bins`` logit-spaced score bins, the
       bins and formula of ``mtlrec.metrics.per_day.DayMetrics``, so both agree;
@@ -98,9 +101,12 @@ class StreamingTaskMetrics:
     def update_state(self, labels: Mapping, outputs: Mapping) -> None:
         """Accumulate one batch (labels and model outputs as in ``task_losses``)."""
         for task in self.tasks:
+            row_weights = metric_weights(task, self.tasks, labels, _flat)
             for space in task.evaluation_spaces(self.tasks):
                 rows = space.rows(labels, _flat)
                 weight = None if rows is None else ops.cast(rows, "float32")
+                if row_weights is not None:
+                    weight = row_weights if weight is None else weight * row_weights
                 y = _flat(require(labels, space.label, "label", task.name))
                 what = "joint output" if space.joint else "output"
                 out = require(outputs, space.output, what, task.name)

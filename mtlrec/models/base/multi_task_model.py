@@ -295,12 +295,14 @@ class MultiTaskModel(keras.Model):
         """sum_k w_k L_k (per the loss weighting) + `self.losses`.
 
         `y` is the labels dict of a `(features, labels)` batch. Rows are selected per task
-        by its `sample_space`, not by `sample_weight` (which is refused).
+        by its `sample_space` and weighed by its `sample_weight` column (an entry of `y`),
+        not by Keras' `sample_weight` argument (which is refused).
         """
         if sample_weight is not None:
             raise ValueError(
                 "MultiTaskModel.compute_loss does not take sample_weight; restrict a task's "
-                "rows with its sample_space. Received: sample_weight given"
+                "rows with its sample_space and weigh them with its sample_weight column (a "
+                "column of the labels dict). Received: sample_weight given"
             )
         if y is None:
             return None

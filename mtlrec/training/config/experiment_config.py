@@ -74,11 +74,13 @@ class ExperimentConfig:
 
     def training_digest(self) -> str:
         """A digest of what decides the trained weights (schema, tasks, model, optimizer,
-        loss weighting, training, data format and funnel); paths, days, evaluation and
-        export settings are left out."""
+        loss weighting, training, data format, funnel and sample weights); paths, days,
+        evaluation and export settings are left out."""
         data = self.to_dict()
         kept = {k: data[k] for k in ("schema", "tasks", "model", "optimizer", "loss_weighting", "training")}
         kept["data"] = {k: data["data"][k] for k in ("format", "funnel", "non_finite_numeric")}
+        if data["data"].get("sample_weight") is not None:  # absent: the digests of older runs
+            kept["data"]["sample_weight"] = data["data"]["sample_weight"]
         return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

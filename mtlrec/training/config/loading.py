@@ -78,6 +78,23 @@ def _funnel(data, schema, tasks, src) -> None:
                 )
 
 
+def _row_weights(data, schema, tasks, src) -> None:
+    """``data.sample_weight`` becomes the ``sample_weight`` of every task without its own;
+    a weight or keep-rate column must be a number column, not an id feature."""
+    for task in tasks:
+        if task.sample_weight is None and data.sample_weight is not None:
+            task.sample_weight = data.sample_weight
+    ids = {f.name for f in schema.categorical} | {f.name for f in schema.sequence}
+    places = [("data.sample_weight", data.sample_weight)] + [
+        (f"tasks[{i}].{key}", getattr(t, key))
+        for i, t in enumerate(tasks)
+        for key in ("sample_weight", "negative_keep_rate_column")
+    ]
+    for path, column in places:
+        if column in ids:
+            raise src.error(path, f"expected a column of numbers, got {column!r}, an id feature of the schema")
+
+
 def _optimizers(section, src) -> None:
     from mtlrec.optimizers import optimizer_arguments
 
@@ -104,6 +121,7 @@ def _typed(doc: Document, src) -> ExperimentConfig:
     schema = _checked(src, "schema", Schema.from_dict, doc.schema_, "schema")
     tasks = _checked(src, "tasks", validate_tasks, doc.tasks, schema)
     _funnel(doc.data, schema, tasks, src)
+    _row_weights(doc.data, schema, tasks, src)
     model = _checked(src, "model", model_spec, doc.model)
     _optimizers(doc.optimizer, src)
     return ExperimentConfig(

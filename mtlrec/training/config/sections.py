@@ -64,6 +64,9 @@ class DataConfig(Section):
     non_finite_numeric: _check(v.choice("replace", "refuse")) = Field(
         "replace", description="NaN/inf in a numeric feature: default + count, or error"
     )
+    sample_weight: _check(v.optional(v.name)) = Field(
+        None, description="a column of row weights for every task's loss and metrics (a task's own sample_weight wins)"
+    )
 
 
 class TrainingConfig(Section):

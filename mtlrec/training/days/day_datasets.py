@@ -14,6 +14,13 @@ def _data():
     return data_pipeline
 
 
+def _weight_columns(config) -> tuple:
+    """The columns of the tasks' row weights (``mtlrec.row_weights``), read beside the labels."""
+    from mtlrec.row_weights import weight_columns
+
+    return tuple(weight_columns(config.tasks))
+
+
 def train_dataset(config, schema: dict, sharding, day: str, rows: int | None):
     """``make(epoch, skip)`` -> the batches of ``day``'s epoch after the first ``skip``,
     shuffled with the day's seed; with several workers, this worker's share
@@ -22,13 +29,16 @@ def train_dataset(config, schema: dict, sharding, day: str, rows: int | None):
     from mtlrec.training.distribute import sharding as shards
 
     training = config.training
+    weights = _weight_columns(config)
+    # named only when there are some: a run without row weights reads what it always read
+    extra = {"extra_columns": weights} if weights else {}
 
     def make(epoch: int, skip: int, **kwargs):
         kwargs.setdefault("batch_size", training.batch_size)
         return _data().make_dataset(
             config.data.root, [day], schema, fmt=config.data.format,
             shuffle_buffer=training.shuffle_buffer, seed=day_seed(training.seed, day, epoch),
-            deterministic=True, skip_batches=skip, **kwargs,
+            deterministic=True, skip_batches=skip, **extra, **kwargs,
         )
 
     if not sharding.active:
@@ -62,11 +72,14 @@ def train_dataset(config, schema: dict, sharding, day: str, rows: int | None):
 
 
 def eval_dataset(config, schema: dict, day: str):
-    """``day`` in ``evaluation.batch_size`` batches, in file order, with the extra columns."""
+    """``day`` in ``evaluation.batch_size`` batches, in file order, with the extra columns
+    and the columns of the row weights."""
     evaluation = config.evaluation
+    extras = tuple(evaluation.extras)
+    extras += tuple(c for c in _weight_columns(config) if c not in extras)
     return _data().make_dataset(
         config.data.root, [day], schema, fmt=config.data.format, batch_size=evaluation.batch_size,
-        deterministic=True, extra_columns=tuple(evaluation.extras),
+        deterministic=True, extra_columns=extras,
     )
 
 

@@ -48,10 +48,26 @@ def validate_days(config, saved_schema: dict | None, days) -> dict[str, DayCheck
             stats=stats,
             far=far,
             id_counts=id_counts,
+            weight_columns=_weight_columns(config),
         )
         checks[day] = DayCheck(rows, counts, data.collision_report(schema, id_counts))
         _warn(day, checks[day], far, data)
     return checks
+
+
+def _weight_columns(config) -> list:
+    """The columns of the tasks' row weights, each with the config key that names it."""
+    from mtlrec.data_pipeline.weight_columns import WeightColumn
+
+    found = {}
+    for i, task in enumerate(config.tasks):
+        if task.sample_weight is not None and task.sample_weight not in found:
+            key = "data.sample_weight" if task.sample_weight == config.data.sample_weight else f"tasks[{i}].sample_weight"
+            found[task.sample_weight] = WeightColumn(task.sample_weight, "sample_weight", key)
+        if task.negative_keep_rate_column is not None:
+            column = task.negative_keep_rate_column
+            found[column] = WeightColumn(column, "keep_rate", f"tasks[{i}].negative_keep_rate_column")
+    return list(found.values())
 
 
 def _warn(day: str, check: DayCheck, far: dict, data) -> None:

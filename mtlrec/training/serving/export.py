@@ -5,7 +5,9 @@ ids, float32 numerics, id lists ``(B, L)`` padded after their items with -1 or
 "" to any length ``L``: the graph keeps the most recent ``max_len`` items of each
 row, as training reads them) and returns every probability output of the model by
 name (``model.probability_names()``: ``(B,)`` for binary and regression outputs,
-``(B, C)`` for multiclass; not the ``_logit`` entries). Hashing and normalisation
+``(B, C)`` for multiclass; not the ``_logit`` entries); a task trained on data whose
+negatives were kept at a ``negative_keep_rate`` serves its corrected probability
+(``mtlrec.models.base.downsampling_correction``). Hashing and normalisation
 live inside the model, so
 a server needs no preprocessing code. A DUPN export also has
 ``user_representation`` (user-side features -> ``representation``) and
@@ -31,6 +33,7 @@ import keras
 import tensorflow as tf
 
 from mtlrec.data_pipeline.recent_items import fit_padded
+from mtlrec.models.base.downsampling_correction import corrected_outputs
 from mtlrec.schema import PAD
 from mtlrec.conventions import atomic
 from mtlrec.training.faults import fault_point
@@ -114,11 +117,14 @@ def _flatten_outputs(outputs) -> dict:
 
 def probability_outputs(model, outputs):
     """The user-facing part of a model's outputs: ``model.probability_names()`` (the
-    ``<name>_logit`` entries the losses read stay inside); other models' as they are."""
+    ``<name>_logit`` entries the losses read stay inside), with a task's
+    ``negative_keep_rate`` corrected for (``downsampling_correction``: the probabilities
+    of the full traffic); other models' as they are."""
     names = getattr(model, "probability_names", None)
     if not callable(names) or not isinstance(outputs, dict):
         return outputs
-    return {name: outputs[name] for name in names()}
+    published = {name: outputs[name] for name in names()}
+    return corrected_outputs(getattr(model, "task_specs", ()), outputs, published)
 
 
 def serving_function(model):
@@ -137,15 +143,16 @@ def _user_function(user_model):
     return user_representation
 
 
-def _scorer_function(item_scorer):
-    """Scores N candidates against one representation ``(1, d)`` (broadcast) or ``(N, d)``."""
+def _scorer_function(item_scorer, tasks=()):
+    """Scores N candidates against one representation ``(1, d)`` (broadcast) or ``(N, d)``
+    (a task's ``negative_keep_rate`` corrected for, as in ``serving_default``)."""
 
     def score_items(features):
         features = dict(features)
         candidates = next(tf.shape(v)[0] for k, v in features.items() if k != "representation")
         rep = features["representation"]
         features["representation"] = tf.broadcast_to(rep, [candidates, tf.shape(rep)[1]])
-        return _flatten_outputs(item_scorer(features, training=False))
+        return _flatten_outputs(corrected_outputs(tasks, item_scorer(features, training=False)))
 
     return score_items
 
@@ -159,7 +166,7 @@ def _dupn_endpoints(model) -> dict:
     users, scorer = user_model(), item_scorer()
     return {
         "user_representation": (users, _user_function(users)),
-        "score_items": (scorer, _scorer_function(scorer)),
+        "score_items": (scorer, _scorer_function(scorer, getattr(model, "task_specs", ()))),
     }
 
 
