@@ -87,7 +87,7 @@ def _typed(doc: Document, src) -> ExperimentConfig:
     schema = _checked(src, "schema", Schema.from_dict, doc.schema_, "schema")
     tasks = _checked(src, "tasks", validate_tasks, doc.tasks, schema)
     _funnel(doc.data, schema, src)
-    model = _checked(src, "model", model_spec, doc.model)
+    model = _checked(src, "model", model_spec, doc.model, "model", ("loss_weighting",), schema)
     _optimizers(doc.optimizer, src)
     return ExperimentConfig(
         name=doc.name, data=doc.data, schema=schema, tasks=tasks, model=model, run_dir=doc.run_dir,
