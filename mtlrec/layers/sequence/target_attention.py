@@ -26,8 +26,9 @@ class TargetAttention(keras.layers.Layer):
 
     The first layer's kernel W (4d, u) is stored whole (`kernel_0`) in the blocks
     [W_h; W_t; W_d; W_p] of the formula and computed as
-    h_j (W_h + W_d) + t (W_t - W_d) + (h_j * t) W_p: the candidate's term once per row,
-    not once per step (the same sum, half the multiplications). Padded steps (`mask`
+    h_j (W_h + W_d + diag(t) W_p) + t (W_t - W_d): the candidate folds into one kernel
+    per row and its own term is computed once per row, not once per step (the same sum,
+    a quarter of the multiplications per step). Padded steps (`mask`
     False) get a_j = 0 and their values reach neither the output nor any gradient; a
     row without a real step gives zeros.
 
@@ -117,18 +118,14 @@ class TargetAttention(keras.layers.Layer):
         d = history.shape[-1]
         first = self.kernels[0]
         w_h, w_t, w_d, w_p = first[:d], first[d : 2 * d], first[2 * d : 3 * d], first[3 * d :]
-        target = ops.expand_dims(candidate, 1)
-        x = (
-            ops.matmul(history, w_h + w_d)
-            + ops.expand_dims(ops.matmul(candidate, w_t - w_d), 1)
-            + ops.matmul(history * target, w_p)
-            + self.biases[0]
-        )
+        # (B, d, u): W_h + W_d + diag(t) W_p, row by row
+        row_kernel = ops.expand_dims(w_h + w_d, 0) + ops.expand_dims(candidate, -1) * ops.expand_dims(w_p, 0)
+        x = ops.matmul(history, row_kernel) + ops.expand_dims(ops.matmul(candidate, w_t - w_d) + self.biases[0], 1)
         for kernel, bias in zip(self.kernels[1:], self.biases[1:]):
             x = ops.matmul(self._activation(x), kernel) + bias
         scores = ops.squeeze(x, -1)
         weights = ops.where(mask, scores, ops.zeros_like(scores))
-        pooled = ops.sum(ops.expand_dims(weights, -1) * history, axis=1)
+        pooled = ops.squeeze(ops.matmul(ops.expand_dims(weights, 1), history), 1)
         if self.return_weights:
             return pooled, weights
         return pooled
