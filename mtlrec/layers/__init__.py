@@ -2,7 +2,8 @@
 
 - ``experts/``: ``Expert``, ``Gate``, ``DSelectKGate``, ``MixtureOfExperts`` (MMoE), ``CGC`` (PLE)
 - ``sharing/``: ``CrossStitch``, ``InformationTransfer`` (AITM)
-- ``sequence/``: ``PropertyGatedLSTM``, ``AttentionPooling`` (DUPN)
+- ``sequence/``: history encoders ``TargetAttention`` (DIN), ``SelfAttentionEncoder`` (BST),
+  ``PropertyGatedLSTMEncoder`` (DUPN's ``PropertyGatedLSTM`` read out by ``AttentionPooling``)
 - ``interaction/``: ``FMInteraction``, ``DotInteraction``, ``CrossNetwork`` (DCN-v2)
 - ``embedding/``: ``FeatureEmbedding``, ``DynamicIdMap`` (TensorFlow only)
 - ``MLP``, the building block of experts and towers
@@ -23,6 +24,9 @@ from mtlrec.layers.sharing.cross_stitch import CrossStitch
 from mtlrec.layers.sharing.information_transfer import InformationTransfer
 from mtlrec.layers.sequence.property_gated_lstm import PropertyGatedLSTM
 from mtlrec.layers.sequence.attention_pooling import AttentionPooling
+from mtlrec.layers.sequence.property_gated_lstm_encoder import PropertyGatedLSTMEncoder
+from mtlrec.layers.sequence.target_attention import TargetAttention
+from mtlrec.layers.sequence.self_attention_encoder import SelfAttentionEncoder
 from mtlrec.layers.interaction.fm_interaction import FMInteraction
 from mtlrec.layers.interaction.dot_interaction import DotInteraction
 from mtlrec.layers.interaction.cross_network import CrossNetwork
@@ -44,6 +48,9 @@ __all__ = sorted(
         "InformationTransfer",
         "PropertyGatedLSTM",
         "AttentionPooling",
+        "PropertyGatedLSTMEncoder",
+        "TargetAttention",
+        "SelfAttentionEncoder",
         "FMInteraction",
         "DotInteraction",
         "CrossNetwork",

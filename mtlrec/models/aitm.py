@@ -44,6 +44,9 @@ class AITM(MultiTaskModel):
         lambda_: the calibrator's weight, >= 0 (config key `lambda`).
         dropout: dropout rate inside the towers.
         interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
+        sequence_encoders: None (each behavior history mean-pooled) or history name ->
+            encoder (`mean`, `target_attention`, `self_attention`, `property_gated_lstm`;
+            see `mtlrec.models.base.history_specs`).
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         seed: optional int for the initializers.
     """
@@ -56,6 +59,7 @@ class AITM(MultiTaskModel):
         lambda_=0.6,
         dropout=0.0,
         interaction=None,
+        sequence_encoders=None,
         loss_weighting=None,
         seed=None,
         **kwargs,
@@ -63,7 +67,7 @@ class AITM(MultiTaskModel):
         # === Layers ===
         if tasks is None:
             tasks = [dict(t) for t in DEFAULT_TASKS]
-        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        self._setup(schema, tasks, interaction, loss_weighting, seed, sequence_encoders)
         specs = self.task_specs
         if len(specs) < 2 or any(t.kind != "binary" or t.parent is not None for t in specs):
             raise ValueError(

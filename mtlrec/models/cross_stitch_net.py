@@ -27,6 +27,9 @@ class CrossStitchNet(MultiTaskModel):
         per_channel: one K x K mixing matrix per channel.
         dropout: dropout rate of the hidden layers.
         interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
+        sequence_encoders: None (each behavior history mean-pooled) or history name ->
+            encoder (`mean`, `target_attention`, `self_attention`, `property_gated_lstm`;
+            see `mtlrec.models.base.history_specs`).
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         seed: optional int for the initializers.
     """
@@ -41,12 +44,13 @@ class CrossStitchNet(MultiTaskModel):
         per_channel=False,
         dropout=0.0,
         interaction=None,
+        sequence_encoders=None,
         loss_weighting=None,
         seed=None,
         **kwargs,
     ):
         # === Layers ===
-        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        self._setup(schema, tasks, interaction, loss_weighting, seed, sequence_encoders)
         if len(self.task_specs) < 2:
             raise ValueError(
                 f"CrossStitchNet links task columns and needs at least two tasks. "

@@ -59,6 +59,9 @@ class ESCM2(MultiTaskModel):
         tower_units: hidden widths of each tower (the imputation tower's too).
         dropout: dropout rate of the hidden layers.
         interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
+        sequence_encoders: None (each behavior history mean-pooled) or history name ->
+            encoder (`mean`, `target_attention`, `self_attention`, `property_gated_lstm`;
+            see `mtlrec.models.base.history_specs`).
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         seed: optional int for the initializers.
     """
@@ -73,6 +76,7 @@ class ESCM2(MultiTaskModel):
         tower_units=(64, 32),
         dropout=0.0,
         interaction=None,
+        sequence_encoders=None,
         loss_weighting=None,
         seed=None,
         **kwargs,
@@ -80,7 +84,7 @@ class ESCM2(MultiTaskModel):
         # === Layers ===
         if tasks is None:
             tasks = [dict(t) for t in DEFAULT_TASKS]
-        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        self._setup(schema, tasks, interaction, loss_weighting, seed, sequence_encoders)
         by_name = {t.name: t for t in self.task_specs}
         steps = [t for t in self.task_specs if t.parent is not None]
         if len(steps) != 1 or by_name[steps[0].parent].parent is not None:

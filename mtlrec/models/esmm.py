@@ -34,6 +34,9 @@ class ESMM(MultiTaskModel):
         tower_units: hidden widths of each task tower (before its output layer).
         dropout: dropout rate of the hidden layers.
         interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
+        sequence_encoders: None (each behavior history mean-pooled) or history name ->
+            encoder (`mean`, `target_attention`, `self_attention`, `property_gated_lstm`;
+            see `mtlrec.models.base.history_specs`).
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         seed: optional int for the initializers.
     """
@@ -45,6 +48,7 @@ class ESMM(MultiTaskModel):
         tower_units=(64, 32),
         dropout=0.0,
         interaction=None,
+        sequence_encoders=None,
         loss_weighting=None,
         seed=None,
         **kwargs,
@@ -52,7 +56,7 @@ class ESMM(MultiTaskModel):
         # === Layers ===
         if tasks is None:
             tasks = [dict(t) for t in DEFAULT_TASKS]
-        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        self._setup(schema, tasks, interaction, loss_weighting, seed, sequence_encoders)
         if not any(t.parent is not None for t in self.task_specs):
             raise ValueError(
                 "ESMM needs a funnel: at least one task with a parent (e.g. "

@@ -26,6 +26,9 @@ class MMoE(MultiTaskModel):
         tower_units: hidden widths of each task tower (before its output layer).
         dropout: dropout rate inside the experts and towers.
         interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
+        sequence_encoders: None (each behavior history mean-pooled) or history name ->
+            encoder (`mean`, `target_attention`, `self_attention`, `property_gated_lstm`;
+            see `mtlrec.models.base.history_specs`).
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         gate: None (softmax gates) or `{"type": "dselect_k", "k": 2}` (DSelect-k gates,
             options `gamma`, `entropy_reg`; see `mtlrec.layers.DSelectKGate`).
@@ -46,6 +49,7 @@ class MMoE(MultiTaskModel):
         tower_units=(32,),
         dropout=0.0,
         interaction=None,
+        sequence_encoders=None,
         loss_weighting=None,
         gate=None,
         expert_batch_norm=None,
@@ -53,7 +57,7 @@ class MMoE(MultiTaskModel):
         **kwargs,
     ):
         # === Layers ===
-        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        self._setup(schema, tasks, interaction, loss_weighting, seed, sequence_encoders)
         num_experts = checks.check_positive_int("num_experts", num_experts)
         expert_units = checks.check_units("expert_units", expert_units, int_as_list=True)
         tower_units = checks.check_units("tower_units", tower_units, allow_empty=True, int_as_list=True)

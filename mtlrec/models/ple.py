@@ -31,6 +31,9 @@ class PLE(MultiTaskModel):
         tower_units: hidden widths of each task tower (before its output layer).
         dropout: dropout rate inside the experts and towers.
         interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
+        sequence_encoders: None (each behavior history mean-pooled) or history name ->
+            encoder (`mean`, `target_attention`, `self_attention`, `property_gated_lstm`;
+            see `mtlrec.models.base.history_specs`).
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         gate: None (softmax gates) or `{"type": "dselect_k", "k": 2}` (DSelect-k gates,
             options `gamma`, `entropy_reg`; see `mtlrec.layers.DSelectKGate`).
@@ -48,13 +51,14 @@ class PLE(MultiTaskModel):
         tower_units=(32,),
         dropout=0.0,
         interaction=None,
+        sequence_encoders=None,
         loss_weighting=None,
         gate=None,
         seed=None,
         **kwargs,
     ):
         # === Layers ===
-        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        self._setup(schema, tasks, interaction, loss_weighting, seed, sequence_encoders)
         num_levels = checks.check_positive_int("num_levels", num_levels)
         num_task_experts = checks.check_positive_int("num_task_experts", num_task_experts)
         num_shared_experts = checks.check_positive_int("num_shared_experts", num_shared_experts)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from mtlrec.conventions.constructor_args import REQUIRED, constructor_args
 from mtlrec.conventions.key_paths import ArgumentError, KeyPathError, show
 from mtlrec.layers.experts._gate_config import check_gate
+from mtlrec.models.base.history_specs import history_specs
 
 from mtlrec.models.aitm import AITM
 from mtlrec.models.cross_stitch_net import CrossStitchNet
@@ -73,10 +74,11 @@ def _expected(default, value):
     return None
 
 
-def model_spec(config, path="model", reserved=("loss_weighting",)):
+def model_spec(config, path="model", reserved=("loss_weighting",), schema=None):
     """A `ModelSpec` of a `model` section, checked against the constructor's signature
     without building the model: a known `type`, only its parameters (less `reserved`),
-    each of the type of the parameter's default, a valid `gate`.
+    each of the type of the parameter's default, a valid `gate` and, given the `schema`,
+    valid `sequence_encoders` (`mtlrec.models.base.history_specs`).
 
     Raises:
         KeyPathError: naming `model.type` / `model.<key>` (`path` for `model`).
@@ -107,6 +109,8 @@ def model_spec(config, path="model", reserved=("loss_weighting",)):
             raise KeyPathError(f"{path}.{key}", f"expected {expected}, got {show(value)}")
     if options.get("gate") is not None:
         check_gate(options["gate"], f"{path}.gate")
+    if schema is not None and options.get("sequence_encoders") is not None:
+        history_specs(options["sequence_encoders"], schema, f"{path}.sequence_encoders")
     return ModelSpec(kind, {_parameter(k): v for k, v in options.items()}, dict(config))
 
 

@@ -20,6 +20,9 @@ class SharedBottom(MultiTaskModel):
         tower_units: hidden widths of each task tower (before its output layer).
         dropout: dropout rate of the hidden layers.
         interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
+        sequence_encoders: None (each behavior history mean-pooled) or history name ->
+            encoder (`mean`, `target_attention`, `self_attention`, `property_gated_lstm`;
+            see `mtlrec.models.base.history_specs`).
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         seed: optional int for the initializers.
     """
@@ -32,12 +35,13 @@ class SharedBottom(MultiTaskModel):
         tower_units=(32,),
         dropout=0.0,
         interaction=None,
+        sequence_encoders=None,
         loss_weighting=None,
         seed=None,
         **kwargs,
     ):
         # === Layers ===
-        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        self._setup(schema, tasks, interaction, loss_weighting, seed, sequence_encoders)
         bottom_units = checks.check_units("bottom_units", bottom_units, int_as_list=True)
         tower_units = checks.check_units("tower_units", tower_units, allow_empty=True, int_as_list=True)
         dropout = checks.check_rate("dropout", dropout)

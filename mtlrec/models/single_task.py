@@ -21,6 +21,9 @@ class SingleTask(MultiTaskModel):
         tower_units: hidden widths of each task tower (before its output layer).
         dropout: dropout rate of the hidden layers.
         interaction: None, `{"type": "fm"}`, `{"type": "dot"}` or `{"type": "dcn", ...}`.
+        sequence_encoders: None (each behavior history mean-pooled) or history name ->
+            encoder (`mean`, `target_attention`, `self_attention`, `property_gated_lstm`;
+            see `mtlrec.models.base.history_specs`).
         loss_weighting: None (fixed task weights) or `{"type": "uncertainty"}`.
         seed: optional int for the initializers.
     """
@@ -32,12 +35,13 @@ class SingleTask(MultiTaskModel):
         tower_units=(64, 32),
         dropout=0.0,
         interaction=None,
+        sequence_encoders=None,
         loss_weighting=None,
         seed=None,
         **kwargs,
     ):
         # === Layers ===
-        self._setup(schema, tasks, interaction, loss_weighting, seed)
+        self._setup(schema, tasks, interaction, loss_weighting, seed, sequence_encoders)
         for task in self.task_specs:
             if task.parent is not None:
                 raise ValueError(

@@ -30,6 +30,7 @@ from mtlrec.training.days.day_validation import DayCheck, validate_days
 from mtlrec.training.errors import RunError
 from mtlrec.training.faults import fault_point
 from mtlrec.training.run.metrics_log import metric_rows
+from mtlrec.training.lookups.encoder_changes import check_encoders, record_encoders
 from mtlrec.training.lookups.lookup_changes import migration_record
 from mtlrec.training.lookups.lookup_migration import log_migration, restore_migrated
 from mtlrec.training.run.run_directory import MIGRATION_KEY, RunDirectory
@@ -141,6 +142,7 @@ class Experiment:
         interrupted = interrupted_day(plan, state, self.run.latest_checkpoint(), force)
         first_day = (plan.to_train or days)[0]
         schema, changes = resolve_schema(self.config, self.run, first_day, migrate)
+        check_encoders(self.config, self.run, state)
         trainer = self._build(schema)
         if self._restore(trainer, changes) is None:
             interrupted = None
@@ -148,6 +150,7 @@ class Experiment:
         migration = migration_record(changes, schema, first_day, command) if changes else None
         state.data["name"] = self.config.name
         state.data["model_type"] = self.config.model.get("type")
+        record_encoders(self.config, state)
         self.run.begin_command(schema, self.config.to_dict(), state)
         summaries = DaySummaries(self.run.tensorboard_dir, trainer.is_chief)
         run = _DayRun(trainer, command, checks, summaries, migration)
@@ -243,7 +246,9 @@ class Experiment:
         """``(trainer, meta)``: the model of an existing run with its newest checkpoint."""
         if self.run.saved_schema() is None:
             raise RunError(f"{self.run_dir}: no trained model here (train a day first)")
-        trainer = self._build(resolve_schema(self.config, self.run, None)[0])
+        schema = resolve_schema(self.config, self.run, None)[0]
+        check_encoders(self.config, self.run, self.run.load_state())
+        trainer = self._build(schema)
         meta = self._restore(trainer)
         if meta is None:
             raise RunError(f"{self.checkpoint_dir}: no checkpoint to load (train a day first)")

@@ -16,7 +16,8 @@ def test_model_types():
         ["single_task", "shared_bottom", "esmm", "mmoe", "ple", "cross_stitch", "soft_sharing", "dupn", "aitm", "escm2"]
     )
     assert hyperparameters("mmoe") == [
-        "num_experts", "expert_units", "tower_units", "dropout", "interaction", "loss_weighting", "gate",
+        "num_experts", "expert_units", "tower_units", "dropout", "interaction", "sequence_encoders",
+        "loss_weighting", "gate",
         "expert_batch_norm", "seed",
     ]
 

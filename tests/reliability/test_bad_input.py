@@ -87,6 +87,20 @@ CASES = [
      ["{config}:", "model.dropout: expected a number, got 'high'"]),
     ("unknown model type", {"model": {"type": "mmoe2", "tower_units": None, "seed": None}}, None, None,
      DAY2, 2, ["{config}:", "model.type: expected one of", "got 'mmoe2'"]),
+    ("unknown sequence encoder", {"model": {"sequence_encoders": {"hist_item_id": "din"}}}, None, None, DAY2, 2,
+     ["{config}:", "model.sequence_encoders.hist_item_id.encoder: expected one of mean, target_attention, "
+      "self_attention, property_gated_lstm, got 'din'"]),
+    ("encoder query sharing no table with the history",
+     {"model": {"sequence_encoders": {"hist_item_id": {"encoder": "target_attention", "query": ["user_id"]}}}},
+     None, None, DAY2, 2,
+     ["{config}:", "model.sequence_encoders.hist_item_id.query[0]: expected a candidate feature whose table a "
+      "feature of history 'hist_item_id' shares (hist_item_id reads item_id's table), got 'user_id' (table 'user_id')"]),
+    ("trained run's encoder changed", {"model": {"sequence_encoders": {"hist_item_id": "target_attention"}}}, None,
+     None, DAY2, 2,
+     ["{config}:", "model.sequence_encoders.hist_item_id: history 'hist_item_id' was trained with hist_item_id "
+      "mean-pooled alone (not in the run's sequence_encoders), the config asks for target_attention in ",
+      "; changing a trained run's sequence encoders is refused (its weights were trained for the encoders it "
+      "was built with); keep them, or train into a new run_dir"]),
     ("task label not in schema", {"tasks": [{"name": "ctr", "label": "clicked"}]}, None, None, DAY2, 2,
      ["{config}:", "tasks[0].label", "clicked"]),
     ("schema column missing from data", {}, None,

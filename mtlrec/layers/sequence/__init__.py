@@ -1,1 +1,2 @@
-"""Layers that read a behavior sequence: DUPN's property-gated LSTM and attention pooling."""
+"""Layers that read a behavior sequence: the history encoders (DIN's target attention, BST's
+self-attention, DUPN's property-gated LSTM with attention pooling) and their parts."""

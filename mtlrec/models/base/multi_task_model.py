@@ -18,6 +18,8 @@ from mtlrec.losses.objective import objective_terms
 from mtlrec.conventions import arg_checks as checks
 from mtlrec.models.base._funnel_joint import FunnelJoint
 from mtlrec.models.base._masked_mean import MaskedMean
+from mtlrec.models.base.history_encoders import encode_histories, history_layers
+from mtlrec.models.base.history_specs import history_specs, specs_as_config
 from mtlrec.models.model_format import MODEL_FORMAT, READABLE_FORMATS, check_model_format
 from mtlrec.models.base.variable_groups import VariableGroups
 from mtlrec.schema import Schema
@@ -157,8 +159,9 @@ class MultiTaskModel(keras.Model):
 
     # === Layers (helpers called by subclasses before the functional init) ===
 
-    def _setup(self, schema, tasks, interaction=None, loss_weighting=None, seed=None):
-        """Validate the shared arguments and create the embedding and interaction layers."""
+    def _setup(self, schema, tasks, interaction=None, loss_weighting=None, seed=None, sequence_encoders=None):
+        """Validate the shared arguments and create the embedding, history encoder and
+        interaction layers."""
         if hasattr(schema, "to_dict"):
             schema = schema.to_dict()
         if not isinstance(schema, dict):
@@ -198,7 +201,20 @@ class MultiTaskModel(keras.Model):
                 seed=derive_seed(self.seed, "cross_network"),
                 name="cross_network",
             )
+        self._setup_histories(sequence_encoders)
         self.towers = {}
+
+    def _setup_histories(self, sequence_encoders):
+        """The encoders of the histories `sequence_encoders` names (`history_specs`) and the
+        linear maps of their outputs to the interaction's field width."""
+        self._history_specs = history_specs(sequence_encoders, self._parsed_schema)
+        self.sequence_encoders = specs_as_config(self._history_specs) if sequence_encoders is not None else None
+        self._field_dim = None
+        if self.interaction is not None and self.interaction["type"] in FIELD_INTERACTIONS:
+            self._field_dim = self._parsed_schema.table_size(self._parsed_schema.categorical[0])[1]
+        self.history_encoders, self.history_fields = history_layers(
+            self._history_specs, self._parsed_schema, self.seed, self._field_dim
+        )
 
     def _task_tower(self, task, units, dropout):
         """A tower ending in a linear output layer: the task's logits (or its value)."""
@@ -218,11 +234,21 @@ class MultiTaskModel(keras.Model):
         interaction block applied)."""
         emb = self.feature_embedding(inputs)
         parts = [emb["dense"]] if "dense" in emb else []
+        encoded = {f for spec in self._history_specs for f in spec.features}
         for name in emb["sequences"]:
+            if name in encoded:
+                continue
             pooled = MaskedMean(name=f"{name}_mean")(emb["sequences"][name], mask=emb["masks"][name])
             parts.append(pooled)
+        histories, history_fields = encode_histories(
+            self._history_specs, self.history_encoders, self.history_fields, self._parsed_schema, emb, self._field_dim
+        )
+        parts += histories
         if self.interaction is not None and self.interaction["type"] in FIELD_INTERACTIONS:
-            parts.append(self.interaction_layer(emb["fields"]))
+            fields = emb["fields"]
+            if history_fields:
+                fields = keras.layers.Concatenate(axis=1, name="interaction_fields")([fields] + history_fields)
+            parts.append(self.interaction_layer(fields))
         x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="shared_input")(parts)
         if self.interaction is not None and self.interaction["type"] == "dcn":
             x = self.interaction_layer(x)
@@ -370,7 +396,7 @@ class MultiTaskModel(keras.Model):
     # === Config ===
 
     def get_config(self):
-        return {
+        config = {
             "name": self.name,
             "trainable": self.trainable,
             "schema": copy.deepcopy(_plain(self.schema)),
@@ -379,6 +405,9 @@ class MultiTaskModel(keras.Model):
             "loss_weighting": None if self.loss_weighting is None else _plain(self.loss_weighting),
             "seed": self.seed,
         }
+        if self.sequence_encoders is not None:  # only the models that take the argument set it
+            config["sequence_encoders"] = _plain(self.sequence_encoders)
+        return config
 
     @classmethod
     def from_config(cls, config):

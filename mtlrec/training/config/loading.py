@@ -122,7 +122,7 @@ def _typed(doc: Document, src) -> ExperimentConfig:
     tasks = _checked(src, "tasks", validate_tasks, doc.tasks, schema)
     _funnel(doc.data, schema, tasks, src)
     _row_weights(doc.data, schema, tasks, src)
-    model = _checked(src, "model", model_spec, doc.model)
+    model = _checked(src, "model", model_spec, doc.model, "model", ("loss_weighting",), schema)
     _optimizers(doc.optimizer, src)
     return ExperimentConfig(
         name=doc.name, data=doc.data, schema=schema, tasks=tasks, model=model, run_dir=doc.run_dir,

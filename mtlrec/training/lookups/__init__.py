@@ -1,2 +1,2 @@
-"""Changing a trained run's lookups (detecting the change, restoring into the new tables)
-and refusing a changed numeric encoding."""
+"""Changes to a trained run's tables and encoders: lookups (detected, and restored into the
+new tables with --migrate-lookups), numeric encodings and history encoders (refused)."""

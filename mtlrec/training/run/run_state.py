@@ -10,7 +10,13 @@ Layout::
      "lookup_migrations": [{"day": "2024-01-02", "command": "...", "migrated_at": "...",
                             "tables": [{"table": "item_id", "features": ["item_id", ...],
                                         "from": {"lookup": "hash", "num_buckets": 128},
-                                        "to": {"lookup": "dynamic", ...}}]}]}
+                                        "to": {"lookup": "dynamic", ...}}]}],
+     "sequence_encoders": {"clicks": {"encoder": "target_attention", "features": [...], ...}}}
+
+``sequence_encoders`` (written by each ``train`` command): the histories' encoders the model
+is built with, as full ``model.sequence_encoders`` entries; absent in runs trained before
+encoders existed (every history mean-pooled). A config asking for others is refused
+(``mtlrec.training.lookups.encoder_changes``).
 
 ``lookup_migrations`` (only after a ``--migrate-lookups``): the tables whose lookup
 settings changed, recorded once the first checkpoint of the migrated model is written.
