@@ -132,11 +132,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name in the URLs (default: the experiment name of the export)")
     p.add_argument("--max-batch-rows", type=int, default=256,
                    help="rows of concurrent requests scored in one model call at most (default 256)")
-    p.add_argument("--batch-wait-ms", type=float, default=1.0,
-                   help="how long a batch waits for more requests after its first (default 1.0)")
+    p.add_argument("--batch-wait-ms", type=float, default=0.0,
+                   help="how long a batch waits for more requests after its first (default 0: it takes "
+                   "the requests that queued while the model was busy)")
     p.add_argument("--poll-seconds", type=float, default=1.0,
                    help="how often the export root is checked for new versions (default 1.0)")
     p.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body accepted (default 16)")
+    p.add_argument("--intra-op-threads", type=int, default=0, help="TensorFlow's intra-op threads (0: its default)")
+    p.add_argument("--inter-op-threads", type=int, default=0, help="TensorFlow's inter-op threads (0: its default)")
 
     p = sub.add_parser("report", help="PNG plots of a run directory")
     p.add_argument("run_dir")
@@ -293,12 +296,16 @@ def _cmd_serve(args) -> int:
         raise _UsageError(f"--max-batch-rows: expected a positive integer, got {args.max_batch_rows}")
     if not args.batch_wait_ms >= 0:
         raise _UsageError(f"--batch-wait-ms: expected 0 or more, got {args.batch_wait_ms}")
+    for flag, value in (("--intra-op-threads", args.intra_op_threads), ("--inter-op-threads", args.inter_op_threads)):
+        if value < 0:
+            raise _UsageError(f"{flag}: expected 0 (TensorFlow's default) or more, got {value}")
     for flag, value in (("--poll-seconds", args.poll_seconds), ("--max-body-mb", args.max_body_mb)):
         if not value > 0:
             raise _UsageError(f"{flag}: expected a positive number, got {value}")
     server = ModelServer(
         args.model, name=args.name, host=args.host, port=args.port, max_batch_rows=args.max_batch_rows,
         batch_wait_ms=args.batch_wait_ms, poll_seconds=args.poll_seconds, max_body_mb=args.max_body_mb,
+        intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
     )
 
     def announce(running):

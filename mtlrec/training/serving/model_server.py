@@ -64,6 +64,25 @@ async def _json_errors(request, handler):
         return _error(f"{exc.reason}: {request.method} {request.path}", exc.status)
 
 
+def _set_threads(intra: int, inter: int) -> None:
+    import tensorflow as tf
+
+    for name, value, current, setter in (
+        ("intra_op_threads", intra, tf.config.threading.get_intra_op_parallelism_threads,
+         tf.config.threading.set_intra_op_parallelism_threads),
+        ("inter_op_threads", inter, tf.config.threading.get_inter_op_parallelism_threads,
+         tf.config.threading.set_inter_op_parallelism_threads),
+    ):
+        if value < 0:
+            raise ServerSetupError(f"{name}: expected 0 (TensorFlow's default) or more, got {value}")
+        if value and value != current():
+            try:
+                setter(value)
+            except RuntimeError:
+                raise ServerSetupError(f"{name}: TensorFlow has already started in this process; "
+                                       f"set it before anything else runs") from None
+
+
 class ModelServer:
     """TF Serving's REST API over ``model_path`` (``RUN/export`` or ``RUN/export/<n>``).
 
@@ -76,19 +95,23 @@ class ModelServer:
         max_batch_rows, batch_wait_ms: batching (``RequestBatcher``).
         poll_seconds: how often the export root is checked for new versions.
         max_body_mb: the largest request body accepted.
+        intra_op_threads, inter_op_threads: TensorFlow's thread pools (0: its default), as
+            ``tensorflow_model_server --tensorflow_intra_op_parallelism`` sets them; only
+            before TensorFlow has run anything in this process.
 
     Raises:
         ExportNotFound: no loadable version at ``model_path`` (a ``ValueError``).
     """
 
     def __init__(self, model_path, name: str | None = None, host: str = "127.0.0.1", port: int = 8501,
-                 max_batch_rows: int = 256, batch_wait_ms: float = 1.0, poll_seconds: float = 1.0,
-                 max_body_mb: float = 16.0):
+                 max_batch_rows: int = 256, batch_wait_ms: float = 0.0, poll_seconds: float = 1.0,
+                 max_body_mb: float = 16.0, intra_op_threads: int = 0, inter_op_threads: int = 0):
         if poll_seconds <= 0:
             raise ServerSetupError(f"poll_seconds must be positive, got {poll_seconds}")
         if max_body_mb <= 0:
             raise ServerSetupError(f"max_body_mb must be positive, got {max_body_mb}")
         RequestBatcher(max_batch_rows, batch_wait_ms)  # checks the batching arguments early
+        _set_threads(intra_op_threads, inter_op_threads)
         self.versions = ExportVersions(model_path)
         served = self.versions.first_load()
         path = Path(model_path).resolve()
@@ -242,6 +265,10 @@ class ModelServer:
             await runner.cleanup()
             await self.batcher.stop()
             loader.shutdown(wait=True)
+            batcher = self.batcher
+            if batcher.calls:
+                logger.info("answered %d predict requests (%d rows) in %d model calls", batcher.requests,
+                            batcher.rows, batcher.calls)
 
     def run(self, announce=None) -> None:
         """Serve in this thread until SIGINT or SIGTERM."""

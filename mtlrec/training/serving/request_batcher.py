@@ -4,7 +4,8 @@ A request joins a queue; a batch closes when it holds ``max_rows`` rows or when
 ``wait_ms`` have passed since its first request arrived (TF Serving's
 ``max_batch_size`` and ``batch_timeout_micros``). Requests that arrive while the
 model is busy wait in the queue and form the next batch, so under load batches grow
-by themselves even with ``wait_ms=0``. Each batch is one call of the signature (on a
+by themselves with the default ``wait_ms=0``, and a lone request waits for no one (on
+a busy machine a timer's wake-up alone can cost milliseconds). Each batch is one call of the signature (on a
 thread of its own, so the event loop keeps reading requests); its outputs are split
 back by rows. Requests for different versions or signatures are never mixed, and a
 request whose inputs have different row counts runs alone. If a batch fails, its
@@ -62,7 +63,7 @@ class RequestBatcher:
             what is queued when the model is free).
     """
 
-    def __init__(self, max_rows: int = 256, wait_ms: float = 1.0):
+    def __init__(self, max_rows: int = 256, wait_ms: float = 0.0):
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1. Received: max_rows={max_rows}")
         if wait_ms < 0:
@@ -73,8 +74,7 @@ class RequestBatcher:
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtlrec-model")
-        self.calls = 0  # model calls made (for tests and benchmarks)
-        self.rows = 0
+        self.requests = self.calls = self.rows = 0  # requests scored, model calls, rows
 
     def start(self) -> None:
         """Start the batching task on the running event loop."""
@@ -135,6 +135,7 @@ class RequestBatcher:
                 if not job.future.done():  # a client that left is not scored
                     groups.setdefault(job.key(), []).append(job)
             for group in groups.values():
+                self.requests += len(group)
                 results = await loop.run_in_executor(self._pool, self._run, group)
                 for job, result in zip(group, results):
                     if job.future.done():

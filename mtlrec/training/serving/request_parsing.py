@@ -229,7 +229,8 @@ def _row_form(instances, signature: str, specs: dict) -> dict:
                 raise RequestError(f"{unknown[0]}: not an input of the model (row {i}); {_takes(signature, specs)}")
             missing = sorted(set(specs) - set(row))
             raise RequestError(
-                f"{missing[0]}: missing at row {i} (expected {specs[missing[0]].describe()}); {_takes(signature, specs)}"
+                f"{missing[0]}: missing at row {i}, expected {specs[missing[0]].describe()} per row; "
+                f"{_takes(signature, specs)}"
             )
         for name, column in columns.items():
             column.append(row[name])
@@ -247,7 +248,7 @@ def _columnar_form(inputs, signature: str, specs: dict) -> dict:
     missing = sorted(set(specs) - set(inputs))
     if missing:
         raise RequestError(
-            f"{missing[0]}: missing from inputs (expected {specs[missing[0]].describe()} per row); "
+            f"{missing[0]}: missing from inputs, expected {specs[missing[0]].describe()} per row; "
             f"{_takes(signature, specs)}"
         )
     arrays = {}
