@@ -12,7 +12,8 @@ The model is one of `serving_latency.py`'s (the large-vocabulary configuration o
    row-form request of a different row, sent again as soon as its answer is back) for
    `--seconds` at each of `--concurrency` (default 1 and 16), after `--warmup-seconds`
    at that concurrency: requests/s, p50/p99 latency, errors (any answer but 200, or no
-   answer);
+   answer), and the CPU time of the server process (all its threads) and of the client
+   per answered request, the figure a loaded machine moves least;
 3. a version swap under load: at concurrency 16, a new version (a copy of the first,
    written aside and renamed into place as `export_model` writes one) appears after
    5 s; the load goes on until the server reports the new version AVAILABLE, then
@@ -120,12 +121,32 @@ def start_server(root, extra):
     return proc, line.split(" at ")[-1].strip()
 
 
-def summary(latencies, errors, elapsed):
+def cpu_seconds(pid):
+    """User + system CPU seconds of process `pid`, all its threads (Linux; nan elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def summary(latencies, errors, elapsed, server_cpu=float("nan"), client_cpu=float("nan")):
     ms = np.asarray(latencies) * 1e3
+    count = max(len(latencies), 1)
     return dict(requests=len(latencies), errors=len(errors), rate=len(latencies) / elapsed,
                 p50=float(np.percentile(ms, 50)) if len(ms) else float("nan"),
                 p99=float(np.percentile(ms, 99)) if len(ms) else float("nan"),
+                server_cpu=server_cpu * 1e3 / count, client_cpu=client_cpu * 1e3 / count,
                 first_errors=errors[:3])
+
+
+def measured(proc, run):
+    """`summary` of `run()` (a `load` result), with the server's and this process's CPU
+    milliseconds per answered request."""
+    server, client = cpu_seconds(proc.pid), time.process_time()
+    result = run()
+    return summary(*result, cpu_seconds(proc.pid) - server, time.process_time() - client)
 
 
 def main():
@@ -159,7 +180,9 @@ def main():
     names = sl.signature_names(serve)
     one = sl.rows(features, names, 0, 1)
     sl.call_times(serve, one, 20)
+    cpu = time.process_time()
     in_process = sl.call_times(serve, one, args.latency_calls)
+    cpu = (time.process_time() - cpu) * 1e3 / args.latency_calls
     local = (statistics.median(in_process) * 1e3, sl.percentile(in_process, 99) * 1e3)
     del serve
     print(f"in process, batch 1: median {local[0]:.2f} ms, p99 {local[1]:.2f} ms "
@@ -171,11 +194,11 @@ def main():
     try:
         for concurrency in [int(c) for c in args.concurrency.split(",") if c]:
             asyncio.run(load(url + ":predict", bodies, concurrency, args.warmup_seconds))
-            results[concurrency] = summary(*asyncio.run(load(url + ":predict", bodies, concurrency, args.seconds)))
-            r = results[concurrency]
+            results[concurrency] = r = measured(
+                proc, lambda: asyncio.run(load(url + ":predict", bodies, concurrency, args.seconds)))
             print(f"HTTP, concurrency {concurrency}: {r['requests']} requests in {args.seconds:.0f} s, "
-                  f"{r['rate']:.0f}/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, errors {r['errors']} "
-                  f"{r['first_errors']}", flush=True)
+                  f"{r['rate']:.0f}/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, server CPU "
+                  f"{r['server_cpu']:.2f} ms a request, errors {r['errors']} {r['first_errors']}", flush=True)
 
         swap = None
         if args.swap_concurrency:
@@ -195,7 +218,8 @@ def main():
                         marks["available"] = elapsed
                 return "available" in marks and elapsed >= marks["available"] + 5
 
-            swap = summary(*asyncio.run(load(url + ":predict", bodies, args.swap_concurrency, 600, on_tick)))
+            swap = measured(proc, lambda: asyncio.run(
+                load(url + ":predict", bodies, args.swap_concurrency, 600, on_tick)))
             swap.update(marks)
             print(f"version swap at concurrency {args.swap_concurrency}: version 2 written at "
                   f"{marks.get('written', float('nan')):.1f} s, AVAILABLE at {marks.get('available', float('nan')):.1f} s; "
@@ -215,16 +239,16 @@ def main():
     print(f"{args.model}, {args.vocab} vocabularies, {params / 1e6:.1f}M parameters; server flags: "
           f"{args.server_args or '(defaults)'}; {batching[-1].split(' ', 1)[-1] if batching else ''}")
     print()
-    print("| path | requests/s | p50 ms | p99 ms | errors |")
-    print("|------|-----------:|-------:|-------:|-------:|")
+    print("| path | requests/s | p50 ms | p99 ms | server CPU ms a request | client CPU ms a request | errors |")
+    print("|------|-----------:|-------:|-------:|------------------------:|------------------------:|-------:|")
     print(f"| in process, `serving_default`, batch 1, sequential | {1e3 / local[0]:.0f} | {local[0]:.2f} "
-          f"| {local[1]:.2f} | - |")
-    for concurrency, r in results.items():
-        print(f"| HTTP, batch 1, concurrency {concurrency} | {r['rate']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
-              f"| {r['errors']} |")
+          f"| {local[1]:.2f} | {cpu:.2f} | - | - |")
+    rows = [(f"HTTP, batch 1, concurrency {c}", r) for c, r in results.items()]
     if swap is not None:
-        print(f"| HTTP, concurrency {args.swap_concurrency}, new version loaded during the run "
-              f"| {swap['rate']:.0f} | {swap['p50']:.2f} | {swap['p99']:.2f} | {swap['errors']} |")
+        rows.append((f"HTTP, batch 1, concurrency {args.swap_concurrency}, a new version loaded during the run", swap))
+    for label, r in rows:
+        print(f"| {label} | {r['rate']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['server_cpu']:.2f} "
+              f"| {r['client_cpu']:.2f} | {r['errors']} |")
     if 16 in results:
         ratio = results[16]["p99"] / local[1]
         print()
