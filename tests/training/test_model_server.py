@@ -346,6 +346,20 @@ def test_status_and_metadata_answer_as_tf_serving(server):
     assert [d["size"] for d in signature["inputs"]["hist_item_id"]["tensor_shape"]["dim"]] == ["-1", "-1"]
 
 
+def test_a_version_directory_is_served_as_it_is(exports):
+    from mtlrec.training.serving.model_server import ModelServer
+
+    root, _, rows_file = exports
+    running = ModelServer(root / "1", port=0, name="pinned")
+    url = running.start()
+    try:
+        assert url.endswith("/v1/models/pinned") and running.versions.fixed
+        assert _call(url)[1]["model_version_status"][0]["version"] == "1"
+        assert _call(url + "/versions/1:predict", {"instances": _instances(rows_file)[:1]})[0] == 200
+    finally:
+        running.stop()
+
+
 def test_serve_command_line_errors_exit_2(server, tmp_path, capsys):
     from mtlrec.cli import main
 

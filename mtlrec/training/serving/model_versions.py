@@ -182,6 +182,9 @@ class ExportVersions:
                 return True
             return False
         present = versions(self.path)
+        with self._lock:  # versions gone from the directory leave the status (kept: the served one)
+            for gone in set(self._states) - set(present) - {getattr(self.current, "version", None)}:
+                del self._states[gone]
         if self.current is None:  # first load: the newest version that loads
             for version in reversed(present):
                 if self._try(version):
@@ -211,8 +214,9 @@ class ExportVersions:
 
     def first_load(self) -> ServedVersion:
         """Load the version to serve at start; raises ``ExportNotFound`` naming the path."""
-        if not self.path.exists():
-            raise ExportNotFound(f"{self.path}: no such directory (expected an export root RUN/export "
+        if not self.path.is_dir():
+            problem = "not a directory" if self.path.exists() else "no such directory"
+            raise ExportNotFound(f"{self.path}: {problem} (expected an export root RUN/export "
                                  f"or a version RUN/export/<n>)")
         if not self.fixed and not versions(self.path):
             raise ExportNotFound(f"{self.path}: no export versions in it (expected <n>/saved_model.pb, "

@@ -123,8 +123,9 @@ def _is_number(v) -> bool:
     return type(v) is int or type(v) is float
 
 
-def _scalars(values: list, spec: InputSpec, rows: list) -> np.ndarray:
-    """A flat list of one input's scalars -> numpy (``rows[i]``: the row of ``values[i]``)."""
+def _scalars(values: list, spec: InputSpec, rows) -> np.ndarray:
+    """A flat list of one input's scalars -> numpy (``rows[i]``: the row of ``values[i]``,
+    for messages)."""
     dtype = spec.dtype
     if dtype == "string":
         out = np.empty(len(values), dtype=object)
@@ -158,12 +159,12 @@ def _scalars(values: list, spec: InputSpec, rows: list) -> np.ndarray:
             if not finite.all():
                 array = np.where(finite, array, np.asarray(spec.fill, array.dtype))
         return array
-    if dtype != "bool":
+    try:
+        return np.asarray(values, dtype=_NUMPY[dtype])
+    except OverflowError:
         info = np.iinfo(_NUMPY[dtype])
-        if not all(info.min <= v <= info.max for v in values):
-            i = next(i for i, v in enumerate(values) if not info.min <= v <= info.max)
-            raise _bad(spec, values[i], rows[i], f"{spec.describe()} within [{info.min}, {info.max}]")
-    return np.asarray(values, dtype=_NUMPY[dtype])
+        i = next(i for i, v in enumerate(values) if not info.min <= v <= info.max)
+        raise _bad(spec, values[i], rows[i], f"{spec.describe()} within [{info.min}, {info.max}]") from None
 
 
 def column_array(values: list, spec: InputSpec) -> np.ndarray:
@@ -189,8 +190,17 @@ def column_array(values: list, spec: InputSpec) -> np.ndarray:
             f"pad each row after its items{pad} to the longest"
         )
     flat = [v for row in values for v in row]
-    rows = [i for i, n in enumerate(lengths) for _ in range(n)]
-    return _scalars(flat, spec, rows).reshape(len(values), width)
+    return _scalars(flat, spec, _RowOf(width)).reshape(len(values), width)
+
+
+class _RowOf:
+    """``[i]``: the row of the i-th value of a flattened list input (rows of ``width``)."""
+
+    def __init__(self, width: int):
+        self.width = width
+
+    def __getitem__(self, i: int) -> int:
+        return i // self.width
 
 
 def _signature(body: dict, signatures: dict) -> tuple[str, dict]:
