@@ -288,8 +288,6 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from mtlrec.training.serving.model_server import ModelServer
-
     if not 0 <= args.port <= 65535:
         raise _UsageError(f"--port: expected 0 to 65535, got {args.port}")
     if args.max_batch_rows < 1:
@@ -302,6 +300,8 @@ def _cmd_serve(args) -> int:
     for flag, value in (("--poll-seconds", args.poll_seconds), ("--max-body-mb", args.max_body_mb)):
         if not value > 0:
             raise _UsageError(f"{flag}: expected a positive number, got {value}")
+    from mtlrec.training.serving.model_server import ModelServer
+
     server = ModelServer(
         args.model, name=args.name, host=args.host, port=args.port, max_batch_rows=args.max_batch_rows,
         batch_wait_ms=args.batch_wait_ms, poll_seconds=args.poll_seconds, max_body_mb=args.max_body_mb,
