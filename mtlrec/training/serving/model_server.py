@@ -64,6 +64,23 @@ async def _json_errors(request, handler):
         return _error(f"{exc.reason}: {request.method} {request.path}", exc.status)
 
 
+def _check_address(host: str, port: int) -> None:
+    """Raise ``ServerSetupError`` if ``host:port`` cannot be listened on now."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as err:
+        raise ServerSetupError(f"cannot listen on {host}:{port}: {err}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's socket
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise ServerSetupError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+
+
 def _set_threads(intra: int, inter: int) -> None:
     import tensorflow as tf
 
@@ -112,6 +129,7 @@ class ModelServer:
             raise ServerSetupError(f"max_body_mb must be positive, got {max_body_mb}")
         RequestBatcher(max_batch_rows, batch_wait_ms)  # checks the batching arguments early
         _set_threads(intra_op_threads, inter_op_threads)
+        _check_address(host, port)  # before the model loads: a port in use fails at once
         self.versions = ExportVersions(model_path)
         served = self.versions.first_load()
         path = Path(model_path).resolve()
