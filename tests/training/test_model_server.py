@@ -220,14 +220,19 @@ def test_a_new_version_is_served_while_requests_keep_coming(exports, tmp_path, c
     def client():
         deadline = time.monotonic() + 180
         while not stop.is_set() and time.monotonic() < deadline and len(answers) < 20000:
-            status, answer = _call(url + ":predict", body)
+            try:
+                status, answer = _call(url + ":predict", body)
+            except OSError as err:  # no answer at all: a failed request too
+                status, answer = None, {"error": repr(err)}
             answers.append((status, answer.get("predictions", answer)))
 
     try:
         before = _call(url + ":predict", body)[1]["predictions"]
         thread = threading.Thread(target=client)
         thread.start()
-        while len(answers) < 5:
+        deadline = time.monotonic() + 120
+        while len(answers) < 5 and thread.is_alive():
+            assert time.monotonic() < deadline
             time.sleep(0.01)
         # training writes version 2 as `export_model` does: aside, then renamed into place
         shutil.copytree(second, root / ".tmp-2")
