@@ -397,3 +397,38 @@ def test_serve_command_answers_until_sigterm(exports, predicted):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_signature_name_serves_dupns_user_and_candidate_signatures(funnel_root, tmp_path):
+    """One user's representation, then 6 candidates scored against it (broadcast: the
+    inputs' row counts differ, so the request runs on its own), equal the full rows."""
+    from mtlrec.data_pipeline import funnel_schema_dict
+    from mtlrec.models import build_model
+    from mtlrec.training.serving.model_server import ModelServer
+
+    schema = funnel_schema_dict(num_users=60, num_items=50, max_len=4, dim=4, property_dim=4)
+    model = build_model({"type": "dupn", "lstm_units": 8, "attention_units": 8, "representation_dim": 8,
+                         "tower_units": [8], "seed": 3}, schema, [{"name": "ctr", "label": "click"}])
+    export_model(model, tmp_path / "export", metadata={"schema": schema, "name": "dupn"})
+    running = ModelServer(tmp_path / "export", port=0)
+    url = running.start()
+    try:
+        inputs = running.versions.current.inputs
+        table = pq.read_table(input_files(funnel_root / "dt=2024-01-01")[0]).slice(0, 6)
+        rows = table.select(sorted(inputs["serving_default"])).to_pylist()
+        for row in rows:  # the same user beside each candidate; histories of one length
+            row.update({k: (rows[0][k] + [-1] * 20)[:20] if inputs["serving_default"][k].rank == 2 else rows[0][k]
+                        for k in inputs["user_representation"]})
+        full = _call(url + ":predict", {"instances": rows})
+        user = {k: [rows[0][k]] for k in inputs["user_representation"]}
+        status, rep = _call(url + ":predict", {"signature_name": "user_representation", "inputs": user})
+        assert status == 200 and np.shape(rep["outputs"]) == (1, 8)
+        candidates = {k: [r[k] for r in rows] for k in inputs["score_items"] if k != "representation"}
+        status, scored = _call(url + ":predict", {"signature_name": "score_items",
+                                                  "inputs": dict(candidates, representation=rep["outputs"])})
+        assert status == 200 and full[0] == 200
+        # one output (ctr): the list alone in both forms (TF Serving's rule)
+        assert len(full[1]["predictions"]) == 6 and all(type(p) is float for p in full[1]["predictions"])
+        np.testing.assert_allclose(scored["outputs"], full[1]["predictions"], atol=1e-6)
+    finally:
+        running.stop()
