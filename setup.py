@@ -22,6 +22,7 @@ setup(
         "scikit-learn>=1.3,<2",
         "matplotlib>=3.7,<4",
         "tqdm>=4.60,<5",  # progress bars of train, evaluate and predict on a terminal
+        "aiohttp>=3.9,<4",  # the HTTP server of `mtlrec serve`
     ],
     extras_require={
         "dev": [

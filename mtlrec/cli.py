@@ -1,4 +1,4 @@
-"""The ``mtlrec`` command: generate | convert | train | evaluate | export | predict | report | demo.
+"""The ``mtlrec`` command: generate | convert | train | evaluate | export | predict | serve | report | demo.
 
 Exit codes: 0 success; 1 a run or data error (a day already trained, bad input
 data, a non-finite loss); 2 an invalid config or command line. Errors are one
@@ -122,6 +122,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="Parquet or TFRecord file, or a directory (e.g. a day)")
     p.add_argument("--output", required=True, help="output Parquet file")
     p.add_argument("--batch-size", type=int, default=4096)
+
+    p = sub.add_parser("serve", help="answer TF Serving's REST API with an export, loading new versions as they appear")
+    p.add_argument("--model", required=True,
+                   help="an export root RUN/export (its newest version; new ones are served as training "
+                   "writes them) or one version RUN/export/<n>")
+    p.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port; 0: any free)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    p.add_argument("--name", help="model name in the URLs (default: the experiment name of the export)")
+    p.add_argument("--max-batch-rows", type=int, default=256,
+                   help="rows of concurrent requests scored in one model call at most (default 256)")
+    p.add_argument("--batch-wait-ms", type=float, default=0.0,
+                   help="how long a batch waits for more requests after its first (default 0: it takes "
+                   "the requests that queued while the model was busy)")
+    p.add_argument("--poll-seconds", type=float, default=1.0,
+                   help="how often the export root is checked for new versions (default 1.0)")
+    p.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body accepted (default 16)")
+    p.add_argument("--intra-op-threads", type=int, default=0, help="TensorFlow's intra-op threads (0: its default)")
+    p.add_argument("--inter-op-threads", type=int, default=0, help="TensorFlow's inter-op threads (0: its default)")
 
     p = sub.add_parser("report", help="PNG plots of a run directory")
     p.add_argument("run_dir")
@@ -269,6 +287,35 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    if not 0 <= args.port <= 65535:
+        raise _UsageError(f"--port: expected 0 to 65535, got {args.port}")
+    if args.max_batch_rows < 1:
+        raise _UsageError(f"--max-batch-rows: expected a positive integer, got {args.max_batch_rows}")
+    if not args.batch_wait_ms >= 0:
+        raise _UsageError(f"--batch-wait-ms: expected 0 or more, got {args.batch_wait_ms}")
+    for flag, value in (("--intra-op-threads", args.intra_op_threads), ("--inter-op-threads", args.inter_op_threads)):
+        if value < 0:
+            raise _UsageError(f"{flag}: expected 0 (TensorFlow's default) or more, got {value}")
+    for flag, value in (("--poll-seconds", args.poll_seconds), ("--max-body-mb", args.max_body_mb)):
+        if not value > 0:
+            raise _UsageError(f"{flag}: expected a positive number, got {value}")
+    from mtlrec.training.serving.model_server import ModelServer
+
+    server = ModelServer(
+        args.model, name=args.name, host=args.host, port=args.port, max_batch_rows=args.max_batch_rows,
+        batch_wait_ms=args.batch_wait_ms, poll_seconds=args.poll_seconds, max_body_mb=args.max_body_mb,
+        intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
+    )
+
+    def announce(running):
+        served = running.versions.current
+        print(f"serving {running.name} version {served.version} ({served.path}) at {running.url}", flush=True)
+
+    server.run(announce)
+    return 0
+
+
 def _cmd_report(args) -> int:
     from mtlrec.training.report import make_report
 
@@ -296,6 +343,7 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "export": _cmd_export,
     "predict": _cmd_predict,
+    "serve": _cmd_serve,
     "report": _cmd_report,
     "demo": _cmd_demo,
 }

@@ -134,7 +134,8 @@ def run_demo(workdir="demo_runs", rows_per_day: int | None = None, config_path=N
         out(f"{' ' * len(result['name'])}  plots   {result['plots']}")
         out(f"{' ' * len(result['name'])}  run dir {result['run_dir']}")
     out("")
-    out(f"serve:   saved_model_cli show --dir {results[0]['export']} --all")
+    out(f"serve:   mtlrec serve --model {Path(results[0]['run_dir']) / 'export'}   "
+        f"(TF Serving's REST API on port 8501, see docs/guide/serving.md)")
     out(f"predict: mtlrec predict --model {results[0]['export']} "
         f"--input {workdir / 'data' / f'dt={last}'} --output {workdir / 'predictions.parquet'}")
     return results

@@ -1,1 +1,1 @@
-"""What a run hands to serving: SavedModel exports and batch scoring with them."""
+"""What a run hands to serving: SavedModel exports, batch scoring, and a REST server over them."""
