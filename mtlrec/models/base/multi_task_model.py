@@ -110,7 +110,9 @@ class MultiTaskModel(keras.Model):
 
     Shared pieces:
     - `FeatureEmbedding` over the schema; sequence features are mean-pooled over their
-      unpadded steps and appended to the dense vector.
+      unpadded steps and appended to the dense vector, unless `sequence_encoders` names the
+      history they belong to: its encoder's output (`history_encoders`) is appended
+      instead, and is a field of an FM or dot interaction too.
     - `interaction`: None, `{"type": "fm"}` (`FMInteraction` bi-interaction vector of the
       fields: the categorical and embedded numeric features' embeddings, concatenated to
       the dense vector), `{"type": "dot"}` (`DotInteraction`: the inner product of every
