@@ -77,7 +77,9 @@ def gradients():
     """`gradients(forward, layer, inputs=())`: the gradients of the scalar `forward(*inputs)`
     (or of the first item of the pair `(loss, aux)` it returns) with respect to the layer's
     trainable weights and then each of `inputs` (float32 arrays, passed to `forward` as the
-    backend's tensors), as numpy arrays, None where no path leads, and `aux` in numpy.
+    backend's tensors), as numpy arrays, None where no path leads, and `aux` in numpy. Constants
+    inside `forward` are backend tensors (`keras.ops.convert_to_tensor`): numpy on the left of an
+    operator turns a PyTorch tensor that records gradients into numpy, which it refuses.
 
     The layer is built by one forward call first where it is not built yet: JAX differentiates
     a pure function of the weights, so they must exist before."""

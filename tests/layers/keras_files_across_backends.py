@@ -41,6 +41,10 @@ def _floats(rng, *shape):
     return rng.normal(size=(B, *shape)).astype("float32")
 
 
+def _dense(units, seed):
+    return keras.layers.Dense(units, kernel_initializer=keras.initializers.GlorotUniform(seed))
+
+
 def _mlp(rng):
     x = keras.Input((6,))
     return keras.Model(x, MLP([5, 3], batch_norm=True, seed=1)(x)), [_floats(rng, 6)]
@@ -78,7 +82,7 @@ def _cgc(rng):
 
 def _cross_stitch(rng):
     a, b = keras.Input((4,)), keras.Input((4,))
-    outputs = CrossStitch(per_channel=True)([keras.layers.Dense(4, seed=8)(a), b])
+    outputs = CrossStitch(per_channel=True)([_dense(4, seed=8)(a), b])
     return keras.Model([a, b], outputs), [_floats(rng, 4), _floats(rng, 4)]
 
 
@@ -114,7 +118,7 @@ def _fm_interaction(rng):
 
 def _dot_interaction(rng):
     fields = keras.Input((4, 3))
-    return keras.Model(fields, DotInteraction()(keras.layers.Dense(3, seed=12)(fields))), [
+    return keras.Model(fields, DotInteraction()(_dense(3, seed=12)(fields))), [
         _floats(rng, 4, 3)
     ]
 

@@ -151,7 +151,7 @@ def test_gradients_reach_every_weight(rng, gradients):
     layer.build((None, 4))
     # 5 experts (kernel, bias) + 2 task gates + 1 shared gate (kernel, bias)
     assert len(layer.trainable_weights) == 5 * 2 + 3 * 2
-    targets = [rng.normal(size=(16, 6)).astype("float32") for _ in range(3)]
+    targets = [keras.ops.convert_to_tensor(rng.normal(size=(16, 6)).astype("float32")) for _ in range(3)]
 
     def forward():
         outputs = layer(x, training=True)

@@ -102,7 +102,7 @@ def test_keras_save_load(per_channel, keras_roundtrip, rng):
 def test_gradients_reach_the_stitch_and_every_column(per_channel, rng, gradients):
     layer = CrossStitch(per_channel=per_channel)
     xs = [rng.normal(size=(8, 3)).astype("float32") for _ in range(3)]
-    coefs = [rng.normal(size=(8, 3)).astype("float32") for _ in range(3)]
+    coefs = [keras.ops.convert_to_tensor(rng.normal(size=(8, 3)).astype("float32")) for _ in range(3)]
     layer.build([x.shape for x in xs])
     grads, _ = gradients(
         lambda *xs: sum(keras.ops.sum(o * c) for o, c in zip(layer(list(xs)), coefs)), layer, xs

@@ -82,7 +82,7 @@ def test_gradients_reach_every_weight(rng, gradients):
     gate = DSelectKGate(4, k=2, seed=1)
     x = rng.normal(size=(8, 4)).astype("float32")
     experts = rng.normal(size=(8, 4, 2)).astype("float32")
-    coef = rng.normal(size=(8, 2)).astype("float32")
+    coef = keras.ops.convert_to_tensor(rng.normal(size=(8, 2)).astype("float32"))
     gate.build([x.shape, experts.shape])
     grads, _ = gradients(lambda: keras.ops.sum(gate([x, experts]) * coef), gate)
     assert len(grads) == len(gate.trainable_weights) > 0

@@ -89,7 +89,7 @@ def test_keras_save_load(keras_roundtrip, rng):
 def test_gradients_reach_every_weight(rng, gradients):
     expert = Expert([6, 3], activation="tanh", batch_norm=True)
     x = rng.normal(size=(8, 4)).astype("float32")
-    target = rng.normal(size=(8, 3)).astype("float32")
+    target = keras.ops.convert_to_tensor(rng.normal(size=(8, 3)).astype("float32"))
     expert.build((None, 4))
     assert len(expert.trainable_weights) == 6  # (kernel, gamma, beta) x 2
     grads, _ = gradients(lambda: keras.ops.mean((expert(x, training=True) - target) ** 2), expert)

@@ -114,7 +114,7 @@ def test_gradients_reach_weights_and_experts(rng, gradients):
     gate = Gate(3)
     x = rng.normal(size=(8, 4)).astype("float32")
     experts = rng.normal(size=(8, 3, 2)).astype("float32")
-    coef = rng.normal(size=(8, 2)).astype("float32")
+    coef = keras.ops.convert_to_tensor(rng.normal(size=(8, 2)).astype("float32"))
     gate.build([x.shape, experts.shape])
     grads, _ = gradients(lambda experts: keras.ops.sum(gate([x, experts]) * coef), gate, [experts])
     assert len(grads) == 3

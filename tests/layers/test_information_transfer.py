@@ -49,7 +49,7 @@ def test_gradients_reach_every_weight_and_both_inputs(rng, gradients):
     layer = InformationTransfer(seed=0)
     prev = rng.normal(size=(6, 3)).astype("float32")
     own = rng.normal(size=(6, 4)).astype("float32")
-    coef = rng.normal(size=(6, 4)).astype("float32")
+    coef = keras.ops.convert_to_tensor(rng.normal(size=(6, 4)).astype("float32"))
     layer.build([prev.shape, own.shape])
     grads, _ = gradients(lambda p, o: keras.ops.sum(layer([p, o]) * coef), layer, [prev, own])
     assert len(grads) == len(layer.trainable_weights) + 2

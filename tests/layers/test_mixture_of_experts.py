@@ -134,7 +134,7 @@ def test_keras_save_load(keras_roundtrip, rng):
 def test_gradients_reach_every_weight(rng, gradients):
     layer = MixtureOfExperts(3, [6], 2, expert_activation="tanh")
     x = rng.normal(size=(16, 4)).astype("float32")
-    targets = [rng.normal(size=(16, 6)).astype("float32") for _ in range(2)]
+    targets = [keras.ops.convert_to_tensor(rng.normal(size=(16, 6)).astype("float32")) for _ in range(2)]
     layer.build((None, 4))
     assert len(layer.trainable_weights) == 3 * 3 + 2 * 2  # experts: kernel, BN gamma, beta
 

@@ -151,7 +151,7 @@ def test_keras_save_load(keras_roundtrip, rng):
 def test_gradients_reach_every_weight(rng, gradients):
     layer = MLP([6, 3], batch_norm=True, activation="tanh", output_activation="linear")
     x = rng.normal(size=(8, 4)).astype("float32")
-    target = rng.normal(size=(8, 3)).astype("float32")
+    target = keras.ops.convert_to_tensor(rng.normal(size=(8, 3)).astype("float32"))
     layer.build((None, 4))
     assert len(layer.trainable_weights) == 5  # kernel, gamma, beta, kernel, bias
     assert_every_weight_gets_gradient(
