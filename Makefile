@@ -7,8 +7,13 @@ STAMP := $(VENV)/.installed
 # Python and TensorFlow start-up, so two cores share it well (tests/models + tests/layers:
 # 192 s in one process, 114 s in two; the whole suite 14:46 in one, 9:11 in two on a fresh clone).
 TEST_WORKERS ?= 2
+# The layers run on every Keras backend; Keras picks one per process, so each backend's layer
+# suite is a pytest run of its own (tests/layers/conftest.py; the TensorFlow-only embedding
+# tests are left out elsewhere). PyTorch from PyPI brings about 2.7 GB of CUDA wheels, so it has
+# a target and an extra of its own (docs/guide/backends.md).
+TORCH_STAMP := $(VENV)/.installed-torch
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-jax test-torch bench clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +26,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(MAKE) test-jax
+
+test-jax: $(STAMP)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -n $(TEST_WORKERS) tests/layers
+
+$(TORCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,torch]'
+	touch $(TORCH_STAMP)
+
+# The layer suite on PyTorch, then the .keras files across all three backends
+# (tests/layers/test_other_backends.py brings PyTorch in where it is installed).
+test-torch: $(TORCH_STAMP)
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -n $(TEST_WORKERS) tests/layers
+	$(BIN)/python -m pytest tests/layers/test_other_backends.py
 
 clean:
 	rm -rf $(VENV) demo_runs .pytest_cache

@@ -32,6 +32,8 @@ setup(
             "moto[server]>=5,<6",
             "jax>=0.4.30,<0.11",  # the layers' tests on a backend other than TensorFlow
         ],
+        # the layers on PyTorch (make test-torch): about 2.7 GB of wheels from PyPI, CUDA included
+        "torch": ["torch>=2.1,<3"],
         "deepctr": ["deepctr>=0.9.3,<0.10"],
     },
     entry_points={"console_scripts": ["mtlrec=mtlrec.cli:main"]},

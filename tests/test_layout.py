@@ -123,13 +123,21 @@ def test_layers_import_and_run_without_tensorflow_until_a_tensorflow_only_layer_
         "    L.FeatureEmbedding\n"
         "except ImportError as err:\n"
         "    print(err)\n"
+        "for module in ('feature_embedding', 'dynamic_id_map'):\n"
+        "    try:\n"
+        "        __import__('mtlrec.layers.embedding.' + module)\n"
+        "    except ImportError as err:\n"
+        "        print(err)\n"
+        "assert 'tensorflow' not in sys.modules\n"
     )
     result = _run_on_backend("jax", code)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == (
-        "mtlrec.layers.FeatureEmbedding needs the TensorFlow backend (KERAS_BACKEND=tensorflow); "
-        "this process runs Keras on 'jax'"
-    )
+    needs = "needs the TensorFlow backend (KERAS_BACKEND=tensorflow); this process runs Keras on 'jax'"
+    assert result.stdout.splitlines() == [
+        f"mtlrec.layers.FeatureEmbedding {needs}",
+        f"mtlrec.layers.embedding (FeatureEmbedding, DynamicIdMap) {needs}",
+        f"mtlrec.layers.embedding (FeatureEmbedding, DynamicIdMap) {needs}",
+    ]
 
 
 def test_public_layer_paths_and_registered_names_stay():

@@ -72,7 +72,11 @@ class CrossStitch(keras.layers.Layer):
         eye = ops.eye(k, dtype=dtype)
         off = (1.0 - self.self_weight) / (k - 1)
         matrix = eye * self.self_weight + (1.0 - eye) * off
-        return ops.broadcast_to(matrix, shape)
+        if len(shape) == 2:
+            return matrix
+        # One copy per channel: PyTorch's broadcast is a view whose channels share memory, and a
+        # variable holding it refuses every later assign (a .keras load, a hand-set value).
+        return ops.tile(ops.expand_dims(matrix, 0), (shape[0], 1, 1))
 
     def call(self, inputs):
         x = ops.stack(list(inputs), axis=1)  # (B, K, d)
