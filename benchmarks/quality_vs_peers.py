@@ -104,7 +104,9 @@ def with_overrides(config, overrides):
     return config
 
 
-def run_mtlrec(model, root, days, schema, test, seed, args, run_dir):
+def run_mtlrec(model, root, days, schema, test, seed, args, run_dir, train_days=1):
+    """Train `model` through `Experiment.train` on the first `train_days` of `days` and
+    score `test`: `(p_ctr, p_cvr, training seconds)`."""
     config = config_from_dict(with_overrides({
         "name": f"quality_{model}",
         "run_dir": str(run_dir),
@@ -117,7 +119,10 @@ def run_mtlrec(model, root, days, schema, test, seed, args, run_dir):
     }, args.set))
     experiment = Experiment(config)
     start = time.perf_counter()
-    experiment.train(day=days[0])
+    if train_days == 1:
+        experiment.train(day=days[0])
+    else:
+        experiment.train(days=f"{days[0]}:{days[train_days - 1]}")
     seconds = time.perf_counter() - start
     out = pc.predict(experiment.trainer.model, test[0])
     return out["ctr"], out["cvr"], seconds
@@ -125,22 +130,11 @@ def run_mtlrec(model, root, days, schema, test, seed, args, run_dir):
 
 def run_deepctr(model, train, test, id_counts, seed, args):
     from deepctr.feature_column import DenseFeat, SparseFeat, get_feature_names
-    from deepctr.models import ESMM, MMOE, PLE
 
     pc.seed_everything(seed)
     columns = [SparseFeat(n, vocabulary_size=id_counts[n] + 1, embedding_dim=args.dim) for n in IDS]
     columns += [DenseFeat(n, 1) for n in NUMERIC]
-    common = dict(task_types=("binary", "binary"), task_names=("ctr", "cvr"), seed=seed)
-    experts = dict(expert_dnn_hidden_units=tuple(args.expert_units),
-                   tower_dnn_hidden_units=tuple(args.tower_units))
-    if model == "esmm":
-        net = ESMM(columns, tower_dnn_hidden_units=tuple(args.tower_units), **common)
-    elif model == "mmoe":
-        net = MMOE(columns, num_experts=args.experts, **experts, **common)
-    else:
-        net = PLE(columns, shared_expert_num=max(1, args.experts // 2), specific_expert_num=1,
-                  num_levels=2, **experts, **common)
-    net.compile(keras.optimizers.Adam(args.learning_rate), loss=["binary_crossentropy"] * 2)
+    net = deepctr_net(model, columns, seed, args)
     names = get_feature_names(columns)
     vocab = {n: np.unique(np.concatenate([train[0][n], test[0][n]])) for n in IDS}
 
@@ -153,16 +147,42 @@ def run_deepctr(model, train, test, id_counts, seed, args):
                 x[n] = np.log1p(np.maximum(features[n], 0.0)).astype(np.float32).reshape(-1, 1)
         return x
 
-    click, conversion = train[1]["click"], train[1]["conversion"]
+    return deepctr_fit_predict(net, model, inputs(train[0]), train[1], inputs(test[0]), args)
+
+
+def deepctr_net(model, columns, seed, args):
+    """DeepCTR's `model` (esmm | mmoe | ple) over `columns`, compiled with Adam; the same
+    towers, experts and embedding dim as mtlrec's `model_config`."""
+    from deepctr.models import ESMM, MMOE, PLE
+
+    common = dict(task_types=("binary", "binary"), task_names=("ctr", "cvr"), seed=seed)
+    experts = dict(expert_dnn_hidden_units=tuple(args.expert_units),
+                   tower_dnn_hidden_units=tuple(args.tower_units))
+    if model == "esmm":
+        net = ESMM(columns, tower_dnn_hidden_units=tuple(args.tower_units), **common)
+    elif model == "mmoe":
+        net = MMOE(columns, num_experts=args.experts, **experts, **common)
+    else:
+        net = PLE(columns, shared_expert_num=max(1, args.experts // 2), specific_expert_num=1,
+                  num_levels=2, **experts, **common)
+    net.compile(keras.optimizers.Adam(args.learning_rate), loss=["binary_crossentropy"] * 2)
+    return net
+
+
+def deepctr_fit_predict(net, model, x_train, labels, x_test, args):
+    """Train a `deepctr_net` on `x_train` (ESMM: pCTR and pCTCVR over all impressions;
+    MMoE / PLE: CVR on clicked rows, a 0/1 sample weight) and score `x_test`:
+    `(p_ctr, p_cvr, training seconds)`; the network is released."""
+    click, conversion = labels["click"], labels["conversion"]
     if model == "esmm":  # outputs (pCTR, pCTCVR)
         y, weights = [click, click * conversion], None
     else:  # CVR on clicked rows only
         y, weights = [click, conversion], [np.ones_like(click), click]
     start = time.perf_counter()
-    net.fit(inputs(train[0]), y, sample_weight=weights, batch_size=args.batch_size,
+    net.fit(x_train, y, sample_weight=weights, batch_size=args.batch_size,
             epochs=args.epochs, shuffle=True, verbose=0)
     seconds = time.perf_counter() - start
-    first, second = (np.asarray(p).reshape(-1) for p in net.predict(inputs(test[0]), batch_size=8192, verbose=0))
+    first, second = (np.asarray(p).reshape(-1) for p in net.predict(x_test, batch_size=8192, verbose=0))
     del net
     keras.backend.clear_session()
     if model == "esmm":

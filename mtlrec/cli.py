@@ -68,13 +68,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("generate", help="write synthetic funnel day partitions")
+    p = sub.add_parser("generate", help="write synthetic day partitions (funnel or taste world)")
     p.add_argument("--root", required=True, help="output directory (dt=YYYY-MM-DD partitions)")
     p.add_argument("--days", type=int, required=True, help="number of days")
     p.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--rows", type=int, required=True, help="rows per day")
     p.add_argument("--format", default="parquet", choices=("parquet", "tfrecord"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--world",
+        default="funnel",
+        choices=("funnel", "taste"),
+        help="funnel: the e-commerce funnel (default); taste: many users, each user's taste "
+        "in their behavior history (parquet only)",
+    )
     p.add_argument(
         "--knob",
         type=_knob,
@@ -158,11 +165,12 @@ def _load(path):
 
 
 def _cmd_generate(args) -> int:
-    from mtlrec.data_pipeline import generate_funnel
+    from mtlrec.data_pipeline import generate_funnel, generate_taste_days
 
     knobs = dict(args.knob)
+    generate = generate_taste_days if args.world == "taste" else generate_funnel
     try:
-        days = generate_funnel(
+        days = generate(
             args.root, args.start, args.days, args.rows, seed=args.seed, fmt=args.format, **knobs
         )
     except (ValueError, TypeError) as err:

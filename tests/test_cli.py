@@ -190,7 +190,8 @@ def test_bad_config_in_a_fresh_process_exits_2_without_traceback(tmp_path, data_
 def test_demo_runs_end_to_end(tmp_path, capsys):
     workdir = tmp_path / "demo"
     assert main(["demo", "--workdir", str(workdir), "--rows", "1000"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "validating day" in err and "share an embedding row" not in err  # no collision warning
     assert "mtlrec demo: 2 models, trained on 2024-01-01..2024-01-02, updated on 2024-01-03" in out
     for model, outputs in (("esmm", ("ctr", "cvr", "ctcvr")), ("mmoe", ("ctr", "cvr"))):
         run = workdir / "runs" / model

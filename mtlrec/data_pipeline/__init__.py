@@ -4,6 +4,7 @@ synthetic data generators."""
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
 from mtlrec.data_pipeline.partitions import list_days, resolve_days, select_days
 from mtlrec.data_pipeline.synthetic_funnel import funnel_schema_dict, generate_funnel
+from mtlrec.data_pipeline.synthetic_taste import generate_taste_days, taste_schema_dict
 from mtlrec.data_pipeline.mmoe_synthetic import mmoe_synthetic
 from mtlrec.data_pipeline.dataset import make_dataset
 from mtlrec.data_pipeline.validation import validate_day
@@ -17,10 +18,12 @@ __all__ = [
     "convert_day",
     "funnel_schema_dict",
     "generate_funnel",
+    "generate_taste_days",
     "list_days",
     "make_dataset",
     "mmoe_synthetic",
     "resolve_days",
     "select_days",
+    "taste_schema_dict",
     "validate_day",
 ]
