@@ -115,7 +115,7 @@ def main():
 
     from mtlrec.data_pipeline import convert_day, funnel_schema_dict, generate_funnel, make_dataset
     from mtlrec.data_pipeline.columns import column_plan
-    from mtlrec.data_pipeline.synthetic_funnel import KNOBS, _impressions, _World
+    from mtlrec.data_pipeline.synthetic.synthetic_funnel import KNOBS, _impressions, _World
 
     work = args.root or tempfile.mkdtemp(prefix="mtlrec_bench_")
     os.makedirs(work, exist_ok=True)

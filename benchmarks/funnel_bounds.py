@@ -3,7 +3,7 @@
 The upper bounds behind `docs/results/quality.md`, "What this day allows: upper
 bounds": on the evaluation day of `quality_vs_peers.py` (same generator,
 knobs and data seed), the CTR, entire-space CVR and CTCVR AUCs of scores built from
-pieces of the generator's own logits (`mtlrec.data_pipeline.synthetic_funnel`):
+pieces of the generator's own logits (`mtlrec.data_pipeline.synthetic.synthetic_funnel`):
 
     pCTR logit = signal u.v + popularity + position + scene + b
     pCVR logit = signal u'.v' - 0.5 (log price - budget(purchasing power)) + b
@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from mtlrec.data_pipeline import generate_funnel
-from mtlrec.data_pipeline.synthetic_funnel import ITEM_ID_OFFSET, SCENES, USER_ID_OFFSET, _knobs, _World
+from mtlrec.data_pipeline.synthetic.synthetic_funnel import ITEM_ID_OFFSET, SCENES, USER_ID_OFFSET, _knobs, _World
 from mtlrec.metrics import auc, truth_auc
 
 

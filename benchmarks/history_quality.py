@@ -41,7 +41,7 @@ import keras
 import numpy as np
 
 from mtlrec.data_pipeline import generate_taste_days, taste_schema_dict
-from mtlrec.data_pipeline.synthetic_taste import BOUND_COLUMNS
+from mtlrec.data_pipeline.synthetic.synthetic_taste import BOUND_COLUMNS
 from mtlrec.metrics import auc
 from mtlrec.training.config import ConfigError, config_from_dict
 from quality_vs_peers import deepctr_fit_predict, deepctr_net, model_config, run_mtlrec, scores, with_overrides

@@ -1,6 +1,6 @@
 """Loss weighting strategies on MMoE with two tasks of very different noise and scale.
 
-Data: `mtlrec.data_pipeline.mmoe_synthetic` (input dim 100, task correlation `--p`),
+Data: `mtlrec.data_pipeline.synthetic.mmoe_synthetic` (input dim 100, task correlation `--p`),
 called twice with the same seed (same x, same task weights) and different label noise:
 task "clean" is y1 with noise std 0.1; task "noisy" is `--scale` x (y2 with noise std
 `--noise`), so its MSE is about `--scale`^2 times larger and mostly irreducible.
@@ -23,7 +23,7 @@ import time
 import _paper_common as pc  # noqa: I001  (sets the Keras backend first)
 import numpy as np
 
-from mtlrec.data_pipeline import mmoe_synthetic
+from mtlrec.data_pipeline.synthetic import mmoe_synthetic
 from mtlrec.training import DayPosition, Trainer, config_from_dict
 
 DIM = 100

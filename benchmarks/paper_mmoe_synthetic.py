@@ -1,6 +1,6 @@
 """MMoE on the synthetic two-task regression of Ma et al. (KDD 2018), section 3.
 
-Data (`mtlrec.data_pipeline.mmoe_synthetic`): x ~ N(0, I_100);
+Data (`mtlrec.data_pipeline.synthetic.mmoe_synthetic`): x ~ N(0, I_100);
 y_i = w_i.x + sum_j sin(alpha_j w_i.x + beta_j) + noise, cos(w_1, w_2) = p.
 For each p and repeat: fresh data (train + test drawn together, so both tasks' weights
 are shared by the split) and fresh initialisation. Models, all with towers of 8 units:
@@ -26,7 +26,7 @@ import _paper_common as pc  # noqa: I001  (sets the Keras backend first)
 import keras
 import numpy as np
 
-from mtlrec.data_pipeline import mmoe_synthetic
+from mtlrec.data_pipeline.synthetic import mmoe_synthetic
 from mtlrec.layers import MixtureOfExperts
 from mtlrec.models import MMoE, MultiTaskModel, SharedBottom, schema_inputs
 from mtlrec.conventions.seeding import derive_seed

@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mtlrec.data_pipeline import funnel_schema_dict, generate_funnel, make_dataset, validate_day
-from mtlrec.data_pipeline.synthetic_funnel import ITEM_ID_OFFSET, USER_ID_OFFSET
+from mtlrec.data_pipeline.synthetic.synthetic_funnel import ITEM_ID_OFFSET, USER_ID_OFFSET
 from mtlrec.schema import Schema
 
 

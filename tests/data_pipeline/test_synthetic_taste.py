@@ -5,7 +5,7 @@ from sklearn.metrics import roc_auc_score
 
 from mtlrec.cli import main
 from mtlrec.data_pipeline import generate_taste_days, taste_schema_dict, validate_day
-from mtlrec.data_pipeline.synthetic_taste import BOUND_COLUMNS, TasteWorld
+from mtlrec.data_pipeline.synthetic.synthetic_taste import BOUND_COLUMNS, TasteWorld
 from mtlrec.schema import Schema
 
 KNOBS = dict(num_users=3000, num_items=2000, num_categories=40, max_len=12, history_per_day=2,
