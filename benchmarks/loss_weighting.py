@@ -23,7 +23,7 @@ import time
 import _paper_common as pc  # noqa: I001  (sets the Keras backend first)
 import numpy as np
 
-from mtlrec.data_pipeline.synthetic import mmoe_synthetic
+from mtlrec.data_pipeline import mmoe_synthetic
 from mtlrec.training import DayPosition, Trainer, config_from_dict
 
 DIM = 100

@@ -26,7 +26,7 @@ import _paper_common as pc  # noqa: I001  (sets the Keras backend first)
 import keras
 import numpy as np
 
-from mtlrec.data_pipeline.synthetic import mmoe_synthetic
+from mtlrec.data_pipeline import mmoe_synthetic
 from mtlrec.layers import MixtureOfExperts
 from mtlrec.models import MMoE, MultiTaskModel, SharedBottom, schema_inputs
 from mtlrec.conventions.seeding import derive_seed

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mtlrec.data_pipeline.synthetic import mmoe_synthetic
+from mtlrec.data_pipeline import mmoe_synthetic
 
 
 def test_shapes_and_determinism():
