@@ -9,7 +9,9 @@ BACKEND = keras.backend.backend()
 
 # The schema-driven embedding and the id map are TensorFlow only (their import says so in one
 # line elsewhere: tests/test_layout.py); every other layer's tests run on every backend.
-collect_ignore = [] if BACKEND == "tensorflow" else ["test_feature_embedding.py", "test_dynamic_id_map.py"]
+collect_ignore = [] if BACKEND == "tensorflow" else [
+    "test_feature_embedding.py", "test_dynamic_id_map.py", "test_numeric_encodings.py",  # the embedding layers: TensorFlow only
+]
 
 
 @pytest.fixture(autouse=True)
