@@ -24,7 +24,12 @@ AUC, CVR AUC on the clicked rows, calibration; mean ± sd. The bound: the AUCs o
 generator's own probabilities on the evaluation day, from the true taste (oracle), from
 the history alone (`history_ctr`, `history_ctcvr`) and without the history (`prior_*`).
 
-    TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=. .venv/bin/python benchmarks/history_quality.py --encoders mean
+`--data DIR` keeps the generated days for the next run; `--results FILE` appends each
+finished run and reads back those already there (a run interrupted resumes; a new encoder
+adds its rows without rerunning mean and DeepCTR); `--write` puts the table into
+docs/results/quality.md.
+
+    TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=. .venv/bin/python benchmarks/history_quality.py --encoders mean,target_attention
 """
 
 import argparse
