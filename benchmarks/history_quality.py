@@ -24,7 +24,12 @@ AUC, CVR AUC on the clicked rows, calibration; mean ± sd. The bound: the AUCs o
 generator's own probabilities on the evaluation day, from the true taste (oracle), from
 the history alone (`history_ctr`, `history_ctcvr`) and without the history (`prior_*`).
 
-    TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=. .venv/bin/python benchmarks/history_quality.py --encoders mean
+`--data DIR` keeps the generated days for the next run; `--results FILE` appends each
+finished run and reads back those already there (a run interrupted resumes; a new encoder
+adds its rows without rerunning mean and DeepCTR); `--write` puts the table into
+docs/results/quality.md.
+
+    TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=. .venv/bin/python benchmarks/history_quality.py --encoders mean,target_attention
 """
 
 import argparse
@@ -84,8 +89,9 @@ def make_days(args, root):
     if os.path.exists(marker):
         with open(marker) as f:
             saved = json.load(f)
-        if saved["spec"] == spec:
+        if saved["spec"] == spec and all(os.path.exists(f"{root}/dt={d}/part-00000.parquet") for d in saved["days"]):
             return saved["days"]
+        os.remove(marker)
     start = time.perf_counter()
     days = generate_taste_days(root, "2024-01-01", spec["days"], args.rows, seed=args.data_seed, **spec["knobs"])
     with open(marker, "w") as f:
@@ -182,6 +188,8 @@ def main():
                     help="DeepCTR's Adam (mtlrec uses its config defaults, also Adam 0.001)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=JSON",
                     help="override an mtlrec config key for a variant run")
+    ap.add_argument("--results", help="JSON-lines file of finished runs: appended to, and the runs it holds "
+                                       "are not run again (resume after an interruption)")
     ap.add_argument("--write", action="store_true", help="write the section into docs/results/quality.md")
     args = ap.parse_args()
 
@@ -198,6 +206,12 @@ def main():
     schema = taste_schema_dict(**knobs_of(args))
     results = {}  # (model, system label) -> list of score dicts
     seconds = {}
+    done = {}
+    if args.results and os.path.exists(args.results):
+        with open(args.results) as f:
+            for line in f:
+                run = json.loads(line)
+                done[(run["seed"], run["model"], run["label"])] = run
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mtlrec_history_") as tmp:
         root = args.data or f"{tmp}/data"
@@ -236,18 +250,25 @@ def main():
                 runs = [(f"mtlrec, {e}", e) for e in args.encoders] if "mtlrec" in systems else []
                 runs += [("DeepCTR, mean", None)] if "deepctr" in systems else []
                 for label, encoder in runs:
-                    if encoder is None:
-                        pc.seed_everything(seed)
-                        net = deepctr_net(model, deepctr_columns(schema, args), seed, args)
-                        p_ctr, p_cvr, secs = deepctr_fit_predict(
-                            net, model, deepctr_train[0], deepctr_train[1], deepctr_test, args)
-                    else:
-                        run_args = copy.copy(args)
-                        run_args.set = list(args.set) + encoder_overrides(encoder)
-                        p_ctr, p_cvr, secs = run_mtlrec(model, train_root, days, schema, test, seed, run_args,
-                                                        f"{tmp}/run_{model}_{encoder}_{seed}", args.train_days)
-                        keras.backend.clear_session()
-                    s = scores(p_ctr, p_cvr, test)
+                    key = (seed, model, label)
+                    if key not in done:
+                        if encoder is None:
+                            pc.seed_everything(seed)
+                            net = deepctr_net(model, deepctr_columns(schema, args), seed, args)
+                            p_ctr, p_cvr, secs = deepctr_fit_predict(
+                                net, model, deepctr_train[0], deepctr_train[1], deepctr_test, args)
+                        else:
+                            run_args = copy.copy(args)
+                            run_args.set = list(args.set) + encoder_overrides(encoder)
+                            p_ctr, p_cvr, secs = run_mtlrec(model, train_root, days, schema, test, seed, run_args,
+                                                            f"{tmp}/run_{model}_{encoder}_{seed}", args.train_days)
+                            keras.backend.clear_session()
+                        done[key] = {"seed": seed, "model": model, "label": label,
+                                     "scores": scores(p_ctr, p_cvr, test), "seconds": secs}
+                        if args.results:
+                            with open(args.results, "a") as f:
+                                f.write(json.dumps(done[key]) + "\n")
+                    s, secs = done[key]["scores"], done[key]["seconds"]
                     results.setdefault((model, label), []).append(s)
                     seconds.setdefault((model, label), []).append(secs)
                     print(f"seed {seed} {model} {label}: " + ", ".join(f"{k} {v:.4f}" for k, v in s.items())

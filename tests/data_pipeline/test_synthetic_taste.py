@@ -104,6 +104,16 @@ def test_each_day_appends_to_the_users_history(taste_root):
         assert after[:-k] == before[len(before) - (len(after) - k):]  # the oldest steps scroll out
 
 
+def test_a_catalogue_with_empty_categories_draws_only_real_items(tmp_path):
+    knobs = dict(num_users=50, num_items=6, num_categories=40, max_len=8)
+    generate_taste_days(tmp_path, DAYS[0], 1, 200, seed=1, **knobs)
+    df = read(tmp_path, DAYS[0]).to_pandas()
+    world = TasteWorld(1, **knobs)
+    items = np.concatenate(df.hist_item_id.to_numpy())
+    assert len(items) > 100 and items.min() >= 0 and items.max() < 6
+    np.testing.assert_array_equal(np.concatenate(df.hist_category.to_numpy()), world.item_category[items])
+
+
 def test_bad_knobs_and_formats_are_one_line(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"Unknown taste world knobs \['relatedness'\]"):
         generate_taste_days(tmp_path, DAYS[0], 1, 10, relatedness=0.5)

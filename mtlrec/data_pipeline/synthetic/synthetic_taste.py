@@ -208,7 +208,8 @@ class TasteWorld:
         # one search over all users: row b's cumulative weights shifted into (b, b + 1]
         rows = np.arange(B)[:, None]
         flat = (cdf + rows).ravel()
-        cats = np.searchsorted(flat, (rows + rng.random((B, steps))).ravel()).reshape(B, steps) - rows * C
+        # side="right": an empty category (zero weight) is never the one found
+        cats = np.searchsorted(flat, (rows + rng.random((B, steps))).ravel(), side="right").reshape(B, steps) - rows * C
         cats = np.minimum(cats, C - 1)
         offset = (rng.random((B, steps, self.k["candidates"])) * self._sizes[cats][..., None]).astype(np.int64)
         cand = self._by_category[self._starts[cats][..., None] + offset]
