@@ -69,11 +69,16 @@ METRICS = (
 
 def encoder_overrides(encoder):
     """`--set`-style overrides that make a config read the histories with `encoder`
-    (none for `mean`: the model as it is without the key, every history mean-pooled)."""
-    if encoder == "mean":
-        return []
+    (none for `mean`: the model as it is without the key, every history mean-pooled).
+    `<encoder>+dot` (or `+fm`) also names the interaction block, with the history one of
+    its fields: `mean+dot` adds the inner product of the mean-pooled history with the
+    candidate's item embedding."""
+    encoder, _, interaction = encoder.partition("+")
+    overrides = [f"model.interaction={json.dumps({'type': interaction})}"] if interaction else []
+    if encoder == "mean" and not interaction:
+        return overrides
     value = {HISTORY: {"encoder": encoder, "features": list(HISTORY_FEATURES)}}
-    return [f"{ENCODER_KEY}={json.dumps(value)}"]
+    return overrides + [f"{ENCODER_KEY}={json.dumps(value)}"]
 
 
 def knobs_of(args):
@@ -176,7 +181,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--encoders", type=lambda s: [e.strip() for e in s.split(",") if e.strip()], default=["mean"],
-                    help="mtlrec's history encoders, comma-separated, e.g. mean,target_attention")
+                    help="mtlrec's history encoders, comma-separated, e.g. mean,target_attention,target_attention+dot "
+                         "(+dot or +fm: with that interaction block, the history one of its fields)")
     ap.add_argument("--systems", nargs="+", default=["mtlrec", "deepctr"], choices=["mtlrec", "deepctr"])
     ap.add_argument("--dim", type=int, default=8)
     ap.add_argument("--tower-units", type=int, nargs="+", default=[128, 64])
