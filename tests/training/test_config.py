@@ -142,6 +142,25 @@ def test_shipped_experiment_configs_are_valid_and_build(path):
     assert {t.name for t in config.tasks} <= set(model.output)
 
 
+TASTE_EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments" / "taste").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TASTE_EXPERIMENTS, ids=[p.stem for p in TASTE_EXPERIMENTS])
+def test_shipped_taste_experiments_read_what_the_generator_writes_through_attention(path):
+    from mtlrec.data_pipeline import taste_schema_dict
+    from mtlrec.layers import TargetAttention
+    from mtlrec.models import build_model
+
+    config = load_config(path)
+    assert config.model["type"] == path.stem
+    assert config.data.root == str(path.parents[2] / "data" / "taste")
+    schema = config.to_dict()["schema"]
+    assert schema == config_from_dict({**config.to_dict(), "schema": taste_schema_dict()}).to_dict()["schema"]
+    model = build_model(config.model, schema, config.tasks)
+    assert {t.name for t in config.tasks} <= set(model.output)
+    assert any(isinstance(layer, TargetAttention) for layer in model._flatten_layers())
+
+
 def test_one_config_per_model_is_shipped():
     stems = {p.stem for p in EXPERIMENTS}
     assert {"esmm", "mmoe", "ple", "shared_bottom", "cross_stitch", "dupn"} <= stems
