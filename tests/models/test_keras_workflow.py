@@ -302,3 +302,32 @@ def test_fit_admits_dynamic_ids_and_start_day_evicts_and_expires_them():
     model.evaluate(*_day([20, 20, 21]), verbose=0)
     model.predict(_day([20, 20])[0], verbose=0)
     assert model.lookup_report()["item_id"]["rows_in_use"] == 1
+
+
+def test_fit_under_jit_compile_falls_back_for_id_features():
+    """Ids are hashed as strings (no XLA kernels): `jit_compile=True`, which Keras' "auto"
+    picks on a GPU, warns and trains without XLA instead of failing in the first step."""
+    features, labels = _data()
+    model = ESMM(SCHEMA, seed=1)
+    with pytest.warns(UserWarning, match="Model doesn't support `jit_compile=True`"):
+        model.compile(optimizer="adam", jit_compile=True)
+    assert model.jit_compile is False
+    history = model.fit(features, labels, batch_size=64, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+
+
+def test_fit_counts_identity_lookups_as_the_trainer():
+    schema = {
+        "categorical": [{"name": "item_id", "dtype": "int64", "num_buckets": 10, "dim": 4, "lookup": "identity"}],
+        "labels": [{"name": "click", "kind": "binary"}, {"name": "conversion", "kind": "binary"}],
+    }
+    model = ESMM(schema, tower_units=[4], seed=1)
+    model.compile(optimizer="adam")
+    features = {"item_id": np.array([1, 2, 3, 12, 15, -1], dtype="int64")}
+    labels = {"click": np.array([1, 0, 1, 0, 1, 0], "float32"), "conversion": np.zeros(6, "float32")}
+    model.fit(features, labels, batch_size=6, epochs=2, verbose=0)
+    assert model.feature_embedding.lookup_report()["item_id"] == {
+        "lookup": "identity", "lookups": 12, "oov_lookups": 6, "oov_share": 0.5
+    }
+    assert model.start_day("2024-01-01") == {}  # a new day starts the counts afresh
+    assert model.lookup_report()["item_id"]["lookups"] == 0
