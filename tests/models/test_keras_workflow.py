@@ -2,6 +2,9 @@
 name, a loaded `.keras` model training on, identity/dynamic lookups under `fit`."""
 
 import json
+import subprocess
+import sys
+import textwrap
 import zipfile
 
 import keras
@@ -331,3 +334,32 @@ def test_fit_counts_identity_lookups_as_the_trainer():
     }
     assert model.start_day("2024-01-01") == {}  # a new day starts the counts afresh
     assert model.lookup_report()["item_id"]["lookups"] == 0
+
+
+def test_fit_refuses_a_dynamic_table_on_several_replicas():
+    """Each replica would admit the ids of its own part of a batch: refused, naming the trainer."""
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from mtlrec.models import ESMM
+        with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
+            model = ESMM({DYNAMIC!r}, tower_units=[4], seed=1)
+            model.compile(optimizer="adam")
+        model.start_day("2024-01-01")
+        features = {{"item_id": np.array([1, 1, 2, 3], "int64"), "scene": np.array(["a"] * 4, object)}}
+        labels = {{"click": np.array([1, 0, 1, 0], "float32"), "conversion": np.zeros(4, "float32")}}
+        try:
+            model.fit(features, labels, batch_size=4, verbose=0)
+        except ValueError as error:
+            print(error)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == (
+        "model.fit cannot train the lookup: dynamic tables (item_id) on 2 replicas (each would admit "
+        "the ids of its own part of a batch); train with `mtlrec train` or Experiment.train, which "
+        "admit on the global batch"
+    )
