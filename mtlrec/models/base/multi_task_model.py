@@ -139,6 +139,10 @@ class MultiTaskModel(keras.Model):
       `model.compile(optimizer="adam"); model.fit(dataset)` trains on `(features, labels)`
       batches. GradNorm, PCGrad and MetaBalance need per-task gradients: the trainer's
       step gives them, over the groups of `variable_groups()`.
+    - Keras' workflow: `compile` refuses losses (`compile_arguments`) and measures
+      `metrics` per output (`OutputMetrics`); a `.keras` file comes back compiled as
+      saved; `train_step` counts and admits ids as the trainer's step does, and
+      `start_day` opens a day (`fit_lookups`).
     """
 
     def __init__(self, *args, **kwargs):
