@@ -69,12 +69,13 @@ def test_every_model_trains_with_fit_and_round_trips(model_type, tiny_funnel, ke
 
     weighting_vars = model.weighting.trainable_variables
     weighting_before = [v.numpy().copy() for v in weighting_vars]
-    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), metrics={"ctr": ["auc"]})
     history = model.fit(tiny_funnel.train(batch_size=150), epochs=3, verbose=0).history
     assert np.all(np.isfinite(history["loss"]))
     assert history["loss"][-1] < history["loss"][0]
     for task in tasks:
         assert f"{task['name']}_loss" in history
+    assert 0.0 <= history["ctr_auc"][-1] <= 1.0
 
     features, _ = tiny_funnel.batch(64)
     outputs = _numpy(model(features, training=False))
@@ -129,6 +130,10 @@ def test_every_model_trains_with_fit_and_round_trips(model_type, tiny_funnel, ke
         np.testing.assert_array_equal(again[name], outputs[name])
     for a, b in zip(restored.weighting.trainable_variables, weighting_vars):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # compiled as saved: the optimizer's state and the metrics come back (fit trains on:
+    # test_keras_workflow.py)
+    assert restored.compiled and [m.name for m in restored.metrics][-1] == "ctr_auc"
+    assert int(restored.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) > 0
 
 
 def test_schema_inputs_follow_the_schema(tiny_funnel):

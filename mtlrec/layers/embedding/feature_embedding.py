@@ -85,6 +85,9 @@ class FeatureEmbedding(keras.layers.Layer):
         self.id_maps = {}
         self.lookup_counts = {}
         self.numeric_tables = {}
+        # ids are hashed as strings and dynamic ids looked up in hash tables: no XLA kernels,
+        # so Keras' jit_compile="auto" (on a GPU) must not compile a model reading them
+        self.supports_jit = not (parsed.categorical or parsed.sequence)
 
     def _owners(self):
         s = self._schema

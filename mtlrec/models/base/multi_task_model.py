@@ -18,8 +18,11 @@ from mtlrec.losses.objective import objective_terms
 from mtlrec.conventions import arg_checks as checks
 from mtlrec.models.base._funnel_joint import FunnelJoint
 from mtlrec.models.base._masked_mean import MaskedMean
+from mtlrec.models.base.compile_arguments import refuse_losses, saved_compile_arguments
+from mtlrec.models.base.fit_lookups import check_fit, lookup_layers, observe, open_day
 from mtlrec.models.base.history_encoders import encode_histories, history_layers
 from mtlrec.models.base.history_specs import history_specs, specs_as_config
+from mtlrec.models.base.output_metrics import OutputMetrics
 from mtlrec.models.model_format import MODEL_FORMAT, READABLE_FORMATS, check_model_format
 from mtlrec.models.base.variable_groups import VariableGroups
 from mtlrec.schema import Schema
@@ -136,6 +139,10 @@ class MultiTaskModel(keras.Model):
       `model.compile(optimizer="adam"); model.fit(dataset)` trains on `(features, labels)`
       batches. GradNorm, PCGrad and MetaBalance need per-task gradients: the trainer's
       step gives them, over the groups of `variable_groups()`.
+    - Keras' workflow: `compile` refuses losses (`compile_arguments`) and measures
+      `metrics` per output (`OutputMetrics`); a `.keras` file comes back compiled as
+      saved; `train_step` counts and admits ids as the trainer's step does, and
+      `start_day` opens a day (`fit_lookups`).
     """
 
     def __init__(self, *args, **kwargs):
@@ -307,17 +314,78 @@ class MultiTaskModel(keras.Model):
 
     # === Training ===
 
-    def compile(self, *args, **kwargs):
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None, **kwargs):
         """`keras.Model.compile`, then the optimizer's slots are created eagerly.
+
+        `loss`, `loss_weights` and `weighted_metrics` are refused (`ValueError`): the
+        losses are the tasks' own. `metrics`: a dict output name -> metrics, or a list for
+        every output, measured on each task's evaluation space and logged as
+        `<output>_<metric>` (`OutputMetrics`).
 
         Without a distribution strategy Keras defers building the optimizer to the first
         traced train step, where creating its variables costs about as much as tracing the
         whole model again (Adam: ~3x slower first `fit` here). The model's variables all
         exist at construction, so build it now.
         """
-        super().compile(*args, **kwargs)
+        refuse_losses(loss, loss_weights, weighted_metrics)
+        taken = ["loss"] + [tracker.name for tracker in self.task_loss_trackers]
+        output_metrics = None
+        if metrics is not None:
+            output_metrics = OutputMetrics(metrics, self.task_specs, self.probability_names(), taken)
+        super().compile(optimizer=optimizer, **kwargs)
+        self._output_metrics = output_metrics  # a plain object: Keras tracks none of it
         if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        spec = getattr(self, "_output_metrics", None)
+        if config is not None and spec is not None:
+            config["metrics"] = keras.saving.serialize_keras_object(spec.spec)
+        return config
+
+    def compile_from_config(self, config):
+        """A `.keras` file's model comes back compiled as it was saved (optimizer state
+        included), so `fit` continues training."""
+        self.compile(**saved_compile_arguments(config))
+
+    @property
+    def metrics(self):
+        found = super().metrics
+        own = getattr(self, "_output_metrics", None)
+        return found + own.metrics if own is not None and self.compiled else found
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        own = getattr(self, "_output_metrics", None)
+        if own is not None and isinstance(y, dict):
+            own.update_state(y, y_pred)
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def train_step(self, data):
+        """Keras' step; the identity/dynamic lookups first count the batch's ids and admit
+        those due, as the trainer's step does (`fit_lookups`)."""
+        observe(self, keras.utils.unpack_x_y_sample_weight(data)[0])
+        return super().train_step(data)
+
+    def fit(self, *args, **kwargs):
+        check_fit(self)
+        return super().fit(*args, **kwargs)
+
+    def start_day(self, day, seed=None) -> dict:
+        """Open `day` (`"YYYY-MM-DD"` or a date) in the model's identity/dynamic lookups
+        before fitting that day's data, as `mtlrec train` does before each day: ids not
+        seen for `ttl_days` leave, waiting ids evict the least counted when the table is
+        full, freed rows get fresh seeded values (`seed`: when the model has none) and
+        their optimizer slots are reset. Returns `{table: rows freed}`."""
+        return open_day(self, day, seed)
+
+    def lookup_report(self) -> dict:
+        """Table name -> the day's figures of its identity/dynamic lookup (rows in use,
+        admitted, OOV lookups, ...; `FeatureEmbedding.lookup_report`)."""
+        report = {}
+        for layer in lookup_layers(self):
+            report.update(layer.lookup_report())
+        return report
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """sum_k w_k L_k (per the loss weighting) + `self.losses`.
