@@ -57,8 +57,8 @@ class Follower:
         self.experiment = experiment
         self.config = config
         self.until = until
-        self.stop = stop or StopRequest()
-        self.source = source or DirectorySource(config.data.root, config.data.format, config.data.done_marker)
+        self.stop = stop if stop is not None else StopRequest()
+        self.source = source if source is not None else DirectorySource(config.data.root, config.data.format, config.data.done_marker)
         self.clock = clock
         self.cadence = ExportCadence(config.export.every)
         self._missing_since: dict[str, float] = {}
@@ -199,6 +199,7 @@ class Follower:
         version, exported_at = None, None
         if self.cadence.due(len(unexported), _last_export_time(state), self.clock()):
             version, exported_at = self._export(trainer, state, key)
+            fault_point("follow.exported")
         lags = {} if version is None else {e["day"]: exported_at - e["ready_at_s"] for e in unexported}
         for entry in unexported[:-1]:
             if version is not None:
