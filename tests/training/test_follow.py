@@ -19,6 +19,7 @@ from mtlrec.training.experiment import Experiment
 from mtlrec.training.follow.directory_source import DirectorySource
 from mtlrec.training.follow.export_cadence import ExportCadence
 from mtlrec.training.follow.stop_request import StopRequest
+from mtlrec.training.report import make_report
 from mtlrec.training.run.metrics_log import read_metrics
 from mtlrec.training.run.run_state import RunState
 from mtlrec.training.serving.export import read_metadata, versions
@@ -185,6 +186,7 @@ def test_follow_trains_hours_written_while_it_runs_once_each_with_exports_on_cad
     assert lags[H[0]] > lags[H[2]]  # the first hour waited for the two after it
     assert all(e["lag_seconds"] == pytest.approx(lags[e["day"]]) for e in state.days)
     assert "trained 2024-01-01T05: 320 rows, 5 steps (global step 30), progressive AUC ctr" in out
+    assert run_dir / "plots" / "progressive_by_hour.png" in make_report(run_dir)
 
     # the same command again: nothing to do, nothing written
     text = (run_dir / "state.json").read_text()
