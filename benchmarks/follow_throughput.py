@@ -10,11 +10,12 @@ FM interaction, histories of 20) over the same `--hours` x `--rows` generated fu
    are all complete before it starts (each scored before training, trained, exported:
    `export.every: 1`);
 3. **follow, live**: a writer thread lands one hourly partition (files, then `_SUCCESS`)
-   every `--interval` seconds (default: run 2's seconds per partition + 3 s, so the
-   follower is idle when each lands) while `Experiment.follow --until` runs.
+   1 s after the follower recorded the one before (or every `--interval` seconds), so
+   each lands while the follower is idle, as hours do when an hour trains in less than one,
+   while `Experiment.follow --until` runs.
 
 Throughput ratio = batch wall time / catching-up wall time over the same rows (target >=
-0.9). Freshness per partition of run 3 = lag (`_SUCCESS` mtime to export) minus that
+0.9; also per CPU-second of the process, the steadier figure on a shared machine). Freshness per partition of run 3 = lag (`_SUCCESS` mtime to export) minus that
 partition's training time (`Trainer.train_day`, timed by this script; target <= 10 s).
 Run 3 also checks that every partition was trained once, has one progressive AUC row per
 task and an export.
@@ -63,19 +64,31 @@ def _write_hour(root: Path, hour: int, source: Path) -> None:
     (out / "_SUCCESS").write_text("")
 
 
-def _timed_train_day(times: dict):
-    """Wrap ``Trainer.train_day`` to record each partition's training seconds."""
+def _timed(times: dict):
+    """Wrap ``Trainer.train_day``, ``Experiment._evaluate`` and ``Experiment._export`` to
+    record each partition's seconds in them: ``times[(what, partition)]``."""
+    from mtlrec.training.experiment import Experiment
     from mtlrec.training.trainer import Trainer
 
-    original = Trainer.train_day
+    def wrap(owner, name, what, key_of):
+        original = getattr(owner, name)
 
-    def train_day(self, position, *args, **kwargs):
-        start = time.perf_counter()
-        out = original(self, position, *args, **kwargs)
-        times[position.day] = times.get(position.day, 0.0) + time.perf_counter() - start
-        return out
+        def timed(self, *args, **kwargs):
+            start = time.perf_counter()
+            out = original(self, *args, **kwargs)
+            key = (what, key_of(args))
+            times[key] = times.get(key, 0.0) + time.perf_counter() - start
+            return out
 
-    Trainer.train_day = train_day
+        setattr(owner, name, timed)
+
+    wrap(Trainer, "train_day", "train", lambda args: args[0].day)
+    wrap(Experiment, "_evaluate", "evaluate", lambda args: args[1])
+    wrap(Experiment, "_export", "export", lambda args: args[2])
+
+
+def _seconds(times, what, keys):
+    return sum(times.get((what, k), 0.0) for k in keys)
 
 
 def _clock(fn):
@@ -110,13 +123,13 @@ def main():
     sources = [work / "days" / f"dt={d}" for d in days]
     total = args.hours * args.rows
     times: dict = {}
-    _timed_train_day(times)
+    _timed(times)
     result = {"hours": args.hours, "rows_per_hour": args.rows, "machine": f"{platform.processor() or platform.machine()}, nproc {os.cpu_count()}"}
 
     if not args.skip_batch:
         config = load_config(_config(base, work / "days", work / "run_batch", False, work / "batch.yaml"))
         _, wall, cpu = _clock(lambda: Experiment(config).train(days=f"{days[0]}:{days[-1]}"))
-        batch_train = sum(times[d] for d in days)
+        batch_train = _seconds(times, "train", days)
         result["batch"] = {"wall_s": wall, "cpu_s": cpu, "rows_per_s": total / wall, "train_s": batch_train}
 
         root = work / "hours_catchup"
@@ -126,22 +139,27 @@ def main():
         until = f"dt=2030-01-01/hour={args.hours - 1:02d}"
         times.clear()
         _, wall, cpu = _clock(lambda: Experiment(config).follow(until=until))
-        result["follow_catchup"] = {"wall_s": wall, "cpu_s": cpu, "rows_per_s": total / wall, "train_s": sum(times.values())}
+        result["follow_catchup"] = {"wall_s": wall, "cpu_s": cpu, "rows_per_s": total / wall, "train_s": _seconds(times, "train", [f"2030-01-01T{h:02d}" for h in range(args.hours)])}
         result["throughput_ratio"] = result["batch"]["wall_s"] / wall
         result["throughput_ratio_cpu"] = result["batch"]["cpu_s"] / cpu
-        per_partition = wall / args.hours
-    else:
-        per_partition = 10.0
 
-    interval = args.interval if args.interval is not None else per_partition + 3.0
     root = work / "hours_live"
     root.mkdir()
     config = load_config(_config(base, root, work / "run_live", True, work / "live.yaml"))
 
     def writer():
+        """One hour lands; the next lands ``--interval`` seconds later, or (default) 1 s
+        after the follower recorded the previous one, so no hour waits behind another and
+        each lag is the follower's own."""
         for h, source in enumerate(sources):
             _write_hour(root, h, source)
-            time.sleep(interval)
+            if args.interval is not None:
+                time.sleep(args.interval)
+                continue
+            key = f"2030-01-01T{h:02d}"
+            while key not in RunState.load(work / "run_live").trained_days:
+                time.sleep(0.2)
+            time.sleep(1.0)
 
     times.clear()
     thread = threading.Thread(target=writer, daemon=True)
@@ -160,13 +178,14 @@ def main():
         "export_versions_kept": versions(work / "run_live" / "export"),
     }
     fresh = [
-        {"partition": e["day"], "lag_s": e["lag_seconds"], "train_s": times.get(e["day"]),
-         "lag_minus_train_s": e["lag_seconds"] - times.get(e["day"], 0.0),
+        {"partition": e["day"], "lag_s": e["lag_seconds"], "train_s": times.get(("train", e["day"])),
+         "evaluate_s": times.get(("evaluate", e["day"])), "export_s": times.get(("export", e["day"])),
+         "lag_minus_train_s": e["lag_seconds"] - times.get(("train", e["day"]), 0.0),
          "progressive_auc_ctr": e["progressive"]["ctr"]["auc"]}
         for e in state.days
     ]
     result["follow_live"] = {
-        "interval_s": interval, "wall_s": wall, "checks": checks, "partitions": fresh,
+        "interval_s": args.interval, "wall_s": wall, "checks": checks, "partitions": fresh,
         "max_lag_minus_train_s": max(f["lag_minus_train_s"] for f in fresh),
         "median_lag_s": statistics.median(f["lag_s"] for f in fresh),
     }

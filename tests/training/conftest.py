@@ -212,12 +212,12 @@ def hour_sources(tmp_path_factory):
     return [root / f"dt={d}" for d in generate_funnel(root, START, 6, ROWS, seed=7, **KNOBS)]
 
 
-def write_hour(root, hour, source, marker="_SUCCESS"):
-    """Copy the files of ``source`` into ``root/dt=2024-01-01/hour=HH/`` (through a temporary
+def write_hour(root, hour, source, marker="_SUCCESS", day=HOUR_DAY):
+    """Copy the files of ``source`` into ``root/dt=DAY/hour=HH/`` (through a temporary
     name, as a writer would), then its done ``marker`` (None: none). Returns the directory."""
     import shutil
 
-    out = Path(root) / f"dt={HOUR_DAY}" / f"hour={hour:02d}"
+    out = Path(root) / f"dt={day}" / f"hour={hour:02d}"
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(Path(source).iterdir()):
         shutil.copyfile(path, out / f".{path.name}.tmp")

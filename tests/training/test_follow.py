@@ -174,7 +174,7 @@ def test_follow_trains_hours_written_while_it_runs_once_each_with_exports_on_cad
     assert state.global_step == 30 and state.pending is None
     assert state.data["follow"]["skipped"] == [] and state.data["follow"]["progressive"] == {}
     # one progressive AUC row per task and partition, in metrics.csv and state.json
-    assert _progressive_rows(run_dir) == [(h, t) for h in H[:6] for t in ("ctcvr", "ctr", "cvr")]
+    assert sorted(_progressive_rows(run_dir)) == [(h, t) for h in H[:6] for t in ("ctcvr", "ctr", "cvr")]
     assert all(0.0 <= e["progressive"]["ctr"]["auc"] <= 1.0 for e in state.days)
     assert [(r["day"], r["value"]) for r in read_metrics(run_dir) if r["metric"] == "rows"] == [(h, 320.0) for h in H[:6]]
     # exports after every third partition; each partition's lag runs to the export holding it
@@ -221,18 +221,22 @@ def test_missing_hour_is_skipped_after_the_wait_and_reported_late_when_it_lands(
 
 
 @pytest.mark.slow
-def test_rewritten_partition_is_refused_and_a_bad_one_stops_with_the_run_as_it_was(tmp_path, hour_sources, caplog, capsys):
+def test_rewritten_partition_is_refused_and_a_bad_one_stops_with_the_run_as_it_was(tmp_path, hour_sources, capsys):
     root = tmp_path / "data"
     write_hour(root, 0, hour_sources[0])
     config = _config(tmp_path, root)
     assert main(["train", str(config), "--follow", "--until", "dt=2024-01-01/hour=00"]) == 0
     write_hour(root, 0, hour_sources[3])  # hour 0 rewritten with other rows
     write_hour(root, 1, hour_sources[1])
-    caplog.clear()
+    capsys.readouterr()
     assert main(["train", str(config), "--follow", "--until", "dt=2024-01-01/hour=01"]) == 0
-    lines = [r.getMessage() for r in caplog.records if "rewritten" in r.getMessage()]
-    assert lines == ["partition dt=2024-01-01/hour=00 was rewritten after it was trained (its files changed); "
-                     "refused: it is not trained again"]
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if "was rewritten" in line]
+    assert len(lines) == 1 and lines[0].endswith(
+        "partition dt=2024-01-01/hour=00 was rewritten after it was trained (its files changed); "
+        "refused: it is not trained again"
+    )
+    assert "refused: 2024-01-01T00" in captured.out
     state = RunState.load(tmp_path / "run")
     assert state.trained_days == [H[0], H[1]] and state.entry(H[0])["times_trained"] == 1
     assert [r["partition"] for r in state.data["follow"]["refused"]] == [H[0]]
@@ -275,3 +279,23 @@ def test_stop_request_ends_mid_partition_with_a_checkpoint_and_the_rerun_finishe
     entries = Experiment(load_config(_config(tmp_path, root))).follow(until=H[1])
     assert [(e["day"], e["steps"], e["examples"], e["times_trained"]) for e in entries] == [(H[1], 5, 320, 1)]
     assert RunState.load(tmp_path / "run").global_step == 10
+
+
+@pytest.mark.slow
+def test_a_daily_run_continues_hourly_from_its_checkpoint_and_back(tmp_path, trained_run, funnel_root, hour_sources):
+    import shutil
+
+    daily_config, daily_run = trained_run  # 2024-01-01 and 2024-01-02 trained by day
+    run_dir = tmp_path / "run"
+    shutil.copytree(daily_run, run_dir)
+    root = tmp_path / "hours"
+    for hour in range(2):
+        write_hour(root, hour, hour_sources[hour], day="2024-01-03")
+    hourly = load_config(config_file(tmp_path, root, FOLLOW, name="hourly.yaml"))
+    entries = Experiment(hourly).follow(until="dt=2024-01-03/hour=01")
+    assert [(e["day"], e["global_step"]) for e in entries] == [("2024-01-03T00", 15), ("2024-01-03T01", 20)]
+    daily = load_config(config_file(tmp_path, funnel_root, name="daily.yaml"))
+    assert [e["day"] for e in Experiment(daily).train(day="2024-01-04")] == ["2024-01-04"]
+    state = RunState.load(run_dir)
+    assert state.trained_days == ["2024-01-01", "2024-01-02", "2024-01-03T00", "2024-01-03T01", "2024-01-04"]
+    assert [e["global_step"] for e in state.days] == [5, 10, 15, 20, 25] and state.pending is None

@@ -90,6 +90,8 @@ class Follower:
             if exported or (state.pending and state.pending.get("follow")):
                 state.finish()
                 run.save_state(state)
+            if self._trainer is not None:
+                self._context.summaries.close()
             if not trained and not exported and self._reached(record.cursor()):
                 logger.info("nothing to follow: %s is already trained or skipped", label(self.until))
         return [dict(state.entry(key)) for key in trained]
@@ -357,7 +359,7 @@ def _auc_text(progressive: dict) -> str:
 
 def follow(experiment, until=None, stop=None, source=None) -> list[dict]:
     """``Experiment.follow``: checks the config and ``until``, then runs a ``Follower``."""
-    from mtlrec.data_pipeline.partition_keys import parse_partition
+    from mtlrec.data_pipeline.partition_keys import hour_key, is_hour, parse_partition
     from mtlrec.training.config import config_error
     from mtlrec.training.distribute.cluster_env import cluster_from_env
 
@@ -368,4 +370,6 @@ def follow(experiment, until=None, stop=None, source=None) -> list[dict]:
         raise RunError("train --follow runs on one worker (no TF_CONFIG cluster, no multi-replica strategy)")
     if until is not None:
         until = parse_partition(until)
+        if not is_hour(until):  # a day: through its last hour
+            until = hour_key(until, 23)
     return Follower(experiment, until, stop, source).run()
