@@ -196,12 +196,12 @@ class Follower:
             exp._checkpoint(context, position, state)
         step = int(trainer.global_step.numpy())
         tables = trainer.lookup_report()
-        run.save_model(trainer.local_model())
         unexported = [e for e in _since_export(state)] + [{"day": key, "ready_at_s": partition.ready_at}]
         version, exported_at = None, None
         if self.cadence.due(len(unexported), _last_export_time(state), self.clock()):
             version, exported_at = self._export(trainer, state, key)
             fault_point("follow.exported")
+        run.save_model(trainer.local_model())  # after the export: off the path to freshness
         lags = {} if version is None else {e["day"]: exported_at - e["ready_at_s"] for e in unexported}
         for entry in unexported[:-1]:
             if version is not None:
