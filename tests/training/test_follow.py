@@ -318,3 +318,16 @@ def test_dynamic_tables_evict_and_count_at_every_hour(tmp_path, hour_sources):
     assert all(figures[(h, "rows_in_use")] == 16.0 for h in H[:3])  # 40-odd items a hour fill it
     # hours 1 and 2 open with ids waiting from the hour before: some admitted rows give way
     assert figures[(H[1], "evicted")] > 0 and figures[(H[2], "evicted")] > 0
+
+
+def test_tfrecord_hours_are_listed_and_read(tmp_path, hour_sources):
+    from mtlrec.data_pipeline import convert_day, validate_day
+
+    parquet, tfrecord = tmp_path / "parquet", tmp_path / "tfrecord"
+    write_hour(parquet, 4, hour_sources[0])
+    convert_day(parquet, tfrecord, H[4], _conftest.SCHEMA, "tfrecord")
+    (tfrecord / f"dt={HOUR_DAY}" / "hour=04" / "_SUCCESS").write_text("")
+    assert [os.path.basename(f) for f in day_files(tfrecord, H[4], "tfrecord")][0].endswith(".tfrecord")
+    assert [p.key for p in DirectorySource(tfrecord, "tfrecord").complete(H[0])] == [H[4]]
+    assert DirectorySource(tfrecord, "parquet").get(H[4]).fingerprint != DirectorySource(tfrecord, "tfrecord").get(H[4]).fingerprint
+    assert validate_day(tfrecord, H[4], _conftest.SCHEMA, fmt="tfrecord") == 320
