@@ -331,3 +331,15 @@ def test_tfrecord_hours_are_listed_and_read(tmp_path, hour_sources):
     assert [p.key for p in DirectorySource(tfrecord, "tfrecord").complete(H[0])] == [H[4]]
     assert DirectorySource(tfrecord, "parquet").get(H[4]).fingerprint != DirectorySource(tfrecord, "tfrecord").get(H[4]).fingerprint
     assert validate_day(tfrecord, H[4], _conftest.SCHEMA, fmt="tfrecord") == 320
+
+
+def test_sigterm_inside_a_follow_sets_the_stop_request_and_the_handler_goes_back_after():
+    import signal
+
+    previous = signal.getsignal(signal.SIGTERM)
+    stop = StopRequest()
+    with stop.installed():
+        assert not stop
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(5.0) and bool(stop)  # the process lives on; the loop sees the flag
+    assert signal.getsignal(signal.SIGTERM) is previous
