@@ -104,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--day", help="one day, YYYY-MM-DD")
     group.add_argument("--days", help="inclusive range A:B (default: data.train_days)")
+    group.add_argument(
+        "--follow", action="store_true",
+        help="near-line: train each complete hourly partition once, in order, as it lands "
+        "(data.partitioning: hour); SIGTERM stops after the current step",
+    )
+    p.add_argument("--until", help="with --follow: stop after this partition, dt=YYYY-MM-DD/hour=HH")
     p.add_argument("--run-dir", help="run directory (default: the config's run_dir)")
     p.add_argument("--force", action="store_true", help="train days that are already trained")
     p.add_argument(
@@ -212,6 +218,30 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _follow(experiment, args) -> int:
+    if not args.follow:
+        raise _UsageError("--until goes with --follow")
+    if args.force or args.migrate_lookups:
+        raise _UsageError("--follow takes neither --force nor --migrate-lookups")
+    entries = experiment.follow(until=args.until)
+    for entry in entries:
+        aucs = " ".join(
+            f"{task} {values['auc']:.4f}" for task, values in (entry.get("progressive") or {}).items()
+            if isinstance(values, dict) and values.get("auc") is not None
+        )
+        print(
+            f"trained {entry['day']}: {entry['rows']} rows, {entry['steps']} steps (global step {entry['global_step']})"
+            + (f", progressive AUC {aucs}" if aucs else "")
+            + (f", export version {entry['export_version']}" if entry.get("export_version") else "")
+        )
+    follow = experiment.run.load_state().data.get("follow", {})
+    for name in ("skipped", "late", "refused"):
+        if follow.get(name):
+            print(f"{name}: " + ", ".join(item["partition"] for item in follow[name]))
+    print(f"run directory: {experiment.run_dir}")
+    return 0
+
+
 def _cmd_train(args) -> int:
     from mtlrec.training.distribute.cluster_env import cluster_from_env
     from mtlrec.training.distribute.strategies import make_strategy
@@ -229,6 +259,8 @@ def _cmd_train(args) -> int:
     from mtlrec.training.experiment import Experiment
 
     experiment = Experiment(config, run_dir=args.run_dir, strategy=strategy)
+    if args.follow or args.until:
+        return _follow(experiment, args)
     entries = experiment.train(day=args.day, days=args.days, force=args.force, migrate_lookups=args.migrate_lookups)
     if not entries:
         print("nothing to train: the days asked are already trained with this config "

@@ -119,6 +119,32 @@ def list_dir(location):
     return [(info.base_name, info.type == pafs.FileType.Directory) for info in infos]
 
 
+def file_stats(location):
+    """[(name, size in bytes, modification time in ns)] of the files directly under
+    `location` (directories left out); None when it does not exist."""
+    if scheme_of(location) is None:
+        path = os.fspath(location)
+        if not os.path.isdir(path):
+            return None
+        out = []
+        for entry in os.scandir(path):
+            if entry.is_file():
+                st = entry.stat()
+                out.append((entry.name, st.st_size, st.st_mtime_ns))
+        return out
+    fs, path = resolve(location)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=False))
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise storage_error(err, location) from None
+    return [
+        (info.base_name, int(info.size or 0), int(info.mtime_ns or 0))
+        for info in infos if info.type == pafs.FileType.File
+    ]
+
+
 def is_dir(location):
     return list_dir(location) is not None if scheme_of(location) else os.path.isdir(os.fspath(location))
 

@@ -1,4 +1,6 @@
-"""Day partitions in Hive layout: ``ROOT/dt=YYYY-MM-DD/<files>``.
+"""Day partitions in Hive layout: ``ROOT/dt=YYYY-MM-DD/<files>``, and hours in
+``ROOT/dt=YYYY-MM-DD/hour=HH/<files>`` (``partition_keys``: an hour's key is ``YYYY-MM-DDTHH``;
+every function taking a day also takes an hour key).
 
 `ROOT` is a local (or mounted) path or a URI (``s3://bucket/prefix``, ...): see `filesystems`.
 Data files of a day are ``*.parquet`` or ``*.tfrecord`` / ``*.tfrecords`` (and
@@ -10,7 +12,7 @@ import datetime
 import os
 import re
 
-from mtlrec.data_pipeline import filesystems
+from mtlrec.data_pipeline import filesystems, partition_keys
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
 
 FORMATS = ("parquet", "tfrecord")
@@ -19,6 +21,7 @@ EXTENSIONS = {
     "tfrecord": (".tfrecord", ".tfrecords", ".tfrecord.gz", ".tfrecords.gz"),
 }
 _DAY_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
+_HOUR_DIR = re.compile(r"^hour=(\d{2})$")
 
 
 def check_fmt(fmt):
@@ -38,8 +41,21 @@ def parse_day(day, what="day"):
 
 
 def day_dir(root, day):
+    """The directory of a day (``dt=YYYY-MM-DD``) or an hour key (``dt=YYYY-MM-DD/hour=HH``)."""
+    if partition_keys.is_hour(day):
+        return filesystems.join(root, *partition_keys.relative_dir(day).split("/"))
     parse_day(day)
     return filesystems.join(root, f"dt={day}")
+
+
+def list_hours(root, day):
+    """Sorted hour keys (``YYYY-MM-DDTHH``) of the ``hour=HH`` directories of ``day``."""
+    hours = []
+    for name, is_dir in filesystems.list_dir(day_dir(root, day)) or ():
+        m = _HOUR_DIR.match(name)
+        if m and is_dir and int(m.group(1)) < 24:
+            hours.append(partition_keys.hour_key(day, int(m.group(1))))
+    return sorted(hours)
 
 
 def list_days(root):
@@ -64,6 +80,11 @@ def select_days(root, day=None, days=None):
     present = list_days(root)
     if day is not None and days is not None:
         raise ValueError(f"Give day or days, not both. Received: day={day!r}, days={days!r}")
+    if day is not None and partition_keys.is_hour(day):
+        partition_keys.split_key(day)
+        if not filesystems.is_dir(day_dir(root, day)):
+            raise DataValidationError(f"partition {partition_keys.label(day)} missing", file=day_dir(root, day))
+        return [day]
     if day is not None:
         parse_day(day)
         if day not in present:
@@ -106,12 +127,12 @@ def day_files(root, day, fmt):
     path = day_dir(root, day)
     entries = filesystems.list_dir(path)
     if entries is None:
-        raise DataValidationError(f"day {day} missing (no directory)", file=path)
+        raise DataValidationError(f"{_what(day)} missing (no directory)", file=path)
     names = sorted(name for name, _ in entries)
     files = [filesystems.join(path, n) for n in names if not n.startswith((".", "_")) and file_format(n) == fmt]
     if not files:
         raise DataValidationError(
-            f"day {day} is empty: no {fmt} files (reading names ending {', '.join(EXTENSIONS[fmt])}; "
+            f"{_what(day)} is empty: no {fmt} files (reading names ending {', '.join(EXTENSIONS[fmt])}; "
             f"files present: {_short(names)})",
             file=path,
         )
@@ -135,3 +156,8 @@ def _short(items, n=5):
     if not items:
         return "none"
     return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def _what(key):
+    """``day 2024-01-01`` or ``partition dt=2024-01-01/hour=03`` (for messages)."""
+    return f"partition {partition_keys.label(key)}" if partition_keys.is_hour(key) else f"day {key}"

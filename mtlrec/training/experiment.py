@@ -110,6 +110,23 @@ class Experiment:
         with self.run.locked():
             return self._train(days, force, checks, migrate_lookups)
 
+    def follow(self, until: str | None = None, stop=None, source=None) -> list[dict]:
+        """Near-line training (``train --follow``): train each complete partition once, in
+        order, as it lands, scoring it first (``mtlrec.training.follow.follower``).
+
+        Args:
+            until: the last partition (``dt=YYYY-MM-DD/hour=HH``, ``YYYY-MM-DDTHH`` or a
+                day); None follows until stopped.
+            stop: a ``StopRequest`` (SIGTERM and SIGINT also stop it).
+            source: a ``PartitionSource`` (default: the hours under ``data.root``).
+
+        Returns:
+            The ``state.json`` entries of the partitions trained by this call.
+        """
+        from mtlrec.training.follow.follower import follow
+
+        return follow(self, until, stop, source)
+
     def evaluate(self, day: str | None = None):
         """Metrics of the newest checkpoint on ``day`` (default: ``data.eval_day``)."""
         day = one_eval_day(self.config, day)

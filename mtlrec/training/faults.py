@@ -8,7 +8,9 @@ fault-injection tests) it does nothing. The points:
 - ``train.step``: after a training step, before any checkpoint of that step;
 - ``checkpoint.write``: a checkpoint's files are written into ``.tmp-*``, not yet renamed;
 - ``export.write``: a SavedModel is written into ``export/.tmp-*``, not yet renamed;
-- ``day.done``: a day is recorded in ``state.json``, the next day not started;
+- ``day.done``: a day (or a followed partition) is recorded in ``state.json``, the next
+  not started;
+- ``follow.exported``: ``train --follow`` exported after a partition, not yet recorded it;
 - ``migration.checkpointed``: the first checkpoint of a lookup migration is written,
   ``schema.json`` and ``state.json`` not yet updated.
 """

@@ -9,7 +9,9 @@
 - ``table_occupancy.png``: per identity/dynamic table, the share of its rows in use
   after each day, the ids admitted and evicted on the day, the share of the
   day's lookups that read an out-of-vocabulary row, and (dynamic tables) the ids
-  waiting for a row after the day and those dropped from the map on the day.
+  waiting for a row after the day and those dropped from the map on the day;
+- ``progressive_by_hour.png`` (a ``train --follow`` run): progressive AUC per task, rows
+  and lag of each partition (``mtlrec.training.follow.follow_report``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import math
 from pathlib import Path
 
+from mtlrec.training.follow.follow_report import plot_progressive
 from mtlrec.training.run.metrics_log import read_metrics
 from mtlrec.training.run.run_state import RunState
 
@@ -82,7 +85,7 @@ def make_report(run_dir, out_dir=None) -> list[Path]:
     except Exception:  # a report never fails on the state file
         pass
     written = []
-    for plot in (_plot_auc, _plot_losses, _plot_calibration, _plot_tables, _plot_experts):
+    for plot in (_plot_auc, _plot_losses, _plot_calibration, _plot_tables, _plot_experts, plot_progressive):
         written += plot(rows, run_dir, name, out_dir)
     return written
 

@@ -275,6 +275,7 @@ class Trainer:
         summary_writer=None,
         label: str = "",
         total_rows: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> DayPosition:
         """Train on one day from ``position`` (a fresh day or a resumed one).
 
@@ -289,9 +290,12 @@ class Trainer:
             label: prefix of the progress lines (e.g. the experiment name).
             total_rows: rows of the whole day (all epochs), for rows done of the total
                 and the time left in the progress lines and bar.
+            should_stop: asked after every step; when it says True, ``on_checkpoint`` gets
+                the position and training stops there (``train --follow`` on SIGTERM).
 
         Returns:
-            The position at the end of the day (``completed=True``).
+            The position at the end of the day (``completed=True``), or where a stop
+            asked by ``should_stop`` left it (``completed=False``).
 
         Raises:
             NonFiniteLossError: the loss became NaN or infinite; nothing is
@@ -321,6 +325,11 @@ class Trainer:
                     on_checkpoint(dataclasses.replace(pos, loss_sums=dict(pos.loss_sums)))
                 if cap is not None and pos.steps >= cap:
                     break
+                if should_stop is not None and should_stop():
+                    bar.close()
+                    if on_checkpoint is not None:
+                        on_checkpoint(dataclasses.replace(pos, loss_sums=dict(pos.loss_sums)))
+                    return pos
         bar.close()
         pos.completed = True
         return pos
@@ -383,8 +392,9 @@ class Trainer:
     def start_day(self, day: str) -> None:
         """Open ``day`` in the identity/dynamic lookups (before its first step; a resumed
         day was opened before its checkpoint): expired and evicted ids free their rows,
-        which get fresh seeded values and reset optimizer slots."""
-        number = datetime.date.fromisoformat(day).toordinal()
+        which get fresh seeded values and reset optimizer slots. An hour (``YYYY-MM-DDTHH``)
+        opens its day again: expiry and ageing count days, eviction runs at every hour."""
+        number = datetime.date.fromisoformat(day[:10]).toordinal()
         for layer in self.lookup_layers:
             for owner, rows in layer.start_day(number, seed=self.config.training.seed).items():
                 reset_slot_rows(self.embedding_optimizer, layer.tables[owner], rows)

@@ -198,3 +198,37 @@ def cli():
     ``cli.env()`` is the environment it uses (for ``subprocess.Popen``)."""
     run_cli.env = subprocess_env
     return run_cli
+
+
+HOUR_DAY = "2024-01-01"  # the day of the hourly partitions of ``hour_sources``
+
+
+@pytest.fixture(scope="session")
+def hour_sources(tmp_path_factory):
+    """Six tiny funnel days (320 rows each) to copy into hourly partitions (``write_hour``)."""
+    from mtlrec.data_pipeline import generate_funnel
+
+    root = tmp_path_factory.mktemp("hour_sources") / "data"
+    return [root / f"dt={d}" for d in generate_funnel(root, START, 6, ROWS, seed=7, **KNOBS)]
+
+
+def write_hour(root, hour, source, marker="_SUCCESS", day=HOUR_DAY):
+    """Copy the files of ``source`` into ``root/dt=DAY/hour=HH/`` (through a temporary
+    name, as a writer would), then its done ``marker`` (None: none). Returns the directory."""
+    import shutil
+
+    out = Path(root) / f"dt={day}" / f"hour={hour:02d}"
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(Path(source).iterdir()):
+        shutil.copyfile(path, out / f".{path.name}.tmp")
+        os.replace(out / f".{path.name}.tmp", out / path.name)
+    if marker is not None:
+        (out / marker).write_text("")
+    return out
+
+
+FOLLOW = {
+    "data": {"partitioning": "hour"},
+    "follow": {"poll_seconds": 0.05, "missing_wait_seconds": 0.5},
+    "export": {"keep": 5},
+}

@@ -228,3 +228,28 @@ def test_an_unknown_scheme_is_a_config_error(tmp_path, make_config, capsys):
         f"mtlrec: error: {path}:3: data.root: expected a local path or a URI that pyarrow.fs reads "
         "(s3://, gs://, hdfs://, ...), got the unknown scheme 'ftp' in 'ftp://example/days'",
     )
+
+
+def test_hourly_partitions_are_listed_with_their_marker_and_read_from_s3(s3_env, funnel_root, tiny, schema):
+    import pyarrow.fs as pafs
+
+    from mtlrec.data_pipeline import validate_day
+    from mtlrec.training.follow.directory_source import DirectorySource
+
+    endpoint = s3_env["AWS_ENDPOINT_URL"].removeprefix("http://")
+    fs = pafs.S3FileSystem(access_key=s3_env["AWS_ACCESS_KEY_ID"], secret_key=s3_env["AWS_SECRET_ACCESS_KEY"],
+                           endpoint_override=endpoint, scheme="http", region="us-east-1")
+    for hour, day in enumerate(tiny.days[:2]):
+        pafs.copy_files(str(funnel_root / f"dt={day}"), f"{BUCKET}/hours/dt=2030-01-01/hour={hour:02d}",
+                        source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    with fs.open_output_stream(f"{BUCKET}/hours/dt=2030-01-01/hour=00/_SUCCESS") as f:
+        f.write(b"")
+    root = f"s3://{BUCKET}/hours"
+    source = DirectorySource(root, "parquet", "_SUCCESS")
+    complete = source.complete("2030-01-01T00")
+    assert [p.key for p in complete] == ["2030-01-01T00"]  # hour 01 has no marker yet
+    assert complete[0].ready_at > 0 and source.get("2030-01-01T00").fingerprint == complete[0].fingerprint
+    assert [p.key for p in DirectorySource(root, "parquet", None).complete("2030-01-01T00")] == [
+        "2030-01-01T00", "2030-01-01T01",
+    ]
+    assert validate_day(root, "2030-01-01T01", schema) == tiny.rows

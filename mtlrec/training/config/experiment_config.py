@@ -15,6 +15,7 @@ from mtlrec.training.config.sections import (
     DataConfig,
     EvaluationConfig,
     ExportConfig,
+    FollowConfig,
     OptimizerConfig,
     TrainingConfig,
 )
@@ -30,7 +31,7 @@ class ExperimentConfig:
 
     Attributes:
         name, run_dir: strings (``run_dir`` absolute once loaded).
-        data, training, evaluation, export: the sections (pydantic models).
+        data, training, evaluation, export, follow: the sections (pydantic models).
         schema: an ``mtlrec.schema.Schema``.
         tasks: a list of ``mtlrec.tasks.Task``.
         model: a ``ModelSpec`` (``.type``, ``.args``; reads as the ``model`` mapping).
@@ -52,6 +53,7 @@ class ExperimentConfig:
     training: TrainingConfig
     evaluation: EvaluationConfig
     export: ExportConfig
+    follow: FollowConfig = dataclasses.field(default_factory=FollowConfig)
     source: str | None = None
     lines: dict | None = dataclasses.field(default=None, repr=False, compare=False)
     raw: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
@@ -70,6 +72,7 @@ class ExperimentConfig:
             "training": _plain(self.training),
             "evaluation": _plain(self.evaluation),
             "export": _plain(self.export),
+            "follow": _plain(self.follow),
         }
 
     def training_digest(self) -> str:

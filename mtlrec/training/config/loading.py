@@ -127,7 +127,7 @@ def _typed(doc: Document, src) -> ExperimentConfig:
     return ExperimentConfig(
         name=doc.name, data=doc.data, schema=schema, tasks=tasks, model=model, run_dir=doc.run_dir,
         optimizer=doc.optimizer, loss_weighting=_weighting(doc.loss_weighting, tasks, src),
-        training=doc.training, evaluation=doc.evaluation, export=doc.export,
+        training=doc.training, evaluation=doc.evaluation, export=doc.export, follow=doc.follow,
         source=src.source, lines=src.lines, raw={"schema": doc.schema_, "tasks": doc.tasks},
     )
 

@@ -67,6 +67,13 @@ class DataConfig(Section):
     sample_weight: _check(v.optional(v.name)) = Field(
         None, description="a column of row weights for every task's loss and metrics (a task's own sample_weight wins)"
     )
+    partitioning: _check(v.choice("day", "hour")) = Field(
+        "day", description="day: dt=YYYY-MM-DD/ partitions; hour: dt=YYYY-MM-DD/hour=HH/ (what `train --follow` reads)"
+    )
+    done_marker: _check(v.optional(v.name)) = Field(
+        "_SUCCESS", description="the file that makes a partition complete for `train --follow` (null: any "
+        "partition with data files)"
+    )
 
 
 class TrainingConfig(Section):
@@ -92,9 +99,28 @@ class EvaluationConfig(Section):
 
 
 class ExportConfig(Section):
-    """``export``: how many SavedModel versions to keep."""
+    """``export``: how many SavedModel versions to keep; how often `train --follow` exports."""
 
     keep: _check(v.positive_int) = 3
+    every: _check(v.export_every) = Field(
+        1, description='`train --follow`: export every N partitions, or every N minutes ("30min")'
+    )
+
+
+class FollowConfig(Section):
+    """``follow``: how `train --follow` waits for partitions."""
+
+    poll_seconds: _check(v.positive_number) = Field(30.0, description="seconds between two looks at the data root")
+    missing_wait_seconds: _check(v.non_negative_number) = Field(
+        3600.0, description="how long a missing partition is waited for, once a later one is complete, "
+        "before it is skipped"
+    )
+    start: _check(v.optional(v.partition)) = Field(
+        None, description="the first partition of a run that has none (default: the oldest complete one)"
+    )
+    recheck_hours: _check(v.non_negative_int) = Field(
+        24, description="trained partitions this recent are checked for rewrites before each new one"
+    )
 
 
 class OptimizerConfig(Section):
@@ -120,9 +146,10 @@ class Document(Section):
     training: _section(TrainingConfig) = Field(default_factory=TrainingConfig)
     evaluation: _section(EvaluationConfig) = Field(default_factory=EvaluationConfig)
     export: _section(ExportConfig) = Field(default_factory=ExportConfig)
+    follow: _section(FollowConfig) = Field(default_factory=FollowConfig)
 
 
 SECTIONS = {
     "data": DataConfig, "optimizer": OptimizerConfig, "training": TrainingConfig,
-    "evaluation": EvaluationConfig, "export": ExportConfig,
+    "evaluation": EvaluationConfig, "export": ExportConfig, "follow": FollowConfig,
 }

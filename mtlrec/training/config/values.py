@@ -65,6 +65,55 @@ def non_negative_int(value):
     return int(value)
 
 
+def positive_number(value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < float("inf"):
+        raise Expected("a positive number")
+    return float(value)
+
+
+def non_negative_number(value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < float("inf"):
+        raise Expected("a non-negative number")
+    return float(value)
+
+
+_MINUTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:m|min|mins|minute|minutes)\s*$")
+
+
+def export_every(value):
+    """Every N partitions (a positive integer) or every N minutes (``"30min"``, ``"30m"``);
+    returns the int or the string as written."""
+    expected = 'a number of partitions (a positive integer) or of minutes ("30min")'
+    if is_int(value):
+        if value <= 0:
+            raise Expected(expected)
+        return int(value)
+    if isinstance(value, str):
+        m = _MINUTES_RE.match(value)
+        if m and float(m.group(1)) > 0:
+            return value
+    raise Expected(expected)
+
+
+def every_minutes(value) -> float | None:
+    """The minutes of an ``export_every`` value (None: a number of partitions)."""
+    if is_int(value):
+        return None
+    return float(_MINUTES_RE.match(value).group(1))
+
+
+def partition(value):
+    """A day or an hour as ``dt=YYYY-MM-DD[/hour=HH]`` (or ``YYYY-MM-DD[THH]``) -> its key."""
+    from mtlrec.data_pipeline.partition_keys import parse_partition
+
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return day(value)
+    try:
+        return parse_partition(value)
+    except ValueError:
+        raise Expected("a partition as dt=YYYY-MM-DD/hour=HH or dt=YYYY-MM-DD") from None
+
+
 def optional(check: Callable) -> Callable:
     def checker(value):
         if value is None:

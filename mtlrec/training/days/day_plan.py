@@ -79,6 +79,11 @@ def asked_days(config, day=None, days=None) -> list[str]:
     from mtlrec.training.config import config_error, parse_days
 
     root = config.data.root
+    if config.data.partitioning == "hour":
+        raise config_error(
+            config, "data.partitioning",
+            "hourly partitions are trained with `train --follow [--until dt=YYYY-MM-DD/hour=HH]`",
+        )
     if day is not None and days is not None:
         raise ValueError("give --day or --days, not both")
     if day is not None:
