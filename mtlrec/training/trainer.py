@@ -386,8 +386,12 @@ class Trainer:
         number = datetime.date.fromisoformat(day).toordinal()
         for layer in self.lookup_layers:
             for owner, rows in layer.start_day(number, seed=self.config.training.seed).items():
-                reset_slot_rows(self.embedding_optimizer, layer.tables[owner], rows)
+                self._reset_slot_rows(layer.tables[owner], rows)
                 logger.info("day %s: table %s: %d rows freed", day, owner, int(tf.size(rows)))
+
+    def _reset_slot_rows(self, table, rows) -> None:
+        """Reset the embedding optimizer's slots of ``rows`` of ``table`` (freed rows)."""
+        reset_slot_rows(self.embedding_optimizer, table, rows)
 
     def lookup_report(self) -> dict:
         """Table name -> the day's figures of its identity/dynamic lookup."""

@@ -54,6 +54,16 @@ def _maps(state):
     return {name: value for name, value in state.items() if isinstance(value, dict)}
 
 
+def _updated_item_rows(state):
+    """Rows of the item table (30 + 1 rows) whose Adam moments are not 0 (rows some step
+    updated): its two slots, kept by the embedding optimizer (one process) or by the
+    tables' shards (parameter_server)."""
+    slots = [v for n, v in state.items() if n.startswith(("embedding_optimizer/_variables/", "embedding_slots/"))
+             and getattr(v, "shape", None) == (31, 4)]
+    assert len(slots) == 2
+    return set(np.flatnonzero(sum(np.abs(v).sum(axis=1) for v in slots)).tolist())
+
+
 def _run_procs(commands, timeout):
     """Start every ``(argv, env)``, wait for all; returns their (returncode, stderr)."""
     procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
@@ -105,3 +115,51 @@ def test_two_workers_build_the_id_maps_and_model_of_one_process(tmp_path, funnel
     for name in a:
         if not isinstance(a[name], dict):
             np.testing.assert_allclose(a[name], b[name], atol=2e-5, err_msg=name)
+
+
+@pytest.mark.slow
+def test_a_parameter_server_cluster_builds_the_id_maps_of_one_process(tmp_path, funnel_root, training, single_run):
+    """1 chief, 2 workers, 2 ps: the chief counts and admits each batch's ids in data order
+    before it schedules the step, so the maps (and each day's lookup figures) equal one
+    process's entry for entry, though the workers' asynchronous steps give other weights;
+    the chief's model for evaluation and export holds the maps."""
+    config = training.config_file(
+        tmp_path, funnel_root, {"schema": _schema(training), "training": {"strategy": "parameter_server"}}
+    )
+    cluster = local_cluster(workers=2, ps=2)
+    argv = [sys.executable, "-m", "mtlrec.cli", "train", str(config), "--days", TWO_DAYS]
+    env = dict(TF_NUM_INTEROP_THREADS="4")  # docs/guide/scaling.md: fewer inter-op threads hang the first step
+    servers = [
+        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(tmp_path),
+                         env=training.subprocess_env(TF_CONFIG=tf_config(cluster, job, i), **env))
+        for job in ("ps", "worker") for i in range(2)
+    ]
+    try:
+        chief = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+                               env=training.subprocess_env(TF_CONFIG=tf_config(cluster, "chief"), **env))
+    finally:
+        for proc in servers:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert chief.returncode == 0, chief.stderr[-3000:]
+    assert "ParameterServerStrategy: 2 workers, 2 ps tasks" in chief.stderr
+    ps_run = tmp_path / "run"
+    for day in TWO_DAYS.split(":"):
+        assert RunState.load(ps_run).entry(day)["tables"] == RunState.load(single_run).entry(day)["tables"]
+    a, b = _checkpoint_state(single_run), _checkpoint_state(ps_run)
+    assert _maps(a) == _maps(b) and len(_maps(a)) == 3
+    # the workers' steps read the chief's maps: the item rows the steps updated (Adam's first
+    # moment not 0) are those of one process, not only the OOV row (row 30)
+    assert _updated_item_rows(a) == _updated_item_rows(b) and len(_updated_item_rows(b)) > 20
+    # the chief's local model (model.keras, evaluation, export) holds the maps, entry for entry
+    import keras
+
+    import mtlrec.models  # noqa: F401  (registers the model classes)
+
+    model = keras.saving.load_model(ps_run / "checkpoints" / "model.keras", safe_mode=True)
+    embedding = next(layer for layer in model._flatten_layers() if getattr(layer, "id_maps", None))
+    saved = {}
+    for owner, id_map in embedding.id_maps.items():
+        keys, values = (t.numpy() for t in id_map.table.export())
+        saved[owner] = dict(zip(keys.tolist(), values.tolist()))
+    assert sorted(saved.values(), key=len) == sorted(_maps(b).values(), key=len)

@@ -26,10 +26,10 @@ import time
 
 import tensorflow as tf
 
-from mtlrec.conventions.key_paths import KeyPathError
 from mtlrec.optimizers.sharded_rows import ShardedRowOptimizer, table_shards
 from mtlrec.training.distribute import parameter_server
 from mtlrec.training.errors import RunError
+from mtlrec.training.distribute.chief_id_maps import ChiefIdMaps
 from mtlrec.training.distribute.sharding import Sharding
 from mtlrec.training.distribute.cluster_env import cluster_from_env
 from mtlrec.training.trainer import Trainer
@@ -51,11 +51,7 @@ class ParameterServerTrainer(Trainer):
     def __init__(self, config, schema: dict, strategy: tf.distribute.Strategy):
         self.coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
         super().__init__(config, schema, strategy=strategy)
-        if self.lookup_layers:
-            raise KeyPathError(
-                "schema", "lookup identity/dynamic is not supported with training.strategy "
-                "parameter_server (the id maps would live on the chief alone)"
-            )
+        self.id_maps = ChiefIdMaps(self.lookup_layers) if self.lookup_layers else None
         tables = {id(v) for v in self.embedding_variables}
         # gradients are taken per shard: a ShardedVariable has no handle of its own
         self.shared_variables = _shards_of(self.shared_variables, tables)
@@ -93,6 +89,12 @@ class ParameterServerTrainer(Trainer):
         )
         if self.dense_variables:
             self.dense_optimizer.build(self.dense_variables)
+
+    def _observed_in_step(self) -> list:
+        return []  # the chief counts each batch before it schedules the step (ChiefIdMaps)
+
+    def _reset_slot_rows(self, table, rows) -> None:
+        self.sharded_rows.reset_rows(table, rows)
 
     def _apply_embedding(self, pairs) -> None:
         by_table = collections.OrderedDict()
@@ -155,6 +157,8 @@ class ParameterServerTrainer(Trainer):
             wanted = {v.path: v for v in self.model.weights}
             for variable in local.weights:
                 variable.assign(tf.convert_to_tensor(wanted[variable.path].value))
+            if self.id_maps is not None:
+                self.id_maps.copy_to(local)
             self._local = local
         return self._local
 
@@ -182,6 +186,8 @@ class _Scheduled:
                 except StopIteration:
                     exhausted = True
                     break
+                if trainer.id_maps is not None:  # admissions in data order, before the step reads them
+                    trainer.id_maps.observe(features)
                 with unavailable_as_run_error():
                     queue.append(trainer.coordinator.schedule(self.step_fn, args=(features, labels)))
             if not queue:
