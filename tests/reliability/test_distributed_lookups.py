@@ -121,7 +121,8 @@ def test_two_workers_build_the_id_maps_and_model_of_one_process(tmp_path, funnel
 def test_a_parameter_server_cluster_builds_the_id_maps_of_one_process(tmp_path, funnel_root, training, single_run):
     """1 chief, 2 workers, 2 ps: the chief counts and admits each batch's ids in data order
     before it schedules the step, so the maps (and each day's lookup figures) equal one
-    process's entry for entry, though the workers' asynchronous steps give other weights;
+    process's entry for entry, though the workers' asynchronous steps give other weights,
+    also when the chief is killed in the middle of day 2 and resumed from its checkpoint;
     the chief's model for evaluation and export holds the maps."""
     config = training.config_file(
         tmp_path, funnel_root, {"schema": _schema(training), "training": {"strategy": "parameter_server"}}
@@ -134,15 +135,18 @@ def test_a_parameter_server_cluster_builds_the_id_maps_of_one_process(tmp_path, 
                          env=training.subprocess_env(TF_CONFIG=tf_config(cluster, job, i), **env))
         for job in ("ps", "worker") for i in range(2)
     ]
+    chief_env = training.subprocess_env(TF_CONFIG=tf_config(cluster, "chief"), **env)
     try:
-        chief = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
-                               env=training.subprocess_env(TF_CONFIG=tf_config(cluster, "chief"), **env))
+        # the chief killed (kill -9) at a checkpoint in the middle of day 2, then resumed
+        meta, code = training.kill_at_mid_day_checkpoint(argv, tmp_path / "run", chief_env, day=DAY2, timeout=300)
+        assert meta is not None and 0 < meta["steps"] < 5, meta
+        chief = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=str(tmp_path), env=chief_env)
     finally:
         for proc in servers:
             proc.kill()
             proc.wait(timeout=30)
     assert chief.returncode == 0, chief.stderr[-3000:]
-    assert "ParameterServerStrategy: 2 workers, 2 ps tasks" in chief.stderr
+    assert "ParameterServerStrategy: 2 workers, 2 ps tasks" in chief.stderr and "resum" in chief.stderr.lower()
     ps_run = tmp_path / "run"
     for day in TWO_DAYS.split(":"):
         assert RunState.load(ps_run).entry(day)["tables"] == RunState.load(single_run).entry(day)["tables"]
