@@ -13,6 +13,9 @@ Data: the chief reads the day as on one machine (same order, same batches) and s
 batch with its step; up to ``lookahead`` steps are in flight, never past the next
 checkpoint, so a checkpoint holds exactly the steps before it and a resumed day skips
 exactly the batches done (at the price of reading on the chief alone).
+
+Id maps (``identity`` and ``dynamic`` lookups): the chief counts and admits each batch's ids
+as it schedules the batch's step, in data order (``chief_id_maps``).
 """
 
 from __future__ import annotations
