@@ -45,6 +45,7 @@ def table_figures(run_dir):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--first-run", type=int, default=0, help="number (and data seed) of the first run")
     p.add_argument("--rows", type=int, default=30_000, help="rows per day")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--table-rows", type=int, default=40_000, help="user_id + item_id buckets (half each)")
@@ -58,7 +59,7 @@ def main():
     table = []
     load_before = os.getloadavg()
     try:
-        for run in range(args.runs):
+        for run in range(args.first_run, args.first_run + args.runs):
             root = os.path.join(work, f"data{run}")
             generate_funnel(root, DAY, 2, args.rows, seed=run)
             result, figures = {}, {}
@@ -92,7 +93,7 @@ def main():
     print()
     print("| run | " + " | ".join(f"{t} AUC cluster | {t} AUC single | diff" for t in TASKS) + " |")
     print("|---:|" + "---:|---:|---:|" * len(TASKS))
-    for i, r in enumerate(table):
+    for i, r in enumerate(table, args.first_run):
         print(f"| {i} | " + " | ".join(
             f"{r['parameter_server'][t]:.4f} | {r['default'][t]:.4f} | "
             f"{r['parameter_server'][t] - r['default'][t]:+.4f}" for t in TASKS) + " |")
