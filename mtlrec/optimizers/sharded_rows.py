@@ -80,6 +80,15 @@ class ShardedRowOptimizer(tf.Module):
         """slot name -> its shard variables, aligned with ``table_shards(table)``."""
         return {name: table_shards(slot) for name, slot in self.slots[_key(table)].items()}
 
+    def reset_rows(self, table, rows) -> None:
+        """Set rows ``rows`` (the table's row numbers) of every slot of ``table`` back to
+        the slot's initial value, as if never updated (a row given to a new id)."""
+        rows = tf.convert_to_tensor(rows, tf.int64)
+        for name, slot in self.slots[_key(table)].items():
+            initial = tf.cast(self.optimizer.slot_initial_value(name), slot.dtype)
+            values = tf.fill(tf.stack([tf.size(rows), tf.constant(slot.shape[1])]), initial)
+            slot.scatter_update(tf.IndexedSlices(values, rows))
+
     def checkpoint(self) -> tf.train.Checkpoint:
         """The slots by table path and slot name (``<table path>.<slot>``)."""
         return tf.train.Checkpoint(

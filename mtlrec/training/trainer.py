@@ -34,6 +34,7 @@ from mtlrec.training.progress import row_progress, time_left
 from mtlrec.training.days.day_position import DayPosition
 from mtlrec.training.errors import NonFiniteLossError
 from mtlrec.training.faults import fault_point
+from mtlrec.training.distribute.global_ids import gathered_ids, local_ids
 from mtlrec.training.distribute.strategies import is_chief, make_strategy
 from mtlrec.training.run.tensorboard_log import scalar
 from mtlrec.training.run.trainer_checkpoint import TrainerCheckpoint
@@ -146,11 +147,6 @@ class Trainer:
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self._split_variables()
             self.lookup_layers = _lookup_state_layers(self.model)
-            if self.lookup_layers and self.sharding.active:
-                raise KeyPathError(
-                    "schema", "lookup identity/dynamic is not supported with a multi-worker strategy "
-                    "(each worker would count and admit the ids of its own shard)"
-                )
             self._build_optimizers()
         self.checkpoint = TrainerCheckpoint(
             self._checkpoint_children, any(layer.id_maps for layer in self.lookup_layers)
@@ -176,6 +172,10 @@ class Trainer:
 
     def _apply_embedding(self, pairs) -> None:
         self.embedding_optimizer.apply_gradients(pairs)
+
+    def _observed_in_step(self) -> list:
+        """The lookup layers whose ids the step itself counts (here: all of them)."""
+        return self.lookup_layers
 
     def local_model(self):
         """The trained model with every weight on this process (here: the model itself)."""
@@ -243,14 +243,13 @@ class Trainer:
         strategy = self.strategy
         global_step = self.global_step
 
-        lookup_layers = self.lookup_layers
+        lookup_layers = self._observed_in_step()
+        # every worker counts the whole global batch (distribute/global_ids), so all maps stay equal
+        batch_ids = gathered_ids if self.sharding.active else local_ids
 
         def step(features, labels):
-            if lookup_layers:  # admissions on the global batch in data order, before any lookup
-                local = strategy.experimental_local_results(features)
-                merged = {k: tf.concat([part[k] for part in local], axis=0) for k in local[0]}
-                for layer in lookup_layers:
-                    layer.observe(merged)
+            for layer in lookup_layers:  # admissions on the global batch in data order, before any lookup
+                layer.observe(batch_ids(strategy, features, layer.observed_ids))
             total, per_task, batch = strategy.run(self._replica_step, args=(features, labels))
             mean = tf.distribute.ReduceOp.MEAN
             total = strategy.reduce(mean, total, axis=None)
@@ -397,8 +396,12 @@ class Trainer:
         number = datetime.date.fromisoformat(day[:10]).toordinal()
         for layer in self.lookup_layers:
             for owner, rows in layer.start_day(number, seed=self.config.training.seed).items():
-                reset_slot_rows(self.embedding_optimizer, layer.tables[owner], rows)
+                self._reset_slot_rows(layer.tables[owner], rows)
                 logger.info("day %s: table %s: %d rows freed", day, owner, int(tf.size(rows)))
+
+    def _reset_slot_rows(self, table, rows) -> None:
+        """Reset the embedding optimizer's slots of ``rows`` of ``table`` (freed rows)."""
+        reset_slot_rows(self.embedding_optimizer, table, rows)
 
     def lookup_report(self) -> dict:
         """Table name -> the day's figures of its identity/dynamic lookup."""

@@ -70,3 +70,21 @@ def test_sharded_rows_decay_v_over_absent_steps_and_keep_row_steps_per_shard():
     np.testing.assert_allclose(velocity[[1, 4]], (0.999**300 + 1) * 0.001 * g.numpy() ** 2, rtol=1e-5)
     steps = tf.concat([s.read_value() for s in slots["momentum"]], 0).numpy()
     np.testing.assert_array_equal(steps[:, 0], [0, 301, 0, 0, 301])
+
+
+def test_reset_rows_sets_those_rows_of_every_slot_on_every_shard_back_to_their_initial_value():
+    values = np.random.default_rng(2).normal(size=(5, 2)).astype("float32")
+    sharded = _sharded(values)
+    optimizer = LazyAdagrad(learning_rate=0.1, initial_accumulator_value=0.25)
+    optimizer.build([])
+    rows = ShardedRowOptimizer(optimizer, [sharded], tf.distribute.get_strategy())
+    g = tf.constant([[1.0, -2.0], [0.5, 0.5], [2.0, 1.0]])
+    rows.apply([([tf.IndexedSlices(g[:2], tf.constant([0, 1])), tf.IndexedSlices(g[2:], tf.constant([1]))], sharded)])
+    (accumulator,) = rows.slot_shards(sharded).values()
+    before = tf.concat([s.read_value() for s in accumulator], 0).numpy()
+    # rows 0, 1 (shard 0) and 4 (shard 1, its row 1) were updated: 0.25 + g^2
+    np.testing.assert_allclose(before[[0, 1, 4]], 0.25 + g.numpy() ** 2, rtol=1e-6)
+    rows.reset_rows(sharded, [1, 4])  # one row on each shard
+    after = tf.concat([s.read_value() for s in accumulator], 0).numpy()
+    np.testing.assert_allclose(after[0], 0.25 + g.numpy()[0] ** 2, rtol=1e-6)
+    np.testing.assert_array_equal(after[[1, 2, 3, 4]], np.full((4, 2), 0.25, "float32"))

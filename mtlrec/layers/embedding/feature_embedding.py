@@ -167,8 +167,11 @@ class FeatureEmbedding(keras.layers.Layer):
         """Whether some table has an `identity` or `dynamic` lookup (state kept by training)."""
         return bool(self.id_maps or self.lookup_counts)
 
-    def _ids_by_table(self, features):
-        """Owner name -> 1-D ids of every feature reading that table (pads of sequences dropped)."""
+    def observed_ids(self, features):
+        """Feature name -> 1-D ids (row-major, pads of sequences dropped) of every feature
+        in `features` reading an `identity` or `dynamic` table, in schema order: what
+        `observe` counts. `observe` takes this dict too (a multi-worker trainer gathers
+        every worker's share of it)."""
         s = self._schema
         out = {}
         for f in s.categorical + s.sequence:
@@ -178,7 +181,15 @@ class FeatureEmbedding(keras.layers.Layer):
             ids = tf.reshape(tf.convert_to_tensor(features[f.name]), [-1])
             if f in s.sequence:
                 ids = tf.boolean_mask(ids, tf.not_equal(ids, f.pad))
-            out.setdefault(owner, []).append(ids)
+            out[f.name] = ids
+        return out
+
+    def _ids_by_table(self, features):
+        """Owner name -> 1-D ids of every feature reading that table (pads of sequences dropped)."""
+        owners = {f.name: self._owner(f) for f in self._schema.categorical + self._schema.sequence}
+        out = {}
+        for name, ids in self.observed_ids(features).items():
+            out.setdefault(owners[name], []).append(ids)
         return {owner: tf.concat(parts, axis=0) for owner, parts in out.items()}
 
     def lookup_state(self, older: bool = False) -> dict:

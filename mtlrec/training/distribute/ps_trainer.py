@@ -13,6 +13,9 @@ Data: the chief reads the day as on one machine (same order, same batches) and s
 batch with its step; up to ``lookahead`` steps are in flight, never past the next
 checkpoint, so a checkpoint holds exactly the steps before it and a resumed day skips
 exactly the batches done (at the price of reading on the chief alone).
+
+Id maps (``identity`` and ``dynamic`` lookups): the chief counts and admits each batch's ids
+as it schedules the batch's step, in data order (``chief_id_maps``).
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ import time
 
 import tensorflow as tf
 
-from mtlrec.conventions.key_paths import KeyPathError
 from mtlrec.optimizers.sharded_rows import ShardedRowOptimizer, table_shards
 from mtlrec.training.distribute import parameter_server
 from mtlrec.training.errors import RunError
+from mtlrec.training.distribute.chief_id_maps import ChiefIdMaps
 from mtlrec.training.distribute.sharding import Sharding
 from mtlrec.training.distribute.cluster_env import cluster_from_env
 from mtlrec.training.trainer import Trainer
@@ -51,11 +54,7 @@ class ParameterServerTrainer(Trainer):
     def __init__(self, config, schema: dict, strategy: tf.distribute.Strategy):
         self.coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
         super().__init__(config, schema, strategy=strategy)
-        if self.lookup_layers:
-            raise KeyPathError(
-                "schema", "lookup identity/dynamic is not supported with training.strategy "
-                "parameter_server (the id maps would live on the chief alone)"
-            )
+        self.id_maps = ChiefIdMaps(self.lookup_layers) if self.lookup_layers else None
         tables = {id(v) for v in self.embedding_variables}
         # gradients are taken per shard: a ShardedVariable has no handle of its own
         self.shared_variables = _shards_of(self.shared_variables, tables)
@@ -93,6 +92,12 @@ class ParameterServerTrainer(Trainer):
         )
         if self.dense_variables:
             self.dense_optimizer.build(self.dense_variables)
+
+    def _observed_in_step(self) -> list:
+        return []  # the chief counts each batch before it schedules the step (ChiefIdMaps)
+
+    def _reset_slot_rows(self, table, rows) -> None:
+        self.sharded_rows.reset_rows(table, rows)
 
     def _apply_embedding(self, pairs) -> None:
         by_table = collections.OrderedDict()
@@ -155,6 +160,8 @@ class ParameterServerTrainer(Trainer):
             wanted = {v.path: v for v in self.model.weights}
             for variable in local.weights:
                 variable.assign(tf.convert_to_tensor(wanted[variable.path].value))
+            if self.id_maps is not None:
+                self.id_maps.copy_to(local)
             self._local = local
         return self._local
 
@@ -182,6 +189,8 @@ class _Scheduled:
                 except StopIteration:
                     exhausted = True
                     break
+                if trainer.id_maps is not None:  # admissions in data order, before the step reads them
+                    trainer.id_maps.observe(features)
                 with unavailable_as_run_error():
                     queue.append(trainer.coordinator.schedule(self.step_fn, args=(features, labels)))
             if not queue:
