@@ -1,16 +1,15 @@
 """Parquet day files -> tf.data, streamed by record batch with column projection.
 
-Design (profiled with benchmarks/data_throughput.py and perf): a Python generator reads
-Arrow record batches of only the needed columns (`ParquetFile.iter_batches`), normalises
-their types in Arrow (C++), shuffles with a row buffer using Arrow `take`, and yields
-each record batch as *one* element of numpy arrays holding whole batches, so the
-per-element cost of `Dataset.from_generator` is paid once per ~65k rows; then
-`Dataset.rebatch` cuts the exact batches. The arrays handed to TensorFlow are 64-byte
-aligned (Arrow buffers, and the padded sequences are allocated so), which lets
-`from_generator` use them without a copy. Strings never become Python objects: a
-string column travels as its Arrow data buffer and offsets and is cut back into a
-`tf.string` tensor with `tf.strings.substr` inside the graph. Sequences are padded with
-one boolean-mask assignment per column, no per-row Python.
+Design (profiled with benchmarks/data_throughput.py): reader threads (`read_in_parallel`)
+read Arrow record batches of only the needed columns (`ParquetFile.iter_batches`) of
+`READ_WORKERS` files at once, normalise their types in Arrow (C++) and convert each into
+batch-shaped numpy arrays (`batch_arrays.chunk_arrays`: padded sequences by one scatter,
+strings dictionary-encoded); a Python generator yields them in file order, each record
+batch as *one* element, so the per-element cost of `Dataset.from_generator` is paid once
+per ~65k rows, or shuffles them first in a buffer of numpy rows (`RowShuffler`). The
+arrays handed to TensorFlow are 64-byte aligned (Arrow buffers, and the padded sequences
+and shuffled chunks are allocated so), which lets `from_generator` use them without a
+copy; `Dataset.rebatch` then cuts the exact batches. Strings never become Python objects.
 """
 
 import queue
@@ -130,40 +129,57 @@ def decode_block(block, plan):
     return out
 
 
-def _read_ahead(items, depth=2):
-    """The items of an iterator, produced up to `depth` ahead by a background thread, in
-    order; an exception is raised where its item would have been. Arrow's reading and
-    decoding release the GIL, so the next record batch is decoded while this one is
-    converted. Closing the generator stops the thread."""
-    q, stop, done = queue.Queue(maxsize=depth), threading.Event(), object()
+READ_WORKERS = 2  # files read and converted at once
+READ_AHEAD = 1  # converted record batches a worker may hold ready beyond the one it works on
 
-    def put(entry):
+
+def read_in_parallel(files, read, workers=READ_WORKERS, depth=READ_AHEAD):
+    """The items of `read(path)` for each path, in file order, produced by up to `workers`
+    background threads, each on its own file and at most `depth` items ahead.
+
+    Arrow's reading and decoding and numpy's copies release the GIL, so files are decoded
+    and converted on several cores while the consumer works; at most about
+    `workers * (depth + 1)` items exist at once. An exception is raised where its item
+    would have been; closing the generator stops the threads."""
+    stop = threading.Event()
+    done = object()
+    queues = [queue.Queue(maxsize=depth) for _ in files]
+
+    def put(q, entry):
         while not stop.is_set():
             try:
-                q.put(entry, timeout=0.1)
+                q.put(entry, timeout=0.05)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def run():
+    def run(i):
         try:
-            for item in items:
-                if not put((item, None)):
+            for item in read(files[i]):
+                if not put(queues[i], (item, None)):
                     return
-            put((done, None))
+            put(queues[i], (done, None))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            put((None, e))
+            put(queues[i], (None, e))
 
-    threading.Thread(target=run, daemon=True, name="mtlrec-parquet-read-ahead").start()
+    def start(i):
+        if i < len(files):
+            threading.Thread(target=run, args=(i,), daemon=True, name="mtlrec-parquet-reader").start()
+
     try:
-        while True:
-            item, error = q.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
+        for i in range(min(workers, len(files))):
+            start(i)
+        for i in range(len(files)):
+            while True:
+                item, error = queues[i].get()
+                if error is not None:
+                    raise error
+                if item is done:
+                    break
+                yield item
+            queues[i] = None
+            start(i + workers)
     finally:
         stop.set()
 
@@ -187,23 +203,18 @@ def pass_rows(files):
     return sum(open_parquet(path).metadata.num_rows for path in files)
 
 
-def _file_batches(files, plan, columns):
-    for path in files:
-        yield from _read_batches(path, plan, columns)
-
-
 def stream_pass(files, plan, batch_size, shuffle_buffer=0, seed=None, epoch=0, skip_rows=0):
-    """One pass over `files` as numpy chunks of whole batches (the last one may be partial),
-    in the layout of `batch_arrays.chunk_arrays`.
+    """One pass over `files` as numpy chunks in the layout of `batch_arrays.chunk_arrays`
+    (`Dataset.rebatch` cuts the batches; a batch may span two chunks).
 
-    Chunks hold `k * batch_size` rows, so no batch that `Dataset.rebatch` cuts straddles
-    two chunks. Record batches are read and decoded one ahead in a background thread.
-    Without shuffling, record batches are converted as read: the aligned part of each is a
-    zero-copy slice and the few rows left over are joined to the start of the next one.
+    Files are read, decoded and converted by record batch in parallel
+    (`read_in_parallel`), and come out in file order.
+    Without shuffling, each record batch is one chunk.
     With `shuffle_buffer`, rows wait in a buffer of that many rows and leave in random
-    order (`RowShuffler`); file order is shuffled too, with seed [seed, epoch]. The order is
-    a function of (seed, epoch, files, batch_size, shuffle_buffer, READ_BATCH_ROWS) only.
-    The first `skip_rows` rows of the pass are dropped."""
+    order (`RowShuffler`) in chunks of whole batches; file order is shuffled too, with
+    seed [seed, epoch]. The order is a function of (seed, epoch, files, batch_size,
+    shuffle_buffer, READ_BATCH_ROWS) only, not of the threads.
+    The first `skip_rows` rows of the pass are dropped (before conversion when unshuffled)."""
     columns = [c.name for c in plan]
     skip = [skip_rows]
 
@@ -216,10 +227,11 @@ def stream_pass(files, plan, batch_size, shuffle_buffer=0, seed=None, epoch=0, s
         return k
 
     if not shuffle_buffer:
-        for table in _whole_batches(_read_ahead(_file_batches(files, plan, columns)), batch_size):
-            k = skipped(table.num_rows)
+        for batch in read_in_parallel(files, lambda path: _converted(path, plan, columns)):
+            rows, arrays, without_first = batch
+            k = skipped(rows)
             if k is not None:
-                yield batch_arrays.chunk_arrays(table.slice(k) if k else table, plan)
+                yield without_first(k) if k else arrays
         return
     rng = np.random.default_rng(None if seed is None else [seed, epoch])
     order = rng.permutation(len(files))
@@ -227,10 +239,11 @@ def stream_pass(files, plan, batch_size, shuffle_buffer=0, seed=None, epoch=0, s
     strings = [c.name for c in plan if c.kind.startswith("string")]
     string_plan = [c for c in plan if c.kind.startswith("string")]
 
-    def pieces():  # converted in the read-ahead thread
-        for batch in _file_batches([files[i] for i in order], plan, columns):
+    def pieces(path):  # runs in a reader thread
+        for batch in _read_batches(path, plan, columns):
             if batch.num_rows:
-                yield batch_arrays.chunk_arrays(batch, numeric), (pa.Table.from_batches([batch.select(strings)]) if strings else None)
+                yield batch_arrays.chunk_arrays(batch, numeric), \
+                    (pa.Table.from_batches([batch.select(strings)]) if strings else None)
 
     def emit(arrays, table):
         k = skipped(len(next(iter(arrays.values()))) if arrays else table.num_rows)
@@ -245,7 +258,7 @@ def stream_pass(files, plan, batch_size, shuffle_buffer=0, seed=None, epoch=0, s
 
     buffer = RowShuffler()
     threshold = shuffle_buffer + max(READ_BATCH_ROWS // 2, batch_size)
-    for arrays, table in _read_ahead(pieces()):
+    for arrays, table in read_in_parallel([files[i] for i in order], pieces):
         buffer.add(arrays, table)
         if buffer.rows < threshold:
             continue
@@ -255,23 +268,11 @@ def stream_pass(files, plan, batch_size, shuffle_buffer=0, seed=None, epoch=0, s
         yield from emit(*buffer.draw(rng.permutation(buffer.rows), buffer.rows))
 
 
-def _whole_batches(batches, batch_size):
-    """Arrow record batches -> Arrow tables of whole batches (the last one the rest): the
-    aligned part of each record batch is a zero-copy slice, the rows left over join the
-    start of the next one."""
-    carry = None  # < batch_size rows waiting for the next record batch
-    for batch in batches:
-        if carry is not None:
-            need = batch_size - carry.num_rows
-            head = pa.Table.from_batches([carry, batch.slice(0, need)])
-            if head.num_rows < batch_size:  # a tiny record batch: keep collecting
-                carry = head.combine_chunks().to_batches()[0] if head.num_rows else None
-                continue
-            yield head
-            batch = batch.slice(need)
-        aligned = (batch.num_rows // batch_size) * batch_size
-        if aligned:
-            yield batch.slice(0, aligned)
-        carry = batch.slice(aligned) if aligned < batch.num_rows else None
-    if carry is not None:
-        yield carry
+def _converted(path, plan, columns):
+    """(rows, converted arrays, convert(skip)) for each record batch of a file: converted in
+    the reader thread; `convert(k)` converts the batch without its first k rows instead
+    (a resumed pass drops rows before conversion)."""
+    for batch in _read_batches(path, plan, columns):
+        if batch.num_rows:
+            yield batch.num_rows, batch_arrays.chunk_arrays(batch, plan), \
+                (lambda k, b=batch: batch_arrays.chunk_arrays(b.slice(k), plan))
