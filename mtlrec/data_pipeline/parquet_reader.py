@@ -1,8 +1,8 @@
 """Parquet day files -> tf.data, streamed by record batch with column projection.
 
-Design (profiled with benchmarks/data_throughput.py): reader threads (`read_in_parallel`)
-read Arrow record batches of only the needed columns (`ParquetFile.iter_batches`) of
-`READ_WORKERS` files at once, normalise their types in Arrow (C++) and convert each into
+Design (profiled with benchmarks/data_throughput.py): reader threads (`read_in_parallel`,
+`READ_WORKERS` files at once; none on 2 cores) read Arrow record batches of only the needed
+columns (`ParquetFile.iter_batches`), normalise their types in Arrow (C++) and convert each into
 batch-shaped numpy arrays (`batch_arrays.chunk_arrays`: padded sequences by one scatter,
 strings dictionary-encoded); a Python generator yields them in file order, each record
 batch as *one* element, so the per-element cost of `Dataset.from_generator` is paid once
@@ -12,6 +12,7 @@ and shuffled chunks are allocated so), which lets `from_generator` use them with
 copy; `Dataset.rebatch` then cuts the exact batches. Strings never become Python objects.
 """
 
+import os
 import queue
 import threading
 
@@ -129,18 +130,28 @@ def decode_block(block, plan):
     return out
 
 
-READ_WORKERS = 2  # files read and converted at once
+#: files read and converted at once by background threads; 0: in the consuming thread.
+#: On a machine of 2 cores or fewer the threads cost more CPU than they save (measured
+#: with benchmarks/data_throughput.py on a shared 2-core machine), so none run there.
+READ_WORKERS = 0 if (os.cpu_count() or 1) <= 2 else min(4, max(2, (os.cpu_count() or 1) // 4))
 READ_AHEAD = 1  # converted record batches a worker may hold ready beyond the one it works on
 
 
-def read_in_parallel(files, read, workers=READ_WORKERS, depth=READ_AHEAD):
+def read_in_parallel(files, read, workers=None, depth=None):
     """The items of `read(path)` for each path, in file order, produced by up to `workers`
-    background threads, each on its own file and at most `depth` items ahead.
+    (default `READ_WORKERS`) background threads, each on its own file and at most `depth`
+    (default `READ_AHEAD`) items ahead; with 0 workers, by the consuming thread.
 
     Arrow's reading and decoding and numpy's copies release the GIL, so files are decoded
     and converted on several cores while the consumer works; at most about
     `workers * (depth + 1)` items exist at once. An exception is raised where its item
     would have been; closing the generator stops the threads."""
+    workers = READ_WORKERS if workers is None else workers
+    depth = READ_AHEAD if depth is None else depth
+    if workers <= 0:
+        for path in files:
+            yield from read(path)
+        return
     stop = threading.Event()
     done = object()
     queues = [queue.Queue(maxsize=depth) for _ in files]

@@ -194,6 +194,7 @@ def test_streams_record_batches_in_file_order(tmp_path, hand_schema, hand_table,
     from mtlrec.data_pipeline.columns import column_plan
 
     monkeypatch.setattr(parquet_reader, "READ_BATCH_ROWS", 7)
+    monkeypatch.setattr(parquet_reader, "READ_WORKERS", 2)
     t = hand_table(30)
     paths = write_day(tmp_path, DAY, [t.slice(0, 17), t.slice(17, 3), t.slice(20)])
     plan = parquet_reader.resolve_plan(column_plan(hand_schema), pq.read_schema(paths[0]), "f")
@@ -216,8 +217,9 @@ def test_read_in_parallel_keeps_order_and_raises_in_place():
                 raise DataValidationError("broken", file=name)
             yield name, i
 
-    got = list(parquet_reader.read_in_parallel(["a", "b", "c"], read, workers=2, depth=1))
-    assert got == [(n, i) for n in "abc" for i in range(5)]
+    for workers in (0, 1, 2):
+        got = list(parquet_reader.read_in_parallel(["a", "b", "c"], read, workers=workers, depth=1))
+        assert got == [(n, i) for n in "abc" for i in range(5)]
     seen = []
     with pytest.raises(DataValidationError, match="broken"):
         for item in parquet_reader.read_in_parallel(["a", "bad", "c"], read, workers=3, depth=1):

@@ -98,10 +98,11 @@ def _batches(ds):
     return out
 
 
-@pytest.mark.parametrize("batch_size,read_rows", [(64, 65536), (7, 23)])
-def test_batches_equal_the_row_by_row_reference(day, monkeypatch, batch_size, read_rows):
+@pytest.mark.parametrize("batch_size,read_rows,workers", [(64, 65536, 0), (7, 23, 0), (7, 23, 2)])
+def test_batches_equal_the_row_by_row_reference(day, monkeypatch, batch_size, read_rows, workers):
     root, rows = day
     monkeypatch.setattr(parquet_reader, "READ_BATCH_ROWS", read_rows)
+    monkeypatch.setattr(parquet_reader, "READ_WORKERS", workers)
     batches = _batches(make_dataset(root, DAY, SCHEMA, batch_size=batch_size, extra_columns=EXTRAS))
     n = len(rows)
     assert [len(b["click"]) for b in batches] == [batch_size] * (n // batch_size) + [n % batch_size]
@@ -112,9 +113,11 @@ def test_batches_equal_the_row_by_row_reference(day, monkeypatch, batch_size, re
         np.testing.assert_array_equal(got, values, err_msg=name)
 
 
-def test_shuffled_batches_are_the_same_rows_in_a_seeded_order(day, monkeypatch):
+@pytest.mark.parametrize("workers", [0, 3])
+def test_shuffled_batches_are_the_same_rows_in_a_seeded_order(day, monkeypatch, workers):
     root, rows = day
     monkeypatch.setattr(parquet_reader, "READ_BATCH_ROWS", 40)
+    monkeypatch.setattr(parquet_reader, "READ_WORKERS", workers)
     run = lambda seed: _batches(make_dataset(root, DAY, SCHEMA, batch_size=16, shuffle_buffer=100,  # noqa: E731
                                              seed=seed, extra_columns=EXTRAS))
     a, b, c = run(3), run(3), run(4)
