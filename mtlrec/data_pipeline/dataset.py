@@ -1,10 +1,9 @@
 """`make_dataset`: day partitions -> tf.data.Dataset of (features, labels) batches."""
 
-import pyarrow as pa
 import tensorflow as tf
 
 from mtlrec.conventions.arg_checks import check_positive_int
-from mtlrec.data_pipeline import parquet_reader, tfrecord_reader
+from mtlrec.data_pipeline import batch_arrays, parquet_reader, tfrecord_reader
 from mtlrec.data_pipeline.columns import column_plan
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
 from mtlrec.data_pipeline.partitions import check_fmt, day_files, resolve_days
@@ -109,8 +108,8 @@ def arrow_features(batch, schema, names=None, file=None):
     """
     plan = [c for c in column_plan(schema) if c.role == "feature" and (names is None or c.name in names)]
     plan = parquet_reader.resolve_plan(plan, batch.schema, file)
-    table = pa.Table.from_batches([parquet_reader.normalize_batch(batch, plan, file)])
-    block = {k: tf.constant(v) for k, v in parquet_reader.block_to_numpy(table, plan).items()}
+    arrays = batch_arrays.chunk_arrays(parquet_reader.normalize_batch(batch, plan, file), plan)
+    block = {k: tf.constant(v) for k, v in arrays.items()}
     features, _ = _features_labels(parquet_reader.decode_block(block, plan), plan)
     return features
 

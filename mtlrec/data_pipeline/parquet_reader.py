@@ -1,25 +1,29 @@
 """Parquet day files -> tf.data, streamed by record batch with column projection.
 
-Design (profiled with benchmarks/data_throughput.py and perf): a Python generator reads
-Arrow record batches of only the needed columns (`ParquetFile.iter_batches`), normalises
-their types in Arrow (C++), shuffles with a row buffer using Arrow `take`, and yields
-each record batch as *one* element of numpy arrays holding whole batches, so the
-per-element cost of `Dataset.from_generator` is paid once per ~65k rows; then
-`Dataset.rebatch` cuts the exact batches. The arrays handed to TensorFlow are 64-byte
-aligned (Arrow buffers, and the padded sequences are allocated so), which lets
-`from_generator` use them without a copy. Strings never become Python objects: a
-string column travels as its Arrow data buffer and offsets and is cut back into a
-`tf.string` tensor with `tf.strings.substr` inside the graph. Sequences are padded with
-one boolean-mask assignment per column, no per-row Python.
+Design (profiled with benchmarks/data_throughput.py): reader threads (`read_in_parallel`,
+`READ_WORKERS` files at once; none on 2 cores) read Arrow record batches of only the needed
+columns (`ParquetFile.iter_batches`), normalise their types in Arrow (C++) and convert each into
+batch-shaped numpy arrays (`batch_arrays.chunk_arrays`: padded sequences by one scatter,
+strings dictionary-encoded); a Python generator yields them in file order, each record
+batch as *one* element, so the per-element cost of `Dataset.from_generator` is paid once
+per ~65k rows, or shuffles them first in a buffer of numpy rows (`RowShuffler`). The
+arrays handed to TensorFlow are 64-byte aligned (Arrow buffers, and the padded sequences
+and shuffled chunks are allocated so), which lets `from_generator` use them without a
+copy; `Dataset.rebatch` then cuts the exact batches. Strings never become Python objects.
 """
+
+import os
+import queue
+import threading
 
 import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
-from mtlrec.data_pipeline import filesystems
+from mtlrec.data_pipeline import batch_arrays, filesystems
 from mtlrec.data_pipeline.columns import EXTRA_FILL, extra_kind, type_problem
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
+from mtlrec.data_pipeline.row_shuffler import RowShuffler
 
 READ_BATCH_ROWS = 65536  # rows per Arrow record batch read
 
@@ -90,97 +94,6 @@ def normalize_batch(batch, plan, path):
     return pa.RecordBatch.from_arrays(arrays, names=[c.name for c in plan])
 
 
-def _aligned_full(shape, fill, dtype=np.int64):
-    """np.full on a 64-byte aligned buffer: `from_generator` then hands the array to
-    TensorFlow without a copy (unaligned arrays are copied into fresh tensor memory)."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    raw = np.empty(nbytes + 64, dtype=np.uint8)
-    start = -raw.ctypes.data % 64
-    out = raw[start:start + nbytes].view(dtype).reshape(shape)
-    out.fill(fill)
-    return out
-
-
-def _string_parts(arr):
-    """(data bytes, offsets int64 (n+1,)) of a StringArray, rebased to start at 0."""
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset: arr.offset + len(arr) + 1].astype(np.int64)
-    start, end = (int(offsets[0]), int(offsets[-1])) if len(offsets) else (0, 0)
-    data = bufs[2].slice(start, end - start).to_pybytes() if bufs[2] is not None and end > start else b""
-    return data, offsets - start
-
-
-class _Layout:
-    """Where the kept items of a list column go in its padded (n, max_len) form.
-
-    `mask` (n, max_len) marks the filled slots (the first min(len, max_len) of each row);
-    `values(flat)` picks, in row-major order, the flat values that fill them: the last
-    max_len items of each row. When every row fits, that is just the slice between the
-    first and last offsets (no index array). List columns of a block often share their
-    offsets (one behavior history), so a layout is reused when the offsets are equal."""
-
-    def __init__(self, list_arr, max_len):
-        offsets = np.asarray(list_arr.offsets.to_numpy(), dtype=np.int64)
-        lengths = np.diff(offsets)
-        if list_arr.null_count:
-            lengths = np.where(list_arr.is_null().to_numpy(zero_copy_only=False), 0, lengths)
-        self.offsets, self.max_len = offsets, max_len
-        kept = np.minimum(lengths, max_len)
-        self.mask = np.arange(max_len)[None, :] < kept[:, None]
-        self.start, self.end = int(offsets[0]), int(offsets[-1])
-        if (lengths > max_len).any() or int(lengths.sum()) != self.end - self.start:
-            row_start = np.repeat(offsets[:-1] + lengths - kept, kept)
-            within = np.arange(len(row_start)) - np.repeat(np.cumsum(kept) - kept, kept)
-            self.take = row_start + within
-        else:
-            self.take = None
-
-    def matches(self, list_arr, max_len):
-        return max_len == self.max_len and np.array_equal(np.asarray(list_arr.offsets.to_numpy()), self.offsets) \
-            and not list_arr.null_count
-
-    def values(self, flat):
-        """Flat numpy values (indexed like `list_arr.values`) -> the ones filling `mask`."""
-        return flat[self.start:self.end] if self.take is None else flat[self.take]
-
-
-def _layout(arr, max_len, cache):
-    for layout in cache:
-        if layout.matches(arr, max_len):
-            return layout
-    layout = _Layout(arr, max_len)
-    if not arr.null_count:
-        cache.append(layout)
-    return layout
-
-
-def block_to_numpy(table, plan):
-    """A canonical Arrow table -> flat dict of numpy arrays (strings as '#data'/'#offsets'/'#index')."""
-    out, layouts = {}, []
-    for col in plan:
-        arr = table.column(col.name)
-        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-        if col.kind in ("int64", "float32"):
-            out[col.name] = arr.to_numpy(zero_copy_only=False)
-        elif col.kind == "string":
-            out[col.name + "#data"], out[col.name + "#offsets"] = _string_parts(arr)
-        else:
-            layout = _layout(arr, col.max_len, layouts)
-            values = arr.values
-            if values.null_count:
-                values = values.fill_null(col.fill)
-            if col.kind == "int64_seq":
-                padded = _aligned_full(layout.mask.shape, col.fill)
-                padded[layout.mask] = layout.values(values.to_numpy(zero_copy_only=False))
-                out[col.name] = padded
-            else:  # strings: the flat values once, and where each slot reads them (-1: padding)
-                index = np.full(layout.mask.shape, -1, dtype=np.int64)
-                index[layout.mask] = layout.values(np.arange(len(values), dtype=np.int64))
-                out[col.name + "#data"], out[col.name + "#offsets"] = _string_parts(values)
-                out[col.name + "#index"] = index
-    return out
-
-
 def block_signature(plan):
     sig = {}
     for col in plan:
@@ -193,28 +106,93 @@ def block_signature(plan):
         else:
             sig[col.name + "#data"] = tf.TensorSpec((), tf.string)
             sig[col.name + "#offsets"] = tf.TensorSpec((None,), tf.int64)
-            if col.kind == "string_seq":
-                sig[col.name + "#index"] = tf.TensorSpec((None, col.max_len), tf.int64)
+            shape = (None, col.max_len) if col.kind == "string_seq" else (None,)
+            sig[col.name + "#codes"] = tf.TensorSpec(shape, tf.int32)
     return sig
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python loops over columns
 def decode_block(block, plan):
-    """Graph side of `block_to_numpy`: rebuild tf.string tensors from data + offsets."""
+    """Graph side of `batch_arrays.chunk_arrays`: each string column's distinct values cut
+    from their data buffer, then one `tf.gather` by the rows' codes (-1: the padding)."""
     out = {}
     for col in plan:
         if col.kind in ("string", "string_seq"):
             offsets = block[col.name + "#offsets"]
-            strings = tf.strings.substr(block[col.name + "#data"], offsets[:-1], offsets[1:] - offsets[:-1])
+            values = tf.strings.substr(block[col.name + "#data"], offsets[:-1], offsets[1:] - offsets[:-1])
+            codes = block[col.name + "#codes"]
             if col.kind == "string_seq":
-                strings = tf.concat([strings, tf.constant([col.fill])], axis=0)
-                index = block[col.name + "#index"]
-                index = tf.where(index < 0, tf.shape(strings, out_type=tf.int64)[0] - 1, index)
-                strings = tf.gather(strings, index)
-            out[col.name] = strings
+                values = tf.concat([values, tf.constant([col.fill])], axis=0)
+                codes = tf.where(codes < 0, tf.shape(values)[0] - 1, codes)
+            out[col.name] = tf.gather(values, codes)
         else:
             out[col.name] = block[col.name]
     return out
+
+
+#: files read and converted at once by background threads; 0: in the consuming thread.
+#: On a machine of 2 cores or fewer the threads cost more CPU than they save (measured
+#: with benchmarks/data_throughput.py on a shared 2-core machine), so none run there.
+READ_WORKERS = 0 if (os.cpu_count() or 1) <= 2 else min(4, max(2, (os.cpu_count() or 1) // 4))
+READ_AHEAD = 1  # converted record batches a worker may hold ready beyond the one it works on
+
+
+def read_in_parallel(files, read, workers=None, depth=None):
+    """The items of `read(path)` for each path, in file order, produced by up to `workers`
+    (default `READ_WORKERS`) background threads, each on its own file and at most `depth`
+    (default `READ_AHEAD`) items ahead; with 0 workers, by the consuming thread.
+
+    Arrow's reading and decoding and numpy's copies release the GIL, so files are decoded
+    and converted on several cores while the consumer works; at most about
+    `workers * (depth + 1)` items exist at once. An exception is raised where its item
+    would have been; closing the generator stops the threads."""
+    workers = READ_WORKERS if workers is None else workers
+    depth = READ_AHEAD if depth is None else depth
+    if workers <= 0:
+        for path in files:
+            yield from read(path)
+        return
+    stop = threading.Event()
+    done = object()
+    queues = [queue.Queue(maxsize=depth) for _ in files]
+
+    def put(q, entry):
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(i):
+        try:
+            for item in read(files[i]):
+                if not put(queues[i], (item, None)):
+                    return
+            put(queues[i], (done, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put(queues[i], (None, e))
+
+    def start(i):
+        if i < len(files):
+            threading.Thread(target=run, args=(i,), daemon=True, name="mtlrec-parquet-reader").start()
+
+    try:
+        for i in range(min(workers, len(files))):
+            start(i)
+        for i in range(len(files)):
+            while True:
+                item, error = queues[i].get()
+                if error is not None:
+                    raise error
+                if item is done:
+                    break
+                yield item
+            queues[i] = None
+            start(i + workers)
+    finally:
+        stop.set()
 
 
 def _read_batches(path, plan, columns):
@@ -237,60 +215,75 @@ def pass_rows(files):
 
 
 def stream_pass(files, plan, batch_size, shuffle_buffer=0, seed=None, epoch=0, skip_rows=0):
-    """One pass over `files` as numpy chunks of whole batches (the last one may be partial).
+    """One pass over `files` as numpy chunks in the layout of `batch_arrays.chunk_arrays`
+    (`Dataset.rebatch` cuts the batches; a batch may span two chunks).
 
-    Chunks hold `k * batch_size` rows, so no batch that `Dataset.rebatch` cuts straddles
-    two chunks. Without shuffling, record batches are converted as read: the aligned part
-    of each is a zero-copy slice and the few rows left over are joined to the start of the
-    next one.
+    Files are read, decoded and converted by record batch in parallel
+    (`read_in_parallel`), and come out in file order.
+    Without shuffling, each record batch is one chunk.
     With `shuffle_buffer`, rows wait in a buffer of that many rows and leave in random
-    order (Arrow `take`); file order is shuffled too, with seed [seed, epoch]. The first
-    `skip_rows` rows of the pass are dropped before conversion."""
+    order (`RowShuffler`) in chunks of whole batches; file order is shuffled too, with
+    seed [seed, epoch]. The order is a function of (seed, epoch, files, batch_size,
+    shuffle_buffer, READ_BATCH_ROWS) only, not of the threads.
+    The first `skip_rows` rows of the pass are dropped (before conversion when unshuffled)."""
     columns = [c.name for c in plan]
     skip = [skip_rows]
 
-    def emit(table):
-        if skip[0] >= table.num_rows:
-            skip[0] -= table.num_rows
-            return
-        if skip[0]:
-            table, skip[0] = table.slice(skip[0]), 0
-        yield block_to_numpy(table, plan)
+    def skipped(n):
+        """How many of the next n rows to drop (None: all of them)."""
+        if skip[0] >= n:
+            skip[0] -= n
+            return None
+        k, skip[0] = skip[0], 0
+        return k
 
     if not shuffle_buffer:
-        carry = None  # < batch_size rows waiting for the next record batch
-        for path in files:
-            for batch in _read_batches(path, plan, columns):
-                if carry is not None:
-                    need = batch_size - carry.num_rows
-                    head = pa.Table.from_batches([carry, batch.slice(0, need)])
-                    if head.num_rows < batch_size:  # a tiny record batch: keep collecting
-                        carry = head.combine_chunks().to_batches()[0]
-                        continue
-                    yield from emit(head)
-                    batch = batch.slice(need)
-                aligned = (batch.num_rows // batch_size) * batch_size
-                if aligned:
-                    yield from emit(batch.slice(0, aligned))
-                carry = batch.slice(aligned) if aligned < batch.num_rows else None
-        if carry is not None:
-            yield from emit(carry)
+        for batch in read_in_parallel(files, lambda path: _converted(path, plan, columns)):
+            rows, arrays, without_first = batch
+            k = skipped(rows)
+            if k is not None:
+                yield without_first(k) if k else arrays
         return
     rng = np.random.default_rng(None if seed is None else [seed, epoch])
-    pending, rows = [], 0
+    order = rng.permutation(len(files))
+    numeric = [c for c in plan if not c.kind.startswith("string")]
+    strings = [c.name for c in plan if c.kind.startswith("string")]
+    string_plan = [c for c in plan if c.kind.startswith("string")]
+
+    def pieces(path):  # runs in a reader thread
+        for batch in _read_batches(path, plan, columns):
+            if batch.num_rows:
+                yield batch_arrays.chunk_arrays(batch, numeric), \
+                    (pa.Table.from_batches([batch.select(strings)]) if strings else None)
+
+    def emit(arrays, table):
+        k = skipped(len(next(iter(arrays.values()))) if arrays else table.num_rows)
+        if k is None:
+            return
+        if k:
+            arrays = {name: v[k:] for name, v in arrays.items()}
+            table = table.slice(k) if table is not None else None
+        if table is not None:
+            arrays.update(batch_arrays.chunk_arrays(table, string_plan))
+        yield arrays
+
+    buffer = RowShuffler()
     threshold = shuffle_buffer + max(READ_BATCH_ROWS // 2, batch_size)
-    for i in rng.permutation(len(files)):
-        for batch in _read_batches(files[i], plan, columns):
-            pending.append(batch)
-            rows += batch.num_rows
-            if rows < threshold:
-                continue
-            table = pa.Table.from_batches(pending)
-            perm = rng.permutation(rows)
-            out = ((rows - shuffle_buffer) // batch_size) * batch_size  # these leave, the rest stay
-            rest = table.take(perm[out:])
-            yield from emit(table.take(perm[:out]))
-            pending, rows = rest.to_batches(), rest.num_rows
-    if rows:
-        table = pa.Table.from_batches(pending)
-        yield from emit(table.take(rng.permutation(rows)))
+    for arrays, table in read_in_parallel([files[i] for i in order], pieces):
+        buffer.add(arrays, table)
+        if buffer.rows < threshold:
+            continue
+        out = ((buffer.rows - shuffle_buffer) // batch_size) * batch_size  # these leave, the rest stay
+        yield from emit(*buffer.draw(rng.permutation(buffer.rows), out))
+    if buffer.rows:
+        yield from emit(*buffer.draw(rng.permutation(buffer.rows), buffer.rows))
+
+
+def _converted(path, plan, columns):
+    """(rows, converted arrays, convert(skip)) for each record batch of a file: converted in
+    the reader thread; `convert(k)` converts the batch without its first k rows instead
+    (a resumed pass drops rows before conversion)."""
+    for batch in _read_batches(path, plan, columns):
+        if batch.num_rows:
+            yield batch.num_rows, batch_arrays.chunk_arrays(batch, plan), \
+                (lambda k, b=batch: batch_arrays.chunk_arrays(b.slice(k), plan))

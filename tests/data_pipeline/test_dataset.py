@@ -188,23 +188,43 @@ def test_projection_reads_only_needed_columns(tmp_path, hand_schema, hand_table,
         make_dataset(tmp_path, DAY, hand_schema, extra_columns=("blob",))
 
 
-def test_streams_record_batches_in_whole_batches(tmp_path, hand_schema, hand_table, write_day, monkeypatch):
-    """Record batches of 7 rows are read one at a time; each chunk handed to tf.data holds
-    whole 4-row batches (leftover rows join the next record batch), the last one the rest."""
+def test_streams_record_batches_in_file_order(tmp_path, hand_schema, hand_table, write_day, monkeypatch):
+    """Record batches of 7 rows are read by two reader threads, one file each, and come out
+    one chunk per record batch, in file order; rebatch cuts the 4-row batches across them."""
     from mtlrec.data_pipeline.columns import column_plan
 
     monkeypatch.setattr(parquet_reader, "READ_BATCH_ROWS", 7)
+    monkeypatch.setattr(parquet_reader, "READ_WORKERS", 2)
     t = hand_table(30)
-    paths = write_day(tmp_path, DAY, [t.slice(0, 17), t.slice(17)])
+    paths = write_day(tmp_path, DAY, [t.slice(0, 17), t.slice(17, 3), t.slice(20)])
     plan = parquet_reader.resolve_plan(column_plan(hand_schema), pq.read_schema(paths[0]), "f")
     chunks = list(parquet_reader.stream_pass([str(p) for p in paths], plan, 4))
-    sizes = [len(c["click"]) for c in chunks]
-    assert sum(sizes) == 30 and all(n % 4 == 0 for n in sizes[:-1]) and max(sizes) <= 8
+    assert [len(c["click"]) for c in chunks] == [7, 7, 3, 3, 7, 3]
     uid = np.concatenate([c["uid"] for c in chunks])
     np.testing.assert_array_equal(uid, [i if i % 4 else -1 for i in range(30)])
-    # resuming: skipped rows are dropped before conversion
+    # resuming: skipped rows are dropped
     skipped = list(parquet_reader.stream_pass([str(p) for p in paths], plan, 4, skip_rows=12))
     np.testing.assert_array_equal(np.concatenate([c["uid"] for c in skipped]), uid[12:])
+    _, labels, sizes = collect(make_dataset(tmp_path, DAY, hand_schema, batch_size=4, extra_columns=("uid",)))
+    assert sizes == [4] * 7 + [2]
+    np.testing.assert_array_equal(labels["uid"], uid)
+
+
+def test_read_in_parallel_keeps_order_and_raises_in_place():
+    def read(name):
+        for i in range(5):
+            if name == "bad" and i == 2:
+                raise DataValidationError("broken", file=name)
+            yield name, i
+
+    for workers in (0, 1, 2):
+        got = list(parquet_reader.read_in_parallel(["a", "b", "c"], read, workers=workers, depth=1))
+        assert got == [(n, i) for n in "abc" for i in range(5)]
+    seen = []
+    with pytest.raises(DataValidationError, match="broken"):
+        for item in parquet_reader.read_in_parallel(["a", "bad", "c"], read, workers=3, depth=1):
+            seen.append(item)
+    assert seen == [("a", i) for i in range(5)] + [("bad", 0), ("bad", 1)]
 
 
 def test_argument_errors(funnel_root, funnel_schema, funnel_days):
