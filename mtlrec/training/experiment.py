@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from mtlrec.training.days.day_datasets import eval_dataset, train_dataset, warmup_rows
+from mtlrec.training.run.background_write import BackgroundWrite
 from mtlrec.training.run.day_log import log_day_done, warn_full_tables
 from mtlrec.training.days.day_plan import (
     DayPlan,
@@ -165,6 +166,7 @@ class Experiment:
 
     def _run_day(self, run: "_DayRun", position, eval_day, state: RunState) -> dict:
         day, trainer = position.day, run.trainer
+        pending = None
         if not position.completed:
             rows = run.checks[day].rows
             position = trainer.train_day(
@@ -175,14 +177,18 @@ class Experiment:
                 label=self.config.name,
                 total_rows=_day_rows(self.config.training, rows),
             )
-            self._checkpoint(run, position, state)
-        step = int(trainer.global_step.numpy())
-        tables = trainer.lookup_report()
-        warn_full_tables(day, tables)
-        evaluation = None
-        if trainer.is_chief:
-            evaluation = self._day_results(run, position, eval_day, step, tables)
-        version = self._export(trainer, state.trained_days + [day], day, f"the export of day {day}")
+            pending = self._end_of_day_checkpoint(run, position, state)
+        try:
+            step = int(trainer.global_step.numpy())
+            tables = trainer.lookup_report()
+            warn_full_tables(day, tables)
+            evaluation = None
+            if trainer.is_chief:
+                evaluation = self._day_results(run, position, eval_day, step, tables)
+            version = self._export(trainer, state.trained_days + [day], day, f"the export of day {day}")
+        finally:
+            if pending is not None:
+                pending.wait()  # its error, if any, once the export's is out of the way
         entry = state.record_day(
             day,
             steps=position.steps,
@@ -275,6 +281,17 @@ class Experiment:
             self.run.commit_migration(migration, state)
         if path is not None:
             logger.info("checkpoint %s (day %s, step %d of the day)", path.name, position.day, position.steps)
+
+    def _end_of_day_checkpoint(self, run: "_DayRun", position, state: RunState):
+        """The checkpoint of a trained day: written in a thread (returned, to wait for before
+        the day is recorded) while ``model.keras``, the evaluation and the export are made,
+        since nothing changes the weights until the next day; in this thread (None returned)
+        on a cluster, whose workers save together, and when it commits a lookup migration."""
+        single = getattr(run.trainer.strategy, "cluster_resolver", None) is None
+        if not single or (run.migration and not state.has_migration(run.migration)):
+            self._checkpoint(run, position, state)
+            return None
+        return BackgroundWrite(self._checkpoint, run, position, state, name="mtlrec-checkpoint")
 
     def _evaluate(self, trainer, day: str, check: DayCheck):
         from mtlrec.training.evaluation import evaluate_model
