@@ -186,9 +186,12 @@ class Experiment:
             if trainer.is_chief:
                 evaluation = self._day_results(run, position, eval_day, step, tables)
             version = self._export(trainer, state.trained_days + [day], day, f"the export of day {day}")
-        finally:
+        except BaseException:
             if pending is not None:
-                pending.wait()  # its error, if any, once the export's is out of the way
+                _wait_quietly(pending)  # the error reported is the first one
+            raise
+        if pending is not None:
+            pending.wait()
         entry = state.record_day(
             day,
             steps=position.steps,
@@ -340,6 +343,15 @@ class _DayRun:
     checks: dict  # {day: DayCheck} of the days trained and evaluated on
     summaries: object  # DaySummaries
     migration: dict | None = None  # the command's lookup migration (``migration_record``)
+
+
+def _wait_quietly(pending) -> None:
+    """Wait for a background write while another error is on its way out; its own error
+    is logged, not raised."""
+    try:
+        pending.wait()
+    except Exception as err:  # noqa: BLE001
+        logger.warning("the end-of-day checkpoint failed too: %s", err)
 
 
 def _day_rows(training, rows: int | None) -> int | None:
