@@ -36,5 +36,5 @@ setup(
         "torch": ["torch>=2.1,<3"],
         "deepctr": ["deepctr>=0.9.3,<0.10"],
     },
-    entry_points={"console_scripts": ["mtlrec=mtlrec.cli:main"]},
+    entry_points={"console_scripts": ["mtlrec=mtlrec.cli:console_main"]},
 )

@@ -430,5 +430,32 @@ def _run(args) -> int:
         return 130
 
 
+def console_main() -> None:
+    """The ``mtlrec`` console script: ``main()``, then, when the command succeeded, the
+    process ends at once (``exit_now``)."""
+    code = main()
+    if code == 0:
+        exit_now(code)
+    sys.exit(code)
+
+
+def exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown.
+
+    When a command has succeeded every file it wrote is complete, fsynced and closed (the
+    run directory's writes are atomic); what a normal exit would still do is tear down
+    TensorFlow's runtime and free the tables one object at a time: 3 to 8 s after training
+    on 53M embedding parameters, longer than some commands. The logs and the standard
+    streams are flushed first.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

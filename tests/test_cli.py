@@ -186,6 +186,21 @@ def test_bad_config_in_a_fresh_process_exits_2_without_traceback(tmp_path, data_
     assert not (tmp_path / "run").exists()
 
 
+def test_a_successful_command_in_a_fresh_process_ends_with_its_output_flushed(tmp_path):
+    # the console script ends a successful command with os._exit (no interpreter
+    # teardown): what it printed into a pipe must still come out
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    root = tmp_path / "data"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlrec.cli", "generate", "--root", str(root), "--start", "2024-01-01", "--days", "1",
+         "--rows", "50"],
+        capture_output=True, text=True, env=env, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == f"wrote 1 days (2024-01-01 .. 2024-01-01), 50 rows each, to {root}\n"
+    assert len(pq.read_table(next((root / "dt=2024-01-01").glob("*.parquet")))) == 50
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     workdir = tmp_path / "demo"

@@ -56,7 +56,7 @@ def forward_function(model, gate_model=None):
 
     signature = input_signature(model)
 
-    @tf.function(input_signature=[signature])
+    @tf.function(input_signature=[signature], autograph=False)  # as the training step
     def forward(features):
         outputs = dict(probability_outputs(model, model(features, training=False)))
         gates = dict(gate_model(features, training=False)) if gate_model is not None else {}

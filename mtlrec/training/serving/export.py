@@ -260,8 +260,23 @@ def _write_archive(model, directory) -> tuple[dict, dict]:
             name, _fitting(function, sub_specs), input_signature=[serving_signature(sub_specs)]
         )
         signatures[name] = sorted(sub_specs)
+    _one_copy_of_each_variable(archive)
     archive.write_out(str(directory), verbose=False)
     return specs, signatures
+
+
+def _one_copy_of_each_variable(archive) -> None:
+    """Make the SavedModel hold each variable's value once.
+
+    ``ExportArchive.track`` lists the model's Keras variables, and ``write_out`` adds the
+    ``tf.Variable`` behind each of them (what the endpoints capture): two objects, both
+    saved, so every table was written, and loaded by a server, twice (426 MB instead of
+    213 MB for 53M embedding parameters). Listing the ``tf.Variable`` objects instead
+    leaves one object per variable; the loaded model's ``variables`` still lists them all.
+    """
+    holder = archive._tf_trackable
+    for name in ("variables", "trainable_variables", "non_trainable_variables"):
+        setattr(holder, name, [getattr(v, "value", v) for v in getattr(holder, name)])
 
 
 def _input_facts(specs: dict) -> dict:
