@@ -5,6 +5,7 @@ from keras import ops
 
 from mtlrec.conventions import arg_checks as checks
 from mtlrec.layers.experts.expert import Expert
+from mtlrec.layers.experts.expert_stack import stacked_expert_outputs
 from mtlrec.layers.experts._gate_config import check_gate, make_gate
 from mtlrec.conventions.seeding import derive_seed
 
@@ -104,7 +105,8 @@ class MixtureOfExperts(keras.layers.Layer):
             self.gates.append(gate)
 
     def call(self, inputs, training=None):
-        experts = ops.stack([e(inputs, training=training) for e in self.experts], axis=1)
+        # (E, B, h) -> (B, E, h): every expert in one matmul per layer (expert_stack.py)
+        experts = ops.transpose(stacked_expert_outputs(self.experts, inputs, training), (1, 0, 2))
         outputs, weights = [], []
         for gate in self.gates:
             mixed, w = gate([inputs, experts])
