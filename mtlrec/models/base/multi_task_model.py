@@ -188,8 +188,11 @@ class MultiTaskModel(keras.Model):
         self.loss_weighting = None if loss_weighting is None else _plain(loss_weighting)
         self.seed = checks.check_seed(seed)
         self._parsed_schema = parsed
+        # float32 whatever the global policy (training.mixed_precision): a 16-bit policy
+        # would cast whole tables where the layer reads rows
         self.feature_embedding = FeatureEmbedding(
-            self.schema, seed=derive_seed(self.seed, "feature_embedding"), name="feature_embedding"
+            self.schema, seed=derive_seed(self.seed, "feature_embedding"), name="feature_embedding",
+            dtype="float32",
         )
         self.interaction_layer = None
         if self.interaction is not None and self.interaction["type"] == "fm":

@@ -65,6 +65,12 @@ def non_negative_int(value):
     return int(value)
 
 
+def boolean(value):
+    if not isinstance(value, bool):
+        raise Expected("true or false")
+    return value
+
+
 def optional(check: Callable) -> Callable:
     def checker(value):
         if value is None:
