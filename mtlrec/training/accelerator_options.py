@@ -1,5 +1,5 @@
 """`training.jit_compile` and `training.mixed_precision`: the dense part of the step compiled
-with XLA, the network computed in a 16-bit float."""
+with XLA, the network computed in bfloat16 (the config refuses what cannot apply)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,10 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from mtlrec.conventions.key_paths import KeyPathError
 from mtlrec.losses.objective import objective_terms
 
 #: training.mixed_precision -> the Keras dtype policy the network is built with
 POLICIES = {"bfloat16": "mixed_bfloat16"}
-
-
-def check_accelerator_options(training) -> None:
-    """KeyPathError (one line) for a combination the trainer cannot run."""
-    precision = getattr(training, "mixed_precision", None)
-    if precision == "float16":
-        raise KeyPathError(
-            "training.mixed_precision", "float16 needs loss scaling, which the trainer's step does "
-            "not do (its weightings take per-task gradients); use bfloat16 (same exponent range "
-            "as float32, no scaling)"
-        )
-    if getattr(training, "jit_compile", False) and getattr(training, "strategy", "auto") == "parameter_server":
-        raise KeyPathError(
-            "training.jit_compile", "XLA cannot compile a step whose variables live on parameter "
-            "servers; turn it off under strategy parameter_server"
-        )
 
 
 @contextlib.contextmanager

@@ -30,9 +30,7 @@ from mtlrec.losses import make_weighting
 from mtlrec.losses.factory import STRATEGIES as WEIGHTINGS
 from mtlrec.losses.objective import objective_terms
 from mtlrec.optimizers import make_optimizer, reset_slot_rows
-from mtlrec.training.accelerator_options import (
-    DenseObjective, check_accelerator_options, dtype_policy_scope,
-)
+from mtlrec.training.accelerator_options import DenseObjective, dtype_policy_scope
 from mtlrec.training.progress import row_progress, time_left
 from mtlrec.training.days.day_position import DayPosition
 from mtlrec.training.errors import NonFiniteLossError
@@ -131,7 +129,6 @@ class Trainer:
                 "training.strategy", f"a multi-worker run takes one device per worker; found "
                 f"{self.strategy.num_replicas_in_sync} replicas on {self.sharding.count} workers"
             )
-        check_accelerator_options(config.training)
         weighting = dict(config.loss_weighting or {"type": "fixed"})
         in_model = _model_holds(weighting)
         with self.strategy.scope(), self._variable_scope(), dtype_policy_scope(config.training):
