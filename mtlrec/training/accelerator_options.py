@@ -8,6 +8,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from mtlrec.conventions.key_paths import KeyPathError
 from mtlrec.losses.objective import objective_terms
 
 #: training.mixed_precision -> the Keras dtype policy the network is built with
@@ -41,13 +42,23 @@ class DenseObjective:
     layers from the embedding's outputs to the model's outputs, called together with the
     losses in one `tf.function(jit_compile=True)`. Gradients flow back through the
     compiled function (its gradient is compiled too) into the embedding's rows.
+
+    KeyPathError on `training.jit_compile` for a model whose network reads more than the
+    embedding's outputs (DUPN).
     """
 
     def __init__(self, model):
         embedding = model.feature_embedding
         self.model = model
         self.embedding = embedding
-        self.tail = keras.Model(keras.tree.flatten(embedding.output), model.output)
+        try:
+            self.tail = keras.Model(keras.tree.flatten(embedding.output), model.output)
+        except ValueError:  # a layer reads the features, or the embedding twice
+            raise KeyPathError(
+                "training.jit_compile", f"{type(model).__name__}'s network does not start from "
+                "the embedding's outputs alone, so it cannot be compiled apart from the embedding; "
+                "set it to false for this model"
+            ) from None
         self._dense = tf.function(self._dense_terms, jit_compile=True)
 
     def _dense_terms(self, embedded, labels):

@@ -2,6 +2,8 @@
 training.mixed_precision (bfloat16): the same step, the embedding kept in float32, and one
 line for what cannot apply."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from mtlrec.data_pipeline import make_dataset
 from mtlrec.training.config import ConfigError, load_config
 from mtlrec.training.trainer import Trainer
 
+REPO = Path(__file__).resolve().parents[2]
 MMOE = {"type": "mmoe", "num_experts": 3, "expert_units": [8], "tower_units": [4], "seed": 1}
 
 
@@ -80,3 +83,21 @@ def test_what_cannot_apply_is_refused_in_one_line(write_config, training, line, 
     text = str(info.value)
     assert "\n" not in text
     assert text.split(": ", 1)[1] == line
+
+
+def test_a_model_whose_network_reads_more_than_the_embedding_is_refused_in_one_line():
+    from mtlrec.models import build_model
+    from mtlrec.training.accelerator_options import DenseObjective
+    from mtlrec.conventions.key_paths import KeyPathError
+
+    config = load_config(REPO / "experiments" / "dupn.yaml")
+    schema = config.to_dict()["schema"]
+    for f in schema.get("numeric", []):
+        f.update(mean=0.0, std=1.0)
+    model = build_model(dict(config.model), schema, config.tasks)
+    with pytest.raises(KeyPathError) as info:
+        DenseObjective(model)
+    assert info.value.path == "training.jit_compile"
+    assert str(info.value).endswith("DUPN's network does not start from the embedding's outputs "
+                                    "alone, so it cannot be compiled apart from the embedding; set "
+                                    "it to false for this model")
