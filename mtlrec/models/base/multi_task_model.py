@@ -273,7 +273,8 @@ class MultiTaskModel(keras.Model):
         """A tower's `(B, 1)` output as `(B,)` (multiclass logits stay `(B, C)`)."""
         if task.kind == "multiclass":
             return y
-        return keras.layers.Reshape((), name=f"{task.name}_output")(y)
+        # float32 under training.mixed_precision too: logits are outputs and loss inputs
+        return keras.layers.Reshape((), dtype="float32", name=f"{task.name}_output")(y)
 
     def _outputs(self, raw):
         """task name -> its head's logits (value for regression) -> the outputs dict:
@@ -286,7 +287,7 @@ class MultiTaskModel(keras.Model):
         for task in self.task_specs:
             if task.parent is not None:
                 chain = funnel_chain(task, self.task_specs)
-                prob, logit = FunnelJoint(name=task.joint_name)([raw[t.name] for t in chain])
+                prob, logit = FunnelJoint(dtype="float32", name=task.joint_name)([raw[t.name] for t in chain])
                 outputs[task.joint_name] = prob
                 outputs[logit_name(task.joint_name)] = logit
         return outputs
