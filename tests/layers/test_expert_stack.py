@@ -28,10 +28,10 @@ def test_stacked_outputs_equal_the_experts_called_one_by_one(rng, per_expert):
         inputs = rng.normal(size=(7, 5)).astype("float32")
     got = keras.ops.convert_to_numpy(stacked_expert_outputs(experts, inputs))
     each = inputs if per_expert else [inputs] * 3
-    want = np.stack([keras.ops.convert_to_numpy(e(x)) for e, x in zip(experts, each)])
-    assert got.shape == (3, 7, 3)
+    want = np.stack([keras.ops.convert_to_numpy(e(x)) for e, x in zip(experts, each)], axis=1)
+    assert got.shape == (7, 3, 3)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(got[0], got[1])  # the experts differ
+    assert not np.allclose(got[:, 0], got[:, 1])  # the experts differ
 
 
 def test_batch_norm_statistics_and_dropout_are_each_experts_own(rng):
@@ -110,5 +110,5 @@ def test_experts_built_differently_run_one_by_one(rng):
     for e in experts:
         e.build((None, 5))
     got = keras.ops.convert_to_numpy(stacked_expert_outputs(experts, x))
-    want = np.stack([keras.ops.convert_to_numpy(e(x)) for e in experts])
+    want = np.stack([keras.ops.convert_to_numpy(e(x)) for e in experts], axis=1)
     np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -163,18 +163,17 @@ class CGC(keras.layers.Layer):
             per_expert += [shared_input] * self.num_shared_experts
         else:
             per_expert = inputs
-        # (E, B, h), task-major then shared: every expert in one matmul per layer
+        # (B, E, h), task-major then shared: every expert in one matmul per layer
         stacked = stacked_expert_outputs(experts, per_expert, training)
-        shared_out = stacked[n_tasks * m_t :]
+        shared_out = stacked[:, n_tasks * m_t :]
         outputs, weights = [], []
         for k, (x, gate) in enumerate(zip(task_inputs, self.task_gates)):
-            own = stacked[k * m_t : (k + 1) * m_t]
-            mine = ops.concatenate([own, shared_out], axis=0) if m_t else shared_out
-            mixed, w = gate([x, ops.transpose(mine, (1, 0, 2))])
+            own = stacked[:, k * m_t : (k + 1) * m_t]
+            mixed, w = gate([x, ops.concatenate([own, shared_out], axis=1) if m_t else shared_out])
             outputs.append(mixed)
             weights.append(w)
         if self.shared_gate is not None:
-            outputs.append(self.shared_gate([shared_input, ops.transpose(stacked, (1, 0, 2))]))
+            outputs.append(self.shared_gate([shared_input, stacked]))
         if self.return_gate_weights:
             return outputs, weights
         return outputs

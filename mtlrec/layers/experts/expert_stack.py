@@ -22,49 +22,53 @@ def _same_shape(experts):
 
 
 def stacked_expert_outputs(experts, inputs, training=None):
-    """`(E, B, h)`: the outputs of E `Expert` layers, expert i on `inputs[i]` (or all on
+    """`(B, E, h)`: the outputs of E `Expert` layers, expert i on `inputs[i]` (or all on
     `inputs` when it is one tensor), by batched matmuls over their own weights.
 
     The experts keep their own variables (one `Dense` kernel per expert and layer, as
     saved files hold them); each layer reads them together: with one input for all,
-    h_1 = x [W_1,1 | .. | W_E,1] is one (B, d) x (d, E h) matmul; with an input per
-    expert, and for every deeper layer, h_l = h_{l-1} W_l is one batched matmul
-    (E, B, i) x (E, i, o). Activations run on the whole stack; batch norm and dropout
-    run per expert on its slice (their statistics and seeds are the expert's own), so an
-    expert computes what its own `call` computes, up to the summation order of the
-    matmuls. Experts built differently are run one by one and stacked.
+    h_1 = x [W_1,1 | .. | W_E,1] is one (B, d) x (d, E h) matmul whose output already is
+    (B, E, h); with an input per expert, and for every deeper layer, h_l = h_{l-1} W_l is
+    one batched matmul (E, B, i) x (E, i, o). Activations run on the whole stack; batch
+    norm and dropout run per expert on its slice (their statistics and seeds are the
+    expert's own), so an expert computes what its own `call` computes, up to the summation
+    order of the matmuls. Experts built differently are run one by one and stacked.
     """
     shared = not isinstance(inputs, (list, tuple))
     num = len(experts)
     if num == 1 or not _same_shape(experts):
         return expert_outputs_one_by_one(experts, inputs, training)
     mlps = [e.mlp for e in experts]
-    first = mlps[0]
-    x = None
-    for layer, act in enumerate(first._activations):
+    x, axis = None, 1  # axis: where the experts are in x, 1 for (B, E, h), 0 for (E, B, h)
+    for layer, act in enumerate(mlps[0]._activations):
         denses = [m.dense_layers[layer] for m in mlps]
         if layer == 0 and shared:
             kernel = ops.concatenate([d.kernel.value for d in denses], axis=1)  # (d, E h)
-            flat = ops.matmul(inputs, kernel)
-            width = denses[0].units
-            x = ops.transpose(ops.reshape(flat, (-1, num, width)), (1, 0, 2))
+            x = ops.reshape(ops.matmul(inputs, kernel), (-1, num, denses[0].units))
         else:
             if layer == 0:
-                x = ops.stack(list(inputs), axis=0)  # (E, B, d)
+                x = ops.stack(list(inputs), axis=0)
+            elif axis == 1:
+                x = ops.transpose(x, (1, 0, 2))
+            axis = 0
             x = ops.matmul(x, ops.stack([d.kernel.value for d in denses], axis=0))
         if denses[0].use_bias:
-            x = x + ops.expand_dims(ops.stack([d.bias.value for d in denses], axis=0), 1)
+            x = x + ops.expand_dims(ops.stack([d.bias.value for d in denses], axis=0), 1 - axis)
         norms = [m.norm_layers[layer] for m in mlps]
         if norms[0] is not None:
-            x = ops.stack([n(x[i], training=training) for i, n in enumerate(norms)], axis=0)
+            x = ops.stack([n(_slice(x, axis, i), training=training) for i, n in enumerate(norms)], axis=axis)
         x = act(x)
         drops = [m.dropout_layers[layer] for m in mlps]
         if drops[0] is not None:
-            x = ops.stack([d(x[i], training=training) for i, d in enumerate(drops)], axis=0)
-    return x
+            x = ops.stack([d(_slice(x, axis, i), training=training) for i, d in enumerate(drops)], axis=axis)
+    return ops.transpose(x, (1, 0, 2)) if axis == 0 else x
+
+
+def _slice(x, axis, i):
+    return x[:, i] if axis == 1 else x[i]
 
 
 def expert_outputs_one_by_one(experts, inputs, training=None):
-    """`(E, B, h)` as `stacked_expert_outputs` gives it, each expert called on its own."""
+    """`(B, E, h)` as `stacked_expert_outputs` gives it, each expert called on its own."""
     each = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs] * len(experts)
-    return ops.stack([e(x, training=training) for e, x in zip(experts, each)], axis=0)
+    return ops.stack([e(x, training=training) for e, x in zip(experts, each)], axis=1)

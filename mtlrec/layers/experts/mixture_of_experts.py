@@ -1,7 +1,6 @@
 """Multi-gate mixture of experts (MMoE)."""
 
 import keras
-from keras import ops
 
 from mtlrec.conventions import arg_checks as checks
 from mtlrec.layers.experts.expert import Expert
@@ -105,8 +104,8 @@ class MixtureOfExperts(keras.layers.Layer):
             self.gates.append(gate)
 
     def call(self, inputs, training=None):
-        # (E, B, h) -> (B, E, h): every expert in one matmul per layer (expert_stack.py)
-        experts = ops.transpose(stacked_expert_outputs(self.experts, inputs, training), (1, 0, 2))
+        # (B, E, h): every expert in one matmul per layer (expert_stack.py)
+        experts = stacked_expert_outputs(self.experts, inputs, training)
         outputs, weights = [], []
         for gate in self.gates:
             mixed, w = gate([inputs, experts])
