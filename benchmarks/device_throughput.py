@@ -21,8 +21,11 @@ host.
 
     TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=. .venv/bin/python benchmarks/device_throughput.py
 
-Options: --jit-compile, --mixed-precision bfloat16 (the training keys of the same
-names), --lookup dynamic (every table behind a dynamic id map).
+`--variants plain,xla,bf16,xla+bf16` runs each model under each of those training
+options (`training.jit_compile: true`, `training.mixed_precision: bfloat16`, both);
+`--lookup dynamic` puts every table behind a dynamic id map. On a GPU machine, one run:
+
+    python benchmarks/device_throughput.py --variants plain,xla,bf16,xla+bf16
 """
 
 import argparse
@@ -68,9 +71,17 @@ def write_day(root, rows, files, seed):
         pq.write_table(pa.table(columns), day / f"part-{i:03d}.parquet", row_group_size=65536)
 
 
-def trainer_for(model, root, args):
+VARIANTS = {
+    "plain": {},
+    "xla": {"jit_compile": True},
+    "bf16": {"mixed_precision": "bfloat16"},
+    "xla+bf16": {"jit_compile": True, "mixed_precision": "bfloat16"},
+}
+
+
+def trainer_for(model, variant, root, args):
     training = {"batch_size": args.batch_size, "seed": 0, "shuffle_buffer": args.shuffle_buffer,
-                "jit_compile": args.jit_compile, "mixed_precision": args.mixed_precision}
+                **VARIANTS[variant]}
     config = config_from_dict({
         "name": f"device_{model}", "run_dir": str(Path(root).parent / "run_unused"),
         "data": {"root": str(root)},
@@ -105,8 +116,8 @@ def placements(trainer):
     return found
 
 
-def measure(model, root, args):
-    trainer, config = trainer_for(model, root, args)
+def measure(model, variant, root, args):
+    trainer, config = trainer_for(model, variant, root, args)
     schema = config.to_dict()["schema"]
 
     def day_dataset(epoch, skip):
@@ -162,12 +173,15 @@ def main():
     parser.add_argument("--warmup-steps", type=int, default=20)
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--max-seconds", type=float, default=30.0, help="timed seconds per model (at most)")
-    parser.add_argument("--jit-compile", action="store_true", help="training.jit_compile: true")
-    parser.add_argument("--mixed-precision", choices=("bfloat16",), help="training.mixed_precision")
+    parser.add_argument("--variants", default="plain", help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--lookup", choices=("hash", "dynamic"), default="hash")
     parser.add_argument("--tiny-vocab", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    for v in variants:
+        if v not in VARIANTS:
+            parser.error(f"--variants: unknown {v!r} (known: {', '.join(VARIANTS)})")
 
     with tempfile.TemporaryDirectory(prefix="mtlrec_device_") as tmp:
         root = Path(args.data) if args.data else Path(tmp) / "data"
@@ -178,23 +192,23 @@ def main():
         load = os.getloadavg()[0]
         results = {}
         for model in [m for m in args.models.split(",") if m]:
-            keras.backend.clear_session()
-            results[model] = measure(model, root, args)
-            r = results[model]
-            print(f"  {model}: {r['examples/s']:,.0f} examples/s, input wait {r['wait']:.1%} "
-                  f"({r['steps']} steps)", flush=True)
+            for variant in variants:
+                keras.backend.clear_session()
+                results[model, variant] = r = measure(model, variant, root, args)
+                print(f"  {model} {variant}: {r['examples/s']:,.0f} examples/s, input wait "
+                      f"{r['wait']:.1%} ({r['steps']} steps)", flush=True)
 
     print()
     print(f"device: {device_name()} | load average {load:.2f} before / {os.getloadavg()[0]:.2f} after"
           f" | TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}")
-    print(f"batch {args.batch_size}, shuffle buffer {args.shuffle_buffer:,}, lookup {args.lookup}, "
-          f"jit_compile {args.jit_compile}, mixed_precision {args.mixed_precision}; "
+    print(f"batch {args.batch_size}, shuffle buffer {args.shuffle_buffer:,}, lookup {args.lookup}; "
           f"{args.warmup_steps} warm-up steps, then up to {args.max_steps} steps / {args.max_seconds:g} s")
     print()
-    print("| model | examples/s | ms/step | input wait share | steps timed |")
-    print("|-------|-----------:|--------:|-----------------:|------------:|")
-    for model, r in results.items():
-        print(f"| {model} | {r['examples/s']:,.0f} | {r['ms/step']:.1f} | {r['wait']:.1%} | {r['steps']} |")
+    print("| model | variant | examples/s | ms/step | input wait share | steps timed |")
+    print("|-------|---------|-----------:|--------:|-----------------:|------------:|")
+    for (model, variant), r in results.items():
+        print(f"| {model} | {variant} | {r['examples/s']:,.0f} | {r['ms/step']:.1f} | {r['wait']:.1%} "
+              f"| {r['steps']} |")
     print()
     print("placement (first model):")
     for what, device in next(iter(results.values()))["placements"].items():
