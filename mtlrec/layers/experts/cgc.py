@@ -6,7 +6,6 @@ from keras import ops
 from mtlrec.conventions import arg_checks as checks
 from mtlrec.layers import _core_utils as cu
 from mtlrec.layers.experts.expert import Expert
-from mtlrec.layers.experts.expert_stack import stacked_expert_outputs
 from mtlrec.layers.experts._gate_config import check_gate, make_gate
 from mtlrec.conventions.seeding import derive_seed
 
@@ -156,24 +155,20 @@ class CGC(keras.layers.Layer):
             task_inputs, shared_input = list(inputs[:-1]), inputs[-1]
         else:
             task_inputs, shared_input = [inputs] * self.num_tasks, inputs
-        n_tasks, m_t = self.num_tasks, self.num_task_experts
-        experts = list(self.task_experts) + list(self.shared_experts)
-        if isinstance(inputs, (list, tuple)):
-            per_expert = [x for x in task_inputs for _ in range(m_t)]
-            per_expert += [shared_input] * self.num_shared_experts
-        else:
-            per_expert = inputs
-        # (B, E, h), task-major then shared: every expert in one matmul per layer
-        stacked = stacked_expert_outputs(experts, per_expert, training)
-        shared_out = stacked[:, n_tasks * m_t :]
+        shared_out = [e(shared_input, training=training) for e in self.shared_experts]
+        m_t = self.num_task_experts
+        task_out = [
+            [e(x, training=training) for e in self.task_experts[k * m_t : (k + 1) * m_t]]
+            for k, x in enumerate(task_inputs)
+        ]
         outputs, weights = [], []
-        for k, (x, gate) in enumerate(zip(task_inputs, self.task_gates)):
-            own = stacked[:, k * m_t : (k + 1) * m_t]
-            mixed, w = gate([x, ops.concatenate([own, shared_out], axis=1) if m_t else shared_out])
+        for x, own, gate in zip(task_inputs, task_out, self.task_gates):
+            mixed, w = gate([x, ops.stack(own + shared_out, axis=1)])
             outputs.append(mixed)
             weights.append(w)
         if self.shared_gate is not None:
-            outputs.append(self.shared_gate([shared_input, stacked]))
+            everything = [o for own in task_out for o in own] + shared_out
+            outputs.append(self.shared_gate([shared_input, ops.stack(everything, axis=1)]))
         if self.return_gate_weights:
             return outputs, weights
         return outputs

@@ -1,10 +1,10 @@
 """Multi-gate mixture of experts (MMoE)."""
 
 import keras
+from keras import ops
 
 from mtlrec.conventions import arg_checks as checks
 from mtlrec.layers.experts.expert import Expert
-from mtlrec.layers.experts.expert_stack import stacked_expert_outputs
 from mtlrec.layers.experts._gate_config import check_gate, make_gate
 from mtlrec.conventions.seeding import derive_seed
 
@@ -104,8 +104,7 @@ class MixtureOfExperts(keras.layers.Layer):
             self.gates.append(gate)
 
     def call(self, inputs, training=None):
-        # (B, E, h): every expert in one matmul per layer (expert_stack.py)
-        experts = stacked_expert_outputs(self.experts, inputs, training)
+        experts = ops.stack([e(inputs, training=training) for e in self.experts], axis=1)
         outputs, weights = [], []
         for gate in self.gates:
             mixed, w = gate([inputs, experts])
