@@ -102,3 +102,15 @@ def test_a_model_whose_network_reads_more_than_the_embedding_is_refused_in_one_l
     assert str(info.value).endswith("DUPN's network does not start from the embedding's outputs "
                                     "alone, so it cannot be compiled apart from the embedding; set "
                                     "it to false for this model")
+
+
+def test_the_options_enter_the_training_digest_only_when_set(write_config):
+    """Run directories compare this digest on resume: at their defaults the options leave the
+    digest of runs written before them as it was."""
+    def digest(training, name):
+        return load_config(write_config({"training": training}, name)).training_digest()
+
+    plain = digest({}, "plain.yaml")
+    assert digest({"jit_compile": False}, "off.yaml") == plain
+    jit, bf16 = digest({"jit_compile": True}, "jit.yaml"), digest({"mixed_precision": "bfloat16"}, "bf.yaml")
+    assert len({plain, jit, bf16}) == 3
