@@ -144,8 +144,9 @@ def as_tensors(batch, names):
 # ----------------------------------------------------------------- runners
 
 
-def mtlrec_runner(model, kind, embedding_optimizer, args, batches, lookup="hash"):
-    """A step callable on a batch index: the Trainer's own tf.function step."""
+def mtlrec_runner(model, kind, embedding_optimizer, args, batches, lookup="hash", training=None):
+    """A step callable on a batch index: the Trainer's own tf.function step (`training`:
+    more keys of the config's training section)."""
     config = config_from_dict({
         "name": f"bench_{model}",
         "run_dir": "/tmp/mtlrec_bench_unused",
@@ -155,7 +156,7 @@ def mtlrec_runner(model, kind, embedding_optimizer, args, batches, lookup="hash"
         "model": {**model_section(model), "seed": 1},
         "optimizer": {"dense": {"name": "adam", "learning_rate": 0.001},
                       "embedding": {**embedding_optimizer, "learning_rate": 0.001}},
-        "training": {"batch_size": args.batch_size, "seed": 0},
+        "training": {"batch_size": args.batch_size, "seed": 0, **(training or {})},
     })
     trainer = Trainer(config, config.to_dict()["schema"])
     trainer.start_day("2024-01-01")  # what Trainer.train_day does before a day's first step

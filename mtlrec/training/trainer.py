@@ -30,6 +30,7 @@ from mtlrec.losses import make_weighting
 from mtlrec.losses.factory import STRATEGIES as WEIGHTINGS
 from mtlrec.losses.objective import objective_terms
 from mtlrec.optimizers import make_optimizer, reset_slot_rows
+from mtlrec.training.accelerator_options import DenseObjective, dtype_policy_scope
 from mtlrec.training.progress import row_progress, time_left
 from mtlrec.training.days.day_position import DayPosition
 from mtlrec.training.errors import NonFiniteLossError
@@ -131,7 +132,7 @@ class Trainer:
             )
         weighting = dict(config.loss_weighting or {"type": "fixed"})
         in_model = _model_holds(weighting)
-        with self.strategy.scope(), self._variable_scope():
+        with self.strategy.scope(), self._variable_scope(), dtype_policy_scope(config.training):
             keras.utils.set_random_seed(config.training.seed)
             model_config = dict(config.model)
             if in_model:
@@ -148,6 +149,9 @@ class Trainer:
             self._split_variables()
             self.lookup_layers = _lookup_state_layers(self.model)
             self._build_optimizers()
+        self._objective = self._eager_objective
+        if getattr(config.training, "jit_compile", False):
+            self._objective = DenseObjective(self.model)
         self.checkpoint = TrainerCheckpoint(
             self._checkpoint_children, any(layer.id_maps for layer in self.lookup_layers)
         )
@@ -202,10 +206,13 @@ class Trainer:
 
     # ------------------------------------------------------------ the step
 
+    def _eager_objective(self, features, labels):
+        return objective_terms(self.model, labels, self.model(features, training=True))
+
     def _replica_step(self, features, labels):
         replicas = self.strategy.num_replicas_in_sync
         with tf.GradientTape(persistent=True) as tape:
-            losses = objective_terms(self.model, labels, self.model(features, training=True))
+            losses = self._objective(features, labels)
         grads, total = self.weighting.gradients(
             tape, losses, self.shared_variables, self.task_variables, self.balance_variables,
             step=self.global_step,  # the steps before this one (PCGrad's orders)

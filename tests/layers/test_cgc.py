@@ -199,3 +199,21 @@ def test_bad_arguments():
                 "expert_units": [4], **kwargs}
         with pytest.raises(ValueError, match=match):
             CGC(**args)
+
+
+def test_cgc_level_with_an_input_per_task_by_hand():
+    """Linear one-unit experts with kernels 1 (task 0), 2 (task 1), 3 (shared) and zero gates
+    on x_1 = 1, x_2 = 2, x_s = 3 (two features each): expert outputs 2, 8, 18; task 0 mixes
+    (2 + 18) / 2 = 10, task 1 (8 + 18) / 2 = 13, the shared gate (2 + 8 + 18) / 3."""
+    layer = CGC(2, 1, 1, [1], expert_activation="linear", return_gate_weights=True)
+    layer.build([(None, 2)] * 3)
+    for expert, value in zip(list(layer.task_experts) + list(layer.shared_experts), (1.0, 2.0, 3.0)):
+        expert.mlp.dense_layers[0].kernel.assign(np.full((2, 1), value, "float32"))
+    for gate in list(layer.task_gates) + [layer.shared_gate]:
+        gate.kernel.assign(np.zeros(gate.kernel.shape, "float32"))
+    inputs = [np.full((1, 2), v, "float32") for v in (1.0, 2.0, 3.0)]
+    outputs, weights = layer(inputs)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(outputs[0]), [[10.0]], rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(outputs[1]), [[13.0]], rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(outputs[2]), [[28.0 / 3]], rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(weights[0]), [[0.5, 0.5]], rtol=1e-6)

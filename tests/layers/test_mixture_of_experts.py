@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 
+from mtlrec.conventions.seeding import derive_seed
 from mtlrec.layers import MixtureOfExperts
 
 BASE_KEYS = set(keras.layers.Layer().get_config())
@@ -171,3 +172,15 @@ def test_bad_arguments():
         args = {"num_experts": 2, "expert_units": [4], "num_tasks": 2, **kwargs}
         with pytest.raises(ValueError, match=match):
             MixtureOfExperts(**args)
+
+
+def test_each_experts_kernel_is_drawn_from_its_own_seed_path():
+    """Expert i's first kernel is glorot_uniform seeded by the path seed -> expert_i -> dense_0."""
+    layer = MixtureOfExperts(3, [4], 1, seed=11, batch_norm=False)
+    layer.build((None, 5))
+    for i, expert in enumerate(layer.experts):
+        seed = derive_seed(derive_seed(11, f"expert_{i}"), "dense_0")
+        want = keras.ops.convert_to_numpy(keras.initializers.GlorotUniform(seed=seed)((5, 4)))
+        np.testing.assert_array_equal(np.asarray(expert.mlp.dense_layers[0].kernel), want)
+    kernels = [np.asarray(e.mlp.dense_layers[0].kernel) for e in layer.experts]
+    assert not np.allclose(kernels[0], kernels[1]) and not np.allclose(kernels[1], kernels[2])

@@ -1,5 +1,7 @@
 """A collision-free id -> row map that admits and evicts ids as a catalogue changes."""
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -17,6 +19,20 @@ DAY_COUNTS = ("admitted", "evicted", "lookups", "oov_lookups", "overflow_lookups
 ADDED_VARIABLES = ("ids_dropped",)
 #: Fingerprints of ids (ties in count and last day) range over [0, 2^62).
 _FINGERPRINT_RANGE = 2**62
+#: Where the map lives and computes: the host. `tf.lookup` tables have no GPU kernels, the
+#: ids arrive from the input pipeline on the host, and the bookkeeping is many small
+#: int64 ops; only the rows go on to the table's device. A device type without a job or
+#: task, so it stays inside a worker's own device scope.
+HOST = "/CPU:0"
+
+
+def _on_host(method):
+    @functools.wraps(method)
+    def on_host(self, *args, **kwargs):
+        with tf.device(HOST):
+            return method(self, *args, **kwargs)
+
+    return on_host
 
 
 @keras.saving.register_keras_serializable(package="mtlrec")
@@ -84,6 +100,7 @@ class DynamicIdMap(keras.layers.Layer):
         self.count_half_life_days = check_positive_int("count_half_life_days", count_half_life_days)
         self.max_waiting = self.capacity if max_waiting is None else check_positive_int("max_waiting", max_waiting)
 
+    @_on_host
     def build(self, input_shape=None):
         self.table = tf.lookup.experimental.MutableHashTable(
             key_dtype=tf.as_dtype(self.key_dtype),
@@ -106,6 +123,7 @@ class DynamicIdMap(keras.layers.Layer):
         found.set_shape(ids.shape.concatenate([3]))
         return found
 
+    @_on_host
     def rows(self, ids):
         """The row of each id: its own when admitted, else its OOV row."""
         ids = tf.convert_to_tensor(ids)
@@ -133,6 +151,7 @@ class DynamicIdMap(keras.layers.Layer):
         next_row = tf.convert_to_tensor(self.next_row)
         return tf.group(self.free_count.assign(free_n - from_free), self.next_row.assign(next_row + n - from_free))
 
+    @_on_host
     def observe(self, ids):
         """Count the ids of one global batch (1-D, data order) and admit those due."""
         ids = tf.reshape(tf.convert_to_tensor(ids), [-1])
@@ -192,6 +211,7 @@ class DynamicIdMap(keras.layers.Layer):
         h = self.count_half_life_days
         return min(day // h - previous // h, 63)
 
+    @_on_host
     def start_day(self, day):
         """Open `day` (an integer day number): expire, age, evict when full, bound what
         waits, reset the counters.

@@ -195,8 +195,11 @@ class MultiTaskModel(keras.Model):
         self.loss_weighting = None if loss_weighting is None else _plain(loss_weighting)
         self.seed = checks.check_seed(seed)
         self._parsed_schema = parsed
+        # float32 whatever the global policy (training.mixed_precision): a 16-bit policy
+        # would cast whole tables where the layer reads rows
         self.feature_embedding = FeatureEmbedding(
-            self.schema, seed=derive_seed(self.seed, "feature_embedding"), name="feature_embedding"
+            self.schema, seed=derive_seed(self.seed, "feature_embedding"), name="feature_embedding",
+            dtype="float32",
         )
         self.interaction_layer = None
         if self.interaction is not None and self.interaction["type"] == "fm":
@@ -277,7 +280,8 @@ class MultiTaskModel(keras.Model):
         """A tower's `(B, 1)` output as `(B,)` (multiclass logits stay `(B, C)`)."""
         if task.kind == "multiclass":
             return y
-        return keras.layers.Reshape((), name=f"{task.name}_output")(y)
+        # float32 under training.mixed_precision too: logits are outputs and loss inputs
+        return keras.layers.Reshape((), dtype="float32", name=f"{task.name}_output")(y)
 
     def _outputs(self, raw):
         """task name -> its head's logits (value for regression) -> the outputs dict:
@@ -290,7 +294,7 @@ class MultiTaskModel(keras.Model):
         for task in self.task_specs:
             if task.parent is not None:
                 chain = funnel_chain(task, self.task_specs)
-                prob, logit = FunnelJoint(name=task.joint_name)([raw[t.name] for t in chain])
+                prob, logit = FunnelJoint(dtype="float32", name=task.joint_name)([raw[t.name] for t in chain])
                 outputs[task.joint_name] = prob
                 outputs[logit_name(task.joint_name)] = logit
         return outputs

@@ -84,6 +84,10 @@ class ExperimentConfig:
         kept["data"] = {k: data["data"][k] for k in ("format", "funnel", "non_finite_numeric")}
         if data["data"].get("sample_weight") is not None:  # absent: the digests of older runs
             kept["data"]["sample_weight"] = data["data"]["sample_weight"]
+        # the step options count only when set: at their defaults, the digests of older runs
+        for key, default in (("jit_compile", False), ("mixed_precision", None)):
+            if kept["training"].get(key, default) == default:
+                kept["training"].pop(key, None)
         return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

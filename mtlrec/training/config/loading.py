@@ -104,6 +104,22 @@ def _optimizers(section, src) -> None:
         setattr(section, part, OptimizerSpec(raw["name"], args, dict(raw)))
 
 
+def _accelerator_options(training, src) -> None:
+    """The step options that cannot apply: float16 (no loss scaling in the step) and XLA
+    under parameter servers."""
+    if training.mixed_precision == "float16":
+        raise src.error(
+            "training.mixed_precision", "float16 needs loss scaling, which the training step does "
+            "not do (the loss weightings take per-task gradients); use bfloat16 (float32's exponent "
+            "range, no scaling)"
+        )
+    if training.jit_compile and training.strategy == "parameter_server":
+        raise src.error(
+            "training.jit_compile", "XLA cannot compile a step whose variables live on parameter "
+            "servers; set it to false under strategy parameter_server"
+        )
+
+
 def _weighting(raw: dict, tasks, src) -> WeightingSpec:
     from mtlrec.losses.factory import weighting_arguments
 
@@ -124,6 +140,7 @@ def _typed(doc: Document, src) -> ExperimentConfig:
     _row_weights(doc.data, schema, tasks, src)
     model = _checked(src, "model", model_spec, doc.model, "model", ("loss_weighting",), schema)
     _optimizers(doc.optimizer, src)
+    _accelerator_options(doc.training, src)
     return ExperimentConfig(
         name=doc.name, data=doc.data, schema=schema, tasks=tasks, model=model, run_dir=doc.run_dir,
         optimizer=doc.optimizer, loss_weighting=_weighting(doc.loss_weighting, tasks, src),

@@ -89,6 +89,12 @@ class TrainingConfig(Section):
     strategy: _check(v.choice("auto", "default", "mirrored", "multi_worker", "parameter_server")) = Field(
         "auto", description="tf.distribute strategy"
     )
+    jit_compile: _check(v.boolean) = Field(
+        False, description="compile the network after the embedding (and the losses) with XLA"
+    )
+    mixed_precision: _check(v.optional(v.choice("bfloat16", "float16"))) = Field(
+        None, description="compute the network after the embedding in bfloat16 (variables stay float32)"
+    )
 
 
 class EvaluationConfig(Section):

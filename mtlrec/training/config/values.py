@@ -114,6 +114,12 @@ def partition(value):
         raise Expected("a partition as dt=YYYY-MM-DD/hour=HH or dt=YYYY-MM-DD") from None
 
 
+def boolean(value):
+    if not isinstance(value, bool):
+        raise Expected("true or false")
+    return value
+
+
 def optional(check: Callable) -> Callable:
     def checker(value):
         if value is None:
