@@ -3,7 +3,8 @@
 import tensorflow as tf
 
 from mtlrec.conventions.arg_checks import check_positive_int
-from mtlrec.data_pipeline import batch_arrays, parquet_reader, tfrecord_reader
+from mtlrec.data_pipeline import parquet_reader, tfrecord_reader
+from mtlrec.data_pipeline.batching import batch_arrays
 from mtlrec.data_pipeline.columns import column_plan
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
 from mtlrec.data_pipeline.partitions import check_fmt, day_files, resolve_days

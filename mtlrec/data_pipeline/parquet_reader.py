@@ -20,10 +20,11 @@ import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
-from mtlrec.data_pipeline import batch_arrays, filesystems
+from mtlrec.data_pipeline import filesystems
+from mtlrec.data_pipeline.batching import batch_arrays
 from mtlrec.data_pipeline.columns import EXTRA_FILL, extra_kind, type_problem
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
-from mtlrec.data_pipeline.row_shuffler import RowShuffler
+from mtlrec.data_pipeline.batching.row_shuffler import RowShuffler
 
 READ_BATCH_ROWS = 65536  # rows per Arrow record batch read
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pyarrow as pa
 
-from mtlrec.data_pipeline.batch_arrays import ListLayout, aligned_empty, chunk_arrays
+from mtlrec.data_pipeline.batching.batch_arrays import ListLayout, aligned_empty, chunk_arrays
 from mtlrec.data_pipeline.columns import Col
-from mtlrec.data_pipeline.row_shuffler import RowShuffler
+from mtlrec.data_pipeline.batching.row_shuffler import RowShuffler
 
 
 def test_list_layout_keeps_the_last_items_of_each_row():

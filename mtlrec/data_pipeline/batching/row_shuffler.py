@@ -3,7 +3,7 @@
 import numpy as np
 import pyarrow as pa
 
-from mtlrec.data_pipeline.batch_arrays import aligned_empty
+from mtlrec.data_pipeline.batching.batch_arrays import aligned_empty
 
 
 class RowShuffler:
