@@ -109,14 +109,20 @@ def list_dir(location):
         if not os.path.isdir(path):
             return None
         return [(name, os.path.isdir(os.path.join(path, name))) for name in os.listdir(path)]
+    infos = _remote_entries(location)
+    return None if infos is None else [(info.base_name, info.type == pafs.FileType.Directory) for info in infos]
+
+
+def _remote_entries(location):
+    """pyarrow's file infos of the entries directly under a URI `location`; None when it
+    does not exist."""
     fs, path = resolve(location)
     try:
-        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=False))
+        return fs.get_file_info(pafs.FileSelector(path, allow_not_found=False))
     except FileNotFoundError:
         return None
     except OSError as err:
         raise storage_error(err, location) from None
-    return [(info.base_name, info.type == pafs.FileType.Directory) for info in infos]
 
 
 def file_stats(location):
@@ -132,13 +138,9 @@ def file_stats(location):
                 st = entry.stat()
                 out.append((entry.name, st.st_size, st.st_mtime_ns))
         return out
-    fs, path = resolve(location)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=False))
-    except FileNotFoundError:
+    infos = _remote_entries(location)
+    if infos is None:
         return None
-    except OSError as err:
-        raise storage_error(err, location) from None
     return [
         (info.base_name, int(info.size or 0), int(info.mtime_ns or 0))
         for info in infos if info.type == pafs.FileType.File

@@ -29,6 +29,7 @@ from mtlrec.conventions.key_paths import KeyPathError
 from mtlrec.losses import make_weighting
 from mtlrec.losses.factory import STRATEGIES as WEIGHTINGS
 from mtlrec.losses.objective import objective_terms
+from mtlrec.models.base.fit_lookups import lookup_layers
 from mtlrec.optimizers import make_optimizer, reset_slot_rows
 from mtlrec.training.accelerator_options import DenseObjective, dtype_policy_scope
 from mtlrec.training.progress import row_progress, time_left
@@ -63,17 +64,6 @@ def _non_trainable_state(model, skip=()) -> tf.train.Checkpoint:
         key = variable.path.replace("/", ".")
         state[key if key not in state else f"{key}.{i}"] = variable.value
     return tf.train.Checkpoint(**state)
-
-
-def _lookup_state_layers(model) -> list:
-    """The model's `FeatureEmbedding` layers whose lookups keep state while training."""
-    from mtlrec.layers import FeatureEmbedding
-
-    found = []
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, FeatureEmbedding) and layer.has_lookup_state and layer not in found:
-            found.append(layer)
-    return found
 
 
 class _LossWindow:
@@ -147,7 +137,7 @@ class Trainer:
             )
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self._split_variables()
-            self.lookup_layers = _lookup_state_layers(self.model)
+            self.lookup_layers = lookup_layers(self.model)
             self._build_optimizers()
         self._objective = self._eager_objective
         if getattr(config.training, "jit_compile", False):
