@@ -17,21 +17,11 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from mtlrec.training.follow.follow_report import plot_progressive
-from mtlrec.training.run.metrics_log import read_metrics
+from mtlrec.training.run.metrics_log import metric_series, read_metrics
 from mtlrec.training.run.run_state import RunState
-
-
-def _series(rows, metric: str) -> dict:
-    """task -> sorted [(day, value)] for ``metric`` (NaNs dropped)."""
-    out = {}
-    for row in rows:
-        if row["metric"] == metric and not math.isnan(row["value"]):
-            out.setdefault(row["task"], []).append((row["day"], row["value"]))
-    return {task: sorted(points) for task, points in out.items()}
 
 
 def _loss_names(run_dir: Path) -> dict:
@@ -103,7 +93,7 @@ def _plot_auc(rows, run_dir, name, out_dir) -> list[Path]:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    if _plot_lines(ax, _series(rows, "auc"), f"{name}: AUC on the following day", "AUC"):
+    if _plot_lines(ax, metric_series(rows, "auc"), f"{name}: AUC on the following day", "AUC"):
         return _save(fig, out_dir / "auc_by_day.png")
     plt.close(fig)
     return []
@@ -113,9 +103,9 @@ def _plot_losses(rows, run_dir, name, out_dir) -> list[Path]:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    losses = {_loss_names(run_dir).get(task, task): points for task, points in _series(rows, "train_loss").items()}
+    losses = {_loss_names(run_dir).get(task, task): points for task, points in metric_series(rows, "train_loss").items()}
     _plot_lines(axes[0], losses, f"{name}: training loss", "mean loss of the day")
-    _plot_lines(axes[1], _series(rows, "logloss"), f"{name}: evaluation logloss", "logloss")
+    _plot_lines(axes[1], metric_series(rows, "logloss"), f"{name}: evaluation logloss", "logloss")
     return _save(fig, out_dir / "loss_by_day.png")
 
 
@@ -123,7 +113,7 @@ def _plot_calibration(rows, run_dir, name, out_dir) -> list[Path]:
     import matplotlib.pyplot as plt
 
     calibration_files = sorted((run_dir / "calibration").glob("*.json"))
-    by_day = _series(rows, "calibration")
+    by_day = metric_series(rows, "calibration")
     if not (calibration_files or by_day):
         return []
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -150,22 +140,22 @@ def _plot_calibration(rows, run_dir, name, out_dir) -> list[Path]:
 def _plot_tables(rows, run_dir, name, out_dir) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    tables = {k: v for k, v in _series(rows, "lookups").items() if k.startswith("table:")}
+    tables = {k: v for k, v in metric_series(rows, "lookups").items() if k.startswith("table:")}
     if not tables:
         return []
-    capacity, in_use = _series(rows, "capacity"), _series(rows, "rows_in_use")
+    capacity, in_use = metric_series(rows, "capacity"), metric_series(rows, "rows_in_use")
     occupancy = {
         task: [(d, used / dict(capacity[task])[d]) for d, used in points]
         for task, points in in_use.items()
         if task in capacity
     }
-    moves = {f"{t} {m}": p for m in ("admitted", "evicted") for t, p in _series(rows, m).items() if t in tables}
-    tracking = {f"{t} {m}": p for m in ("ids_waiting", "ids_dropped") for t, p in _series(rows, m).items() if t in tables}
+    moves = {f"{t} {m}": p for m in ("admitted", "evicted") for t, p in metric_series(rows, m).items() if t in tables}
+    tracking = {f"{t} {m}": p for m in ("ids_waiting", "ids_dropped") for t, p in metric_series(rows, m).items() if t in tables}
     fig, axes = plt.subplots(1, 4, figsize=(21, 4.5))
     _plot_lines(axes[0], occupancy, f"{name}: table occupancy", "rows in use / capacity")
     axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
     _plot_lines(axes[1], moves, "ids admitted and evicted", "ids on the day")
-    _plot_lines(axes[2], {t: p for t, p in _series(rows, "oov_share").items() if t in tables},
+    _plot_lines(axes[2], {t: p for t, p in metric_series(rows, "oov_share").items() if t in tables},
                 "out-of-vocabulary share of lookups", "OOV lookups / lookups")
     _plot_lines(axes[3], tracking, "ids waiting for a row, ids dropped from the map", "ids")
     return _save(fig, out_dir / "table_occupancy.png")

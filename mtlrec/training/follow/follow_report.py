@@ -7,23 +7,15 @@ partition, and its lag (seconds from its done marker to the export that first he
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from mtlrec.training.follow.follow_rows import PREFIX
-
-
-def _series(rows, metric: str) -> dict:
-    out = {}
-    for row in rows:
-        if row["metric"] == metric and not math.isnan(row["value"]):
-            out.setdefault(row["task"], []).append((row["day"], row["value"]))
-    return {task: sorted(points) for task, points in out.items()}
+from mtlrec.training.run.metrics_log import metric_series
 
 
 def plot_progressive(rows, run_dir, name, out_dir) -> list[Path]:
     """The PNG (in a list), or [] when the run has no progressive evaluation."""
-    aucs = _series(rows, PREFIX + "auc")
+    aucs = metric_series(rows, PREFIX + "auc")
     if not aucs:
         return []
     import matplotlib.pyplot as plt
@@ -33,8 +25,8 @@ def plot_progressive(rows, run_dir, name, out_dir) -> list[Path]:
     fig, axes = plt.subplots(3, 1, figsize=(max(7, 0.3 * len(keys)), 9), sharex=True)
     panels = [
         (axes[0], aucs, "progressive AUC (before training on the partition)", "AUC"),
-        (axes[1], _series(rows, "rows"), "rows", "rows"),
-        (axes[2], _series(rows, "lag_seconds"), "lag: done marker to export", "seconds"),
+        (axes[1], metric_series(rows, "rows"), "rows", "rows"),
+        (axes[2], metric_series(rows, "lag_seconds"), "lag: done marker to export", "seconds"),
     ]
     for ax, series, title, ylabel in panels:
         for task, points in sorted(series.items()):

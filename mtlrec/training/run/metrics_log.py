@@ -41,6 +41,15 @@ TABLE_METRICS = (
 )
 
 
+def metric_series(rows, metric: str) -> dict:
+    """task -> sorted [(day, value)] of ``metric`` in ``read_metrics`` rows (NaNs dropped)."""
+    out = {}
+    for row in rows:
+        if row["metric"] == metric and not math.isnan(row["value"]):
+            out.setdefault(row["task"], []).append((row["day"], row["value"]))
+    return {task: sorted(points) for task, points in out.items()}
+
+
 def metric_rows(day: str, step: int, evaluation=None, train_losses=None, tables=None) -> list[dict]:
     """Rows for one trained day from an ``EvaluationResult``, the day's mean losses and the
     day's figures of the identity/dynamic lookups (``Trainer.lookup_report``)."""
