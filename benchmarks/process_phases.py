@@ -193,11 +193,10 @@ def probe_deepctr(model, parquet, out_dir, out):
     import numpy as np
     import pyarrow.parquet as pq
     import tensorflow as tf  # noqa: F401
-    from deepctr.feature_column import DenseFeat, SparseFeat, get_feature_names
-    from deepctr.models import ESMM, MMOE, PLE
+    import deepctr.models  # noqa: F401  (timed with the imports)
 
     sys.path.insert(0, str(HERE))
-    from train_throughput import CATEGORICAL, DIM, NUMERIC
+    from train_throughput import CATEGORICAL, NUMERIC, deepctr_net
 
     clock.marks["imported"] = time.time()
     t = time.perf_counter()
@@ -209,19 +208,7 @@ def probe_deepctr(model, parquet, out_dir, out):
     conversion = table["conversion"].to_numpy().astype(np.float32)
     clock.add("validation", time.perf_counter() - t)  # reading the day into arrays
     t = time.perf_counter()
-    columns = [SparseFeat(n, vocabulary_size=v, embedding_dim=DIM) for n, v in CATEGORICAL]
-    columns += [DenseFeat(n, 1) for n in NUMERIC]
-    common = dict(l2_reg_embedding=0.0, task_types=("binary", "binary"), task_names=("ctr", "cvr"))
-    if model == "mmoe":
-        net = MMOE(columns, num_experts=4, expert_dnn_hidden_units=(256, 128),
-                   tower_dnn_hidden_units=(64,), **common)
-    elif model == "ple":
-        net = PLE(columns, shared_expert_num=2, specific_expert_num=1, num_levels=2,
-                  expert_dnn_hidden_units=(256, 128), tower_dnn_hidden_units=(64,), **common)
-    else:
-        net = ESMM(columns, tower_dnn_hidden_units=(256, 128, 64), **common)
-    net.compile(keras.optimizers.Adam(0.001), loss=["binary_crossentropy", "binary_crossentropy"])
-    names = get_feature_names(columns)
+    net, names = deepctr_net(model, vocab)
     x = {n: x[n] for n in names}
     second = click * conversion if model == "esmm" else conversion
     clock.add("build", time.perf_counter() - t)

@@ -172,11 +172,12 @@ def mtlrec_runner(model, kind, embedding_optimizer, args, batches, lookup="hash"
     return run, params, trainer
 
 
-def deepctr_runner(model, kind, args, batches):
+def deepctr_net(model, vocab):
+    """DeepCTR's `model` on this benchmark's features (`vocab`: name -> vocabulary size),
+    compiled with Adam 0.001: `(net, its input names)`."""
     from deepctr.feature_column import DenseFeat, SparseFeat, get_feature_names
     from deepctr.models import ESMM, MMOE, PLE
 
-    vocab = vocabularies(kind, args.tiny_vocab)
     columns = [SparseFeat(n, vocabulary_size=vocab[n], embedding_dim=DIM) for n, _ in CATEGORICAL]
     columns += [DenseFeat(n, 1) for n in NUMERIC]
     common = dict(l2_reg_embedding=0.0, task_types=("binary", "binary"), task_names=("ctr", "cvr"))
@@ -189,7 +190,12 @@ def deepctr_runner(model, kind, args, batches):
     else:
         net = ESMM(columns, tower_dnn_hidden_units=(256, 128, 64), **common)
     net.compile(keras.optimizers.Adam(0.001), loss=["binary_crossentropy", "binary_crossentropy"])
-    names = get_feature_names(columns)
+    return net, get_feature_names(columns)
+
+
+def deepctr_runner(model, kind, args, batches):
+    vocab = vocabularies(kind, args.tiny_vocab)
+    net, names = deepctr_net(model, vocab)
     data = []
     for features, labels in batches:
         # DeepCTR has no hashing: ids must already be row indices of its tables.
