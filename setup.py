@@ -19,7 +19,6 @@ setup(
         "pyarrow>=14,<24",
         "pyyaml>=6.0,<7",
         "pydantic>=2.7,<3",  # the config sections (mtlrec.training.config)
-        "scikit-learn>=1.3,<2",
         "matplotlib>=3.7,<4",
         "tqdm>=4.60,<5",  # progress bars of train, evaluate and predict on a terminal
         "aiohttp>=3.9,<4",  # the HTTP server of `mtlrec serve`
@@ -30,6 +29,7 @@ setup(
             "pytest-timeout>=2.1,<3",
             "pytest-xdist>=3.5,<4",
             "moto[server]>=5,<6",
+            "scikit-learn>=1.3,<2",  # reference AUCs in the tests
             "jax>=0.4.30,<0.11",  # the layers' tests on a backend other than TensorFlow
         ],
         # the layers on PyTorch (make test-torch): about 2.7 GB of wheels from PyPI, CUDA included

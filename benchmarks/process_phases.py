@@ -131,6 +131,12 @@ def probe_mtlrec(argv, out):
     launched = float(os.environ["PHASES_LAUNCHED"])
     clock = Clock()
     import mtlrec.cli as cli
+
+    # what `main` does first (where the tree timed has it), before the wrapped modules load
+    if (Path(cli.__file__).parent / "backend_import.py").exists():
+        from mtlrec.backend_import import import_backend_quietly
+
+        import_backend_quietly()
     import mtlrec.training.experiment as experiment
     from mtlrec.training.run.run_directory import RunDirectory
     from mtlrec.training.trainer import Trainer

@@ -389,6 +389,9 @@ COMMANDS = {
 }
 
 
+_COMMANDS_WITHOUT_TENSORFLOW = {"report"}
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text or type(err).__name__
@@ -399,6 +402,10 @@ def main(argv=None) -> int:
     _setup_environment()
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command not in _COMMANDS_WITHOUT_TENSORFLOW:
+        from mtlrec.backend_import import import_backend_quietly
+
+        import_backend_quietly(drop_startup_lines=not args.verbose)
     restore_logging = _setup_logging(args.verbose, args.quiet)
     try:
         return _run(args)
