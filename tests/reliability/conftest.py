@@ -39,3 +39,79 @@ def _snapshot(directory) -> dict:
         if path.is_file():
             out[str(path.relative_to(directory))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+class PsCluster:
+    """One ``parameter_server`` cluster on 127.0.0.1 (2 workers, 2 ps) whose worker and ps
+    tasks serve the chiefs of several tests in turn, as a real cluster serves the daily
+    commands of its chief: each chief connects anew, and a test that kills a task restarts it
+    at the same address before it ends.
+
+    Starting the four tasks costs four TensorFlow start-ups; the tests share them."""
+
+    JOBS = [(job, i) for job in ("ps", "worker") for i in range(2)]
+    ENV = {"TF_NUM_INTEROP_THREADS": "4"}  # docs/guide/scaling.md: fewer inter-op threads hang the first step
+
+    def __init__(self, directory, training, config):
+        from mtlrec.training.distribute.parameter_server import local_cluster
+
+        self.directory, self.training, self.config = Path(directory), training, config
+        self.spec = local_cluster(workers=2, ps=2)
+        self.tasks = {}
+        self.start(self.JOBS)
+
+    def env(self, job, index=0, **extra):
+        """The environment of task ``job`` ``index`` (the chief's: ``env("chief")``)."""
+        from mtlrec.training.distribute.parameter_server import tf_config
+
+        return self.training.subprocess_env(TF_CONFIG=tf_config(self.spec, job, index), **self.ENV, **extra)
+
+    def start(self, tasks):
+        """Start (or restart, at the same address) the worker and ps ``tasks`` [(job, index)]."""
+        import subprocess
+        import sys
+
+        for job, i in tasks:
+            log = open(self.directory / f"{job}{i}.log", "a")
+            self.tasks[job, i] = subprocess.Popen(
+                [sys.executable, "-m", "mtlrec.cli", "train", str(self.config), "--day", "2024-01-01"],
+                env=self.env(job, i), stdout=log, stderr=subprocess.STDOUT, cwd=str(self.directory))
+            log.close()
+
+    def kill(self, job, index):
+        self.tasks[job, index].kill()
+        self.tasks[job, index].wait(timeout=30)
+
+    def wait_ready(self, timeout=300):
+        """Returns once every task accepts connections (a chief started then connects at
+        once: on a loaded machine the tasks' start-up can outlast the chief's connect
+        timeout); fails naming a task that exited, with its log."""
+        import time
+
+        from mtlrec.training.distribute.parameter_server import unreachable_tasks
+
+        deadline = time.monotonic() + timeout
+        while pending := unreachable_tasks(self.spec):
+            for (job, i), proc in self.tasks.items():
+                if proc.poll() is not None:
+                    log = (self.directory / f"{job}{i}.log").read_text()
+                    pytest.fail(f"{job} {i} exited {proc.returncode} before serving:\n{log[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"not serving after {timeout} s: {pending}")
+            time.sleep(0.2)
+
+    def close(self):
+        for proc in self.tasks.values():
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def ps_cluster(tmp_path_factory, funnel_root):
+    """A ``PsCluster`` shared by the cluster tests of this process (each test waits for it
+    with ``wait_ready()`` before starting its chief)."""
+    directory = tmp_path_factory.mktemp("ps_cluster")
+    config = training_conftest.config_file(directory, funnel_root, {"training": {"strategy": "parameter_server"}})
+    cluster = PsCluster(directory, training_conftest, config)
+    yield cluster
+    cluster.close()
