@@ -17,6 +17,7 @@ tiny = training_conftest.tiny
 funnel_root = training_conftest.funnel_root
 make_config = training_conftest.make_config
 cli = training_conftest.cli
+cli_in_process = training_conftest.cli_in_process
 
 
 @pytest.fixture(scope="session")

@@ -45,15 +45,6 @@ def _train_in_process(config, day=START):
     Experiment(load_config(config)).train(day=day)
 
 
-def _main(capsys, *args):
-    """``mtlrec ARGS`` in this process: (exit code, stderr)."""
-    from mtlrec.cli import main
-
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    return code, capsys.readouterr().err
-
-
 def test_cluster_trains_resumes_after_kill_and_exports_like_one_process(tmp_path, funnel_root, make_config, cli,
                                                                          ps_cluster, training):
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server"}})
@@ -101,11 +92,12 @@ def test_cluster_trains_resumes_after_kill_and_exports_like_one_process(tmp_path
 # The three config errors below stop `mtlrec train` before it connects or runs anything of
 # TensorFlow, so they run the command in this process (tests/test_cli.py runs a bad config in a
 # fresh process, traceback-free).
-def test_parameter_server_without_ps_tasks_is_a_config_error(tmp_path, funnel_root, make_config, monkeypatch, capsys):
+def test_parameter_server_without_ps_tasks_is_a_config_error(tmp_path, funnel_root, make_config, monkeypatch,
+                                                             cli_in_process):
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server"}})
     cluster = {k: v for k, v in _cluster().items() if k != "ps"}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}}))
-    code, err = _main(capsys, "train", config, "--day", START)
+    code, out, err = cli_in_process("train", config, "--day", START)
     assert code == 2
     assert _errors(err) == [
         "mtlrec: error: TF_CONFIG: training.strategy parameter_server needs ps tasks (the parameter servers); "
@@ -115,11 +107,11 @@ def test_parameter_server_without_ps_tasks_is_a_config_error(tmp_path, funnel_ro
 
 
 def test_a_bad_seconds_setting_on_the_chief_is_one_line_and_writes_nothing(tmp_path, funnel_root, make_config,
-                                                                         monkeypatch, capsys):
+                                                                         monkeypatch, cli_in_process):
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server"}})
     monkeypatch.setenv("TF_CONFIG", tf_config(_cluster(), "chief"))
     monkeypatch.setenv("MTLREC_PS_STALL_WARNING", "1m")
-    code, err = _main(capsys, "train", config, "--day", START)
+    code, out, err = cli_in_process("train", config, "--day", START)
     assert code == 2
     assert _errors(err) == ["mtlrec: error: MTLREC_PS_STALL_WARNING: expected a number of seconds > 0, got '1m'"]
     assert not (tmp_path / "run").exists()
@@ -143,12 +135,13 @@ def test_seconds_settings_are_numbers_above_zero(monkeypatch, raw, expected):
             assert env_seconds(name) == expected
 
 
-def test_unreachable_task_is_one_line_and_writes_nothing(tmp_path, funnel_root, make_config, monkeypatch, capsys):
+def test_unreachable_task_is_one_line_and_writes_nothing(tmp_path, funnel_root, make_config, monkeypatch,
+                                                        cli_in_process):
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server"}})
     cluster = _cluster()
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}}))
     monkeypatch.setenv("MTLREC_PS_CONNECT_TIMEOUT", "1")
-    code, err = _main(capsys, "train", config, "--day", START)
+    code, out, err = cli_in_process("train", config, "--day", START)
     assert code == 1
     lines = _errors(err)
     assert len(lines) == 1 and lines[0].startswith("mtlrec: error: TF_CONFIG: parameter_server cluster unreachable after 1 s: ")

@@ -206,6 +206,23 @@ def cli():
     return run_cli
 
 
+@pytest.fixture
+def cli_in_process(capsys):
+    """``cli_in_process(*args) -> (returncode, stdout, stderr)`` of ``mtlrec ARGS`` run by
+    ``mtlrec.cli.main`` in this process: for the commands whose exit code and messages a test
+    checks, not a fresh process (that saves an interpreter's and TensorFlow's start-up;
+    tests/test_cli.py checks a fresh process's exit code and traceback-free error)."""
+    from mtlrec.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 HOUR_DAY = "2024-01-01"  # the day of the hourly partitions of ``hour_sources``
 
 
