@@ -58,8 +58,9 @@ class PsCluster:
 
         self.directory, self.training, self.config = Path(directory), training, config
         self.spec = local_cluster(workers=2, ps=2)
-        self.tasks = {}
+        self.tasks, self.logs, self.started = {}, {}, 0
         self.start(self.JOBS)
+        self.served = False  # no chief has connected yet: the ports may still change
 
     def env(self, job, index=0, **extra):
         """The environment of task ``job`` ``index`` (the chief's: ``env("chief")``)."""
@@ -73,33 +74,49 @@ class PsCluster:
         import sys
 
         for job, i in tasks:
-            log = open(self.directory / f"{job}{i}.log", "a")
-            self.tasks[job, i] = subprocess.Popen(
-                [sys.executable, "-m", "mtlrec.cli", "train", str(self.config), "--day", "2024-01-01"],
-                env=self.env(job, i), stdout=log, stderr=subprocess.STDOUT, cwd=str(self.directory))
-            log.close()
+            self.started += 1
+            self.logs[job, i] = self.directory / f"{self.started:02d}-{job}{i}.log"
+            with open(self.logs[job, i], "w") as log:
+                self.tasks[job, i] = subprocess.Popen(
+                    [sys.executable, "-m", "mtlrec.cli", "train", str(self.config), "--day", "2024-01-01"],
+                    env=self.env(job, i), stdout=log, stderr=subprocess.STDOUT, cwd=str(self.directory))
 
     def kill(self, job, index):
         self.tasks[job, index].kill()
         self.tasks[job, index].wait(timeout=30)
 
     def wait_ready(self, timeout=300):
-        """Returns once every task accepts connections (a chief started then connects at
-        once: on a loaded machine the tasks' start-up can outlast the chief's connect
-        timeout); fails naming a task that exited, with its log."""
+        """Returns once every task serves (its log says so), so that a chief started then
+        connects at once; fails naming a task that exited, with its log.
+
+        ``local_cluster`` picks ports that are free when it is called; a task binds its port
+        seconds later (TensorFlow's start-up: a minute on a loaded machine), and another
+        process may take it meanwhile: that task exits ("Could not start gRPC server"), and a
+        chief waits for it until its connect timeout (``MTLREC_PS_CONNECT_TIMEOUT``, 60 s)
+        and exits 1, or talks to whatever took the port. Before any chief has connected, the
+        cluster then starts again on new ports (at most 3 times)."""
         import time
 
-        from mtlrec.training.distribute.parameter_server import unreachable_tasks
+        from mtlrec.training.distribute.parameter_server import local_cluster
 
-        deadline = time.monotonic() + timeout
-        while pending := unreachable_tasks(self.spec):
-            for (job, i), proc in self.tasks.items():
-                if proc.poll() is not None:
-                    log = (self.directory / f"{job}{i}.log").read_text()
-                    pytest.fail(f"{job} {i} exited {proc.returncode} before serving:\n{log[-2000:]}")
+        deadline, restarts = time.monotonic() + timeout, 0
+        while waiting := [(job, i) for (job, i) in self.JOBS if f"{job} {i} serving at {self.spec[job][i]}"
+                          not in self.logs[job, i].read_text(errors="replace")]:
+            for job, i in waiting:
+                if self.tasks[job, i].poll() is None:
+                    continue
+                log = self.logs[job, i].read_text(errors="replace")
+                if not self.served and restarts < 3 and "Could not start gRPC server" in log:
+                    restarts += 1
+                    self.close()
+                    self.spec = local_cluster(workers=2, ps=2)
+                    self.start(self.JOBS)
+                    break
+                pytest.fail(f"{job} {i} exited {self.tasks[job, i].returncode} before serving:\n{log[-2000:]}")
             if time.monotonic() > deadline:
-                pytest.fail(f"not serving after {timeout} s: {pending}")
+                pytest.fail(f"not serving after {timeout} s: {waiting}")
             time.sleep(0.2)
+        self.served = True
 
     def close(self):
         for proc in self.tasks.values():

@@ -283,8 +283,8 @@ def test_with_every_worker_dead_the_chief_names_them_and_the_day_goes_on_after_t
         tmp_path, funnel_root, make_config, ps_cluster, training):
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server", "batch_size": 8,
                                                               "checkpoint_every": 10}})
-    cluster = ps_cluster.spec
     ps_cluster.wait_ready()
+    cluster = ps_cluster.spec
     run_dir = tmp_path / "run"
     log_path = tmp_path / "chief.log"
     with open(log_path, "w") as log:
