@@ -1,3 +1,4 @@
+import gc
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -6,6 +7,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
+
+
+def pytest_collection_finish(session):
+    """Every test's ``clear_session`` below runs a full garbage collection, which walks every
+    object Python tracks: TensorFlow's, Keras's and the test modules' (loaded by now, alive to
+    the end) made it about 0.25 s a test, a quarter of the suite. Frozen, the collections walk
+    only what the tests make."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)

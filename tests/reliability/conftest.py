@@ -17,6 +17,7 @@ tiny = training_conftest.tiny
 funnel_root = training_conftest.funnel_root
 make_config = training_conftest.make_config
 cli = training_conftest.cli
+cli_in_process = training_conftest.cli_in_process
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +40,96 @@ def _snapshot(directory) -> dict:
         if path.is_file():
             out[str(path.relative_to(directory))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+class PsCluster:
+    """One ``parameter_server`` cluster on 127.0.0.1 (2 workers, 2 ps) whose worker and ps
+    tasks serve the chiefs of several tests in turn, as a real cluster serves the daily
+    commands of its chief: each chief connects anew, and a test that kills a task restarts it
+    at the same address before it ends.
+
+    Starting the four tasks costs four TensorFlow start-ups; the tests share them."""
+
+    JOBS = [(job, i) for job in ("ps", "worker") for i in range(2)]
+    ENV = {"TF_NUM_INTEROP_THREADS": "4"}  # docs/guide/scaling.md: fewer inter-op threads hang the first step
+
+    def __init__(self, directory, training, config):
+        from mtlrec.training.distribute.parameter_server import local_cluster
+
+        self.directory, self.training, self.config = Path(directory), training, config
+        self.spec = local_cluster(workers=2, ps=2)
+        self.tasks, self.logs, self.started = {}, {}, 0
+        self.start(self.JOBS)
+        self.served = False  # no chief has connected yet: the ports may still change
+
+    def env(self, job, index=0, **extra):
+        """The environment of task ``job`` ``index`` (the chief's: ``env("chief")``)."""
+        from mtlrec.training.distribute.parameter_server import tf_config
+
+        return self.training.subprocess_env(TF_CONFIG=tf_config(self.spec, job, index), **self.ENV, **extra)
+
+    def start(self, tasks):
+        """Start (or restart, at the same address) the worker and ps ``tasks`` [(job, index)]."""
+        import subprocess
+        import sys
+
+        for job, i in tasks:
+            self.started += 1
+            self.logs[job, i] = self.directory / f"{self.started:02d}-{job}{i}.log"
+            with open(self.logs[job, i], "w") as log:
+                self.tasks[job, i] = subprocess.Popen(
+                    [sys.executable, "-m", "mtlrec.cli", "train", str(self.config), "--day", "2024-01-01"],
+                    env=self.env(job, i), stdout=log, stderr=subprocess.STDOUT, cwd=str(self.directory))
+
+    def kill(self, job, index):
+        self.tasks[job, index].kill()
+        self.tasks[job, index].wait(timeout=30)
+
+    def wait_ready(self, timeout=300):
+        """Returns once every task serves (its log says so), so that a chief started then
+        connects at once; fails naming a task that exited, with its log.
+
+        ``local_cluster`` picks ports that are free when it is called; a task binds its port
+        seconds later (TensorFlow's start-up: a minute on a loaded machine), and another
+        process may take it meanwhile: that task exits ("Could not start gRPC server"), and a
+        chief waits for it until its connect timeout (``MTLREC_PS_CONNECT_TIMEOUT``, 60 s)
+        and exits 1, or talks to whatever took the port. Before any chief has connected, the
+        cluster then starts again on new ports (at most 3 times)."""
+        import time
+
+        from mtlrec.training.distribute.parameter_server import local_cluster
+
+        deadline, restarts = time.monotonic() + timeout, 0
+        while waiting := [(job, i) for (job, i) in self.JOBS if f"{job} {i} serving at {self.spec[job][i]}"
+                          not in self.logs[job, i].read_text(errors="replace")]:
+            for job, i in waiting:
+                if self.tasks[job, i].poll() is None:
+                    continue
+                log = self.logs[job, i].read_text(errors="replace")
+                if not self.served and restarts < 3 and "Could not start gRPC server" in log:
+                    restarts += 1
+                    self.close()
+                    self.spec = local_cluster(workers=2, ps=2)
+                    self.start(self.JOBS)
+                    break
+                pytest.fail(f"{job} {i} exited {self.tasks[job, i].returncode} before serving:\n{log[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"not serving after {timeout} s: {waiting}")
+            time.sleep(0.2)
+        self.served = True
+
+    def close(self):
+        for proc in self.tasks.values():
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def ps_cluster(tmp_path_factory, funnel_root):
+    """A ``PsCluster`` shared by the cluster tests of this process (each test waits for it
+    with ``wait_ready()`` before starting its chief)."""
+    directory = tmp_path_factory.mktemp("ps_cluster")
+    config = training_conftest.config_file(directory, funnel_root, {"training": {"strategy": "parameter_server"}})
+    cluster = PsCluster(directory, training_conftest, config)
+    yield cluster
+    cluster.close()

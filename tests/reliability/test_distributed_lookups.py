@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from mtlrec.training.config import load_config
-from mtlrec.training.distribute.parameter_server import local_cluster, tf_config
+from mtlrec.training.distribute.parameter_server import local_cluster
 from mtlrec.training.experiment import Experiment
 from mtlrec.training.run.run_state import RunState
 
@@ -118,7 +118,8 @@ def test_two_workers_build_the_id_maps_and_model_of_one_process(tmp_path, funnel
 
 
 @pytest.mark.slow
-def test_a_parameter_server_cluster_builds_the_id_maps_of_one_process(tmp_path, funnel_root, training, single_run):
+def test_a_parameter_server_cluster_builds_the_id_maps_of_one_process(tmp_path, funnel_root, training, single_run,
+                                                                      ps_cluster):
     """1 chief, 2 workers, 2 ps: the chief counts and admits each batch's ids in data order
     before it schedules the step, so the maps (and each day's lookup figures) equal one
     process's entry for entry, though the workers' asynchronous steps give other weights,
@@ -127,24 +128,15 @@ def test_a_parameter_server_cluster_builds_the_id_maps_of_one_process(tmp_path, 
     config = training.config_file(
         tmp_path, funnel_root, {"schema": _schema(training), "training": {"strategy": "parameter_server"}}
     )
-    cluster = local_cluster(workers=2, ps=2)
     argv = [sys.executable, "-m", "mtlrec.cli", "train", str(config), "--days", TWO_DAYS]
-    env = dict(TF_NUM_INTEROP_THREADS="4")  # docs/guide/scaling.md: fewer inter-op threads hang the first step
-    servers = [
-        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(tmp_path),
-                         env=training.subprocess_env(TF_CONFIG=tf_config(cluster, job, i), **env))
-        for job in ("ps", "worker") for i in range(2)
-    ]
-    chief_env = training.subprocess_env(TF_CONFIG=tf_config(cluster, "chief"), **env)
-    try:
-        # the chief killed (kill -9) at a checkpoint in the middle of day 2, then resumed
-        meta, code = training.kill_at_mid_day_checkpoint(argv, tmp_path / "run", chief_env, day=DAY2, timeout=300)
-        assert meta is not None and 0 < meta["steps"] < 5, meta
-        chief = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=str(tmp_path), env=chief_env)
-    finally:
-        for proc in servers:
-            proc.kill()
-            proc.wait(timeout=30)
+    # the worker and ps tasks: tests/reliability/conftest.py's cluster, shared with test_parameter_server.py
+    ps_cluster.wait_ready()
+    chief_env = ps_cluster.env("chief")
+    # the chief killed (kill -9) at a checkpoint in the middle of day 2, then resumed
+    log = tmp_path / "chief-killed.log"
+    meta, code = training.kill_at_mid_day_checkpoint(argv, tmp_path / "run", chief_env, day=DAY2, timeout=300, log=log)
+    assert meta is not None and 0 < meta["steps"] < 5, (meta, log.read_text()[-2000:])
+    chief = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=str(tmp_path), env=chief_env)
     assert chief.returncode == 0, chief.stderr[-3000:]
     assert "ParameterServerStrategy: 2 workers, 2 ps tasks" in chief.stderr and "resum" in chief.stderr.lower()
     ps_run = tmp_path / "run"

@@ -1,5 +1,7 @@
 """``training.strategy: parameter_server`` on a subprocess cluster on 127.0.0.1: one process
-per task (1 chief, 2 workers, 2 ps), every task runs the same ``mtlrec train``."""
+per task (1 chief, 2 workers, 2 ps), every task runs ``mtlrec train``. The worker and ps
+tasks are the ``ps_cluster`` fixture's (tests/reliability/conftest.py): each test's chief
+connects to them in turn, and a test that kills one restarts it."""
 
 import csv
 import json
@@ -15,15 +17,10 @@ from mtlrec.training.distribute.parameter_server import local_cluster, tf_config
 
 START = "2024-01-01"  # the first day of tests/training/conftest.py's funnel_root
 
-REPO_ENV = {"TF_NUM_INTEROP_THREADS": "4"}  # docs/guide/scaling.md: fewer inter-op threads hang the first step
 
 
 def _cluster():
     return local_cluster(workers=2, ps=2)
-
-
-def _env(training, cluster, job, index, **extra):
-    return training.subprocess_env(TF_CONFIG=tf_config(cluster, job, index), **REPO_ENV, **extra)
 
 
 def _train(config):
@@ -40,36 +37,25 @@ def _auc(run_dir, task="ctr"):
         return [float(r["value"]) for r in csv.DictReader(f) if r["task"] == task and r["metric"] == "auc"][-1]
 
 
-@pytest.fixture
-def servers(tmp_path, training):
-    """``start(cluster, config, tasks=None) -> {(job, index): process}`` starts the worker and ps
-    tasks of ``cluster`` (or only ``tasks``, e.g. one to restart); all are killed after the test."""
-    procs = []
+def _train_in_process(config, day=START):
+    """The single-process reference run (no TF_CONFIG), in this process."""
+    from mtlrec.training.config import load_config
+    from mtlrec.training.experiment import Experiment
 
-    def start(cluster, config, tasks=None):
-        started = {}
-        for job, i in tasks or [(job, i) for job in ("ps", "worker") for i in range(len(cluster[job]))]:
-            log = open(tmp_path / f"{job}{i}.log", "a")
-            started[job, i] = subprocess.Popen(_train(config), env=_env(training, cluster, job, i), stdout=log,
-                                               stderr=subprocess.STDOUT, cwd=str(tmp_path))
-        procs.extend(started.values())
-        return started
-
-    yield start
-    for proc in procs:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+    Experiment(load_config(config)).train(day=day)
 
 
-def test_cluster_trains_resumes_after_kill_and_exports_like_one_process(tmp_path, funnel_root, make_config, cli, servers, training):
+def test_cluster_trains_resumes_after_kill_and_exports_like_one_process(tmp_path, funnel_root, make_config, cli,
+                                                                         ps_cluster, training):
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server"}})
     single = make_config(tmp_path, funnel_root, {"run_dir": "single"}, name="single.yaml")
-    cluster = _cluster()
-    servers(cluster, config)
-    chief_env = _env(training, cluster, "chief", 0)
+    ps_cluster.wait_ready()
+    chief_env = ps_cluster.env("chief")
     run_dir = tmp_path / "run"
-    meta, code = training.kill_at_mid_day_checkpoint(_train(config), run_dir, chief_env, day=START, timeout=240)
-    assert code == -signal.SIGKILL and meta is not None and 0 < meta["steps"]
+    log = tmp_path / "chief-killed.log"
+    meta, code = training.kill_at_mid_day_checkpoint(_train(config), run_dir, chief_env, day=START, timeout=240,
+                                                     log=log)
+    assert code == -signal.SIGKILL and meta is not None and 0 < meta["steps"], log.read_text()[-2000:]
 
     resumed = subprocess.run(_train(config), env=chief_env, capture_output=True, text=True, timeout=240, cwd=str(tmp_path))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -87,8 +73,7 @@ def test_cluster_trains_resumes_after_kill_and_exports_like_one_process(tmp_path
         assert abs(rows[0][0] - rows[1][0]) <= 1, (path, split)
     assert any(split.startswith("64 on") for _, split in splits)
 
-    code, out, err = cli("train", single, "--day", START, env={"TF_CONFIG": ""})
-    assert code == 0, err
+    _train_in_process(single)
     # Asynchronous steps on a 320-row day: measured |AUC difference| below 0.01 in two runs and
     # 0.026 in a third (0.717 vs 0.691), so a tolerance of 0.01 is not met at this size; 0.05 still
     # fails for an untrained model (AUC about 0.5 against 0.69).
@@ -104,11 +89,15 @@ def test_cluster_trains_resumes_after_kill_and_exports_like_one_process(tmp_path
     assert pq.read_table(scores).num_rows == 320
 
 
-def test_parameter_server_without_ps_tasks_is_a_config_error(tmp_path, funnel_root, make_config, cli):
+# The three config errors below stop `mtlrec train` before it connects or runs anything of
+# TensorFlow, so they run the command in this process (tests/test_cli.py runs a bad config in a
+# fresh process, traceback-free).
+def test_parameter_server_without_ps_tasks_is_a_config_error(tmp_path, funnel_root, make_config, monkeypatch,
+                                                             cli_in_process):
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server"}})
     cluster = {k: v for k, v in _cluster().items() if k != "ps"}
-    code, out, err = cli("train", config, "--day", START,
-                         env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}})})
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}}))
+    code, out, err = cli_in_process("train", config, "--day", START)
     assert code == 2
     assert _errors(err) == [
         "mtlrec: error: TF_CONFIG: training.strategy parameter_server needs ps tasks (the parameter servers); "
@@ -117,10 +106,12 @@ def test_parameter_server_without_ps_tasks_is_a_config_error(tmp_path, funnel_ro
     assert not (tmp_path / "run").exists()
 
 
-def test_a_bad_seconds_setting_on_the_chief_is_one_line_and_writes_nothing(tmp_path, funnel_root, make_config, cli):
+def test_a_bad_seconds_setting_on_the_chief_is_one_line_and_writes_nothing(tmp_path, funnel_root, make_config,
+                                                                         monkeypatch, cli_in_process):
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server"}})
-    code, out, err = cli("train", config, "--day", START,
-                         env={"TF_CONFIG": tf_config(_cluster(), "chief"), "MTLREC_PS_STALL_WARNING": "1m"})
+    monkeypatch.setenv("TF_CONFIG", tf_config(_cluster(), "chief"))
+    monkeypatch.setenv("MTLREC_PS_STALL_WARNING", "1m")
+    code, out, err = cli_in_process("train", config, "--day", START)
     assert code == 2
     assert _errors(err) == ["mtlrec: error: MTLREC_PS_STALL_WARNING: expected a number of seconds > 0, got '1m'"]
     assert not (tmp_path / "run").exists()
@@ -144,12 +135,13 @@ def test_seconds_settings_are_numbers_above_zero(monkeypatch, raw, expected):
             assert env_seconds(name) == expected
 
 
-def test_unreachable_task_is_one_line_and_writes_nothing(tmp_path, funnel_root, make_config, cli):
+def test_unreachable_task_is_one_line_and_writes_nothing(tmp_path, funnel_root, make_config, monkeypatch,
+                                                        cli_in_process):
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server"}})
     cluster = _cluster()
-    code, out, err = cli("train", config, "--day", START,
-                         env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}}),
-                              "MTLREC_PS_CONNECT_TIMEOUT": "1"})
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}}))
+    monkeypatch.setenv("MTLREC_PS_CONNECT_TIMEOUT", "1")
+    code, out, err = cli_in_process("train", config, "--day", START)
     assert code == 1
     lines = _errors(err)
     assert len(lines) == 1 and lines[0].startswith("mtlrec: error: TF_CONFIG: parameter_server cluster unreachable after 1 s: ")
@@ -214,33 +206,33 @@ def test_the_stall_watch_logs_only_while_a_step_is_awaited_and_names_the_tasks_t
                      line) for line in later), later
 
 
-def _kill_task_at_mid_day_checkpoint(training, config, day, env, run_dir, task, cwd):
-    """Runs the chief's command for ``day``; SIGKILLs ``task`` (another process of the cluster)
-    once a mid-day checkpoint of ``day`` exists. Returns the chief's (return code, stderr)."""
+def _kill_task_at_mid_day_checkpoint(training, config, day, env, run_dir, kill, cwd):
+    """Runs the chief's command for ``day``; calls ``kill()`` (which SIGKILLs another process
+    of the cluster) once a mid-day checkpoint of ``day`` exists. Returns the chief's (return
+    code, stderr)."""
     log_path = cwd / f"chief-{day}.log"
     with open(log_path, "w") as log:
         chief = subprocess.Popen([*_train(config)[:-1], day], env=env, stdout=log, stderr=log, cwd=str(cwd))
         while chief.poll() is None and training.mid_day_checkpoint(run_dir, day) is None:
             time.sleep(0.02)
-        task.send_signal(signal.SIGKILL)
+        kill()
         chief.wait(timeout=240)
     return chief.returncode, log_path.read_text()
 
 
 def test_a_dead_worker_is_survived_and_a_dead_ps_resumes_after_its_restart(tmp_path, funnel_root, make_config, cli,
-                                                                             servers, training, snapshot):
+                                                                             ps_cluster, training, snapshot):
     # batch 8: 40 steps a day, a checkpoint every 10, so a task killed at the first one dies mid-day
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server", "batch_size": 8,
                                                               "checkpoint_every": 10}})
-    cluster = _cluster()
-    tasks = servers(cluster, config)
-    chief_env = _env(training, cluster, "chief", 0)
+    ps_cluster.wait_ready()
+    chief_env = ps_cluster.env("chief")
     run_dir = tmp_path / "run"
     day2 = training.DAYS[1]
 
     # worker 1 dies mid-day: the coordinator runs its steps on worker 0, the day completes
-    code, err = _kill_task_at_mid_day_checkpoint(training, config, START, chief_env, run_dir, tasks["worker", 1],
-                                                 tmp_path)
+    code, err = _kill_task_at_mid_day_checkpoint(training, config, START, chief_env, run_dir,
+                                                 lambda: ps_cluster.kill("worker", 1), tmp_path)
     assert code == 0, err[-2000:]
     assert "Worker /job:worker/replica:0/task:1 failed" in err  # TensorFlow's line: it died before the day's end
     day = json.loads((run_dir / "state.json").read_text())["days"][-1]
@@ -248,7 +240,7 @@ def test_a_dead_worker_is_survived_and_a_dead_ps_resumes_after_its_restart(tmp_p
     # the step that was running on the dead worker may have updated the weights before it died:
     # the coordinator runs it again, so the optimizer may count it twice
     assert 40 <= day["global_step"] <= 41
-    servers(cluster, config, tasks=[("worker", 1)])  # the next command waits for every task to answer
+    ps_cluster.start([("worker", 1)])  # the next command waits for every task to answer
     meta = json.loads(sorted((run_dir / "checkpoints").glob("ckpt-*/meta.json"))[-1].read_text())
     assert (meta["day"], meta["steps"], meta["completed"]) == (START, 40, True)
     scores = tmp_path / "scores.parquet"
@@ -261,7 +253,9 @@ def test_a_dead_worker_is_survived_and_a_dead_ps_resumes_after_its_restart(tmp_p
 
     # ps 1 dies in the middle of the next day: one line naming it, exit 1, nothing published broken
     published = snapshot(run_dir / "export")
-    code, err = _kill_task_at_mid_day_checkpoint(training, config, day2, chief_env, run_dir, tasks["ps", 1], tmp_path)
+    ps_cluster.wait_ready()
+    code, err = _kill_task_at_mid_day_checkpoint(training, config, day2, chief_env, run_dir,
+                                                 lambda: ps_cluster.kill("ps", 1), tmp_path)
     assert code == 1
     lines = _errors(err)
     # TensorFlow's error names the task, with or without the gRPC status after it
@@ -274,7 +268,8 @@ def test_a_dead_worker_is_survived_and_a_dead_ps_resumes_after_its_restart(tmp_p
     assert mid is not None and 0 < mid["steps"] < 40
 
     # restart ps 1 (same address), then the chief's command: the day resumes from that checkpoint
-    servers(cluster, config, tasks=[("ps", 1)])
+    ps_cluster.start([("ps", 1)])
+    ps_cluster.wait_ready()
     resumed = subprocess.run([*_train(config)[:-1], day2], env=chief_env, capture_output=True, text=True,
                              timeout=240, cwd=str(tmp_path))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -285,21 +280,21 @@ def test_a_dead_worker_is_survived_and_a_dead_ps_resumes_after_its_restart(tmp_p
 
 
 def test_with_every_worker_dead_the_chief_names_them_and_the_day_goes_on_after_their_restart(
-        tmp_path, funnel_root, make_config, servers, training):
+        tmp_path, funnel_root, make_config, ps_cluster, training):
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server", "batch_size": 8,
                                                               "checkpoint_every": 10}})
-    cluster = _cluster()
-    tasks = servers(cluster, config)
+    ps_cluster.wait_ready()
+    cluster = ps_cluster.spec
     run_dir = tmp_path / "run"
     log_path = tmp_path / "chief.log"
     with open(log_path, "w") as log:
-        chief = subprocess.Popen(_train(config), env=_env(training, cluster, "chief", 0, MTLREC_PS_STALL_WARNING="2"),
+        chief = subprocess.Popen(_train(config), env=ps_cluster.env("chief", 0, MTLREC_PS_STALL_WARNING="2"),
                                  stdout=log, stderr=log, cwd=str(tmp_path))
         try:
             while chief.poll() is None and training.mid_day_checkpoint(run_dir, START) is None:
                 time.sleep(0.02)
             for i in range(2):
-                tasks["worker", i].send_signal(signal.SIGKILL)
+                ps_cluster.kill("worker", i)
             # TensorFlow's coordinator now waits, silently, until every worker answers again
             deadline = time.monotonic() + 60
             # (on a loaded machine a step may pass the 2 s before the kill lands: a "slow step?" line
@@ -314,7 +309,7 @@ def test_with_every_worker_dead_the_chief_names_them_and_the_day_goes_on_after_t
                 rf"worker 0 \({cluster['worker'][0]}\), worker 1 \({cluster['worker'][1]}\); TensorFlow's "
                 r"coordinator waits until every worker answers: restart each dead task with its TF_CONFIG "
                 r"\(same address\), the day goes on where it stopped", stalled[0]), stalled
-            servers(cluster, config, tasks=[("worker", 0), ("worker", 1)])
+            ps_cluster.start([("worker", 0), ("worker", 1)])
             chief.wait(timeout=240)
         finally:
             chief.kill()
@@ -326,8 +321,7 @@ def test_with_every_worker_dead_the_chief_names_them_and_the_day_goes_on_after_t
     assert (run_dir / "export" / "1" / "saved_model.pb").exists()
 
 
-def test_next_day_auc_is_within_0_01_of_one_process_on_a_day_of_30k_rows(tmp_path, make_config, cli, servers,
-                                                                          training):
+def test_next_day_auc_is_within_0_01_of_one_process_on_a_day_of_30k_rows(tmp_path, make_config, ps_cluster):
     """The 0.01 check on a day large enough for a stable AUC (469 asynchronous steps; the
     config of benchmarks/ps_quality.py, which measured |difference| at most 0.0034 for ctr,
     0.0019 for ctcvr and 0.0081 for cvr over 3 runs). cvr is scored on the ~2,400 clicked rows
@@ -354,13 +348,11 @@ def test_next_day_auc_is_within_0_01_of_one_process_on_a_day_of_30k_rows(tmp_pat
     config = make_config(tmp_path, root, {**overrides, "training": {**overrides["training"],
                                                                      "strategy": "parameter_server"}})
     single = make_config(tmp_path, root, {**overrides, "run_dir": "single"}, name="single.yaml")
-    cluster = _cluster()
-    servers(cluster, config)
-    chief = subprocess.run(_train(config), env=_env(training, cluster, "chief", 0), capture_output=True, text=True,
+    ps_cluster.wait_ready()
+    chief = subprocess.run(_train(config), env=ps_cluster.env("chief"), capture_output=True, text=True,
                            timeout=400, cwd=str(tmp_path))
     assert chief.returncode == 0, chief.stderr[-2000:]
-    code, out, err = cli("train", single, "--day", START, env={"TF_CONFIG": ""})
-    assert code == 0, err
+    _train_in_process(single)
     run_dir = tmp_path / "run"
     assert json.loads((run_dir / "state.json").read_text())["days"][0]["steps"] == 469  # ceil(30,000 / 64)
     differences = {task: abs(_auc(run_dir, task) - _auc(tmp_path / "single", task)) for task in ("ctr", "cvr", "ctcvr")}

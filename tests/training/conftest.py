@@ -148,13 +148,19 @@ def mid_day_checkpoint(run_dir, day=None):
     return None
 
 
-def kill_at_mid_day_checkpoint(command, run_dir, env, day=None, timeout=120):
+def kill_at_mid_day_checkpoint(command, run_dir, env, day=None, timeout=120, log=None):
     """Start ``command`` and SIGKILL it once a mid-day checkpoint (of ``day``) exists in
-    ``run_dir``. Returns ``(that checkpoint's meta or None, the process's return code)``."""
+    ``run_dir``. Returns ``(that checkpoint's meta or None, the process's return code)``;
+    its output goes to the file ``log`` when given (to say why it ended before the kill)."""
     import signal
     import time
 
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    out = open(log, "w") if log else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT if log else out, env=env)
+    finally:
+        if log:
+            out.close()
     meta, deadline = None, time.monotonic() + timeout
     while meta is None and proc.poll() is None and time.monotonic() < deadline:
         meta = mid_day_checkpoint(run_dir, day) if (Path(run_dir) / "checkpoints").exists() else None
@@ -198,6 +204,23 @@ def cli():
     ``cli.env()`` is the environment it uses (for ``subprocess.Popen``)."""
     run_cli.env = subprocess_env
     return run_cli
+
+
+@pytest.fixture
+def cli_in_process(capsys):
+    """``cli_in_process(*args) -> (returncode, stdout, stderr)`` of ``mtlrec ARGS`` run by
+    ``mtlrec.cli.main`` in this process: for the commands whose exit code and messages a test
+    checks, not a fresh process (that saves an interpreter's and TensorFlow's start-up;
+    tests/test_cli.py checks a fresh process's exit code and traceback-free error)."""
+    from mtlrec.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 HOUR_DAY = "2024-01-01"  # the day of the hourly partitions of ``hour_sources``

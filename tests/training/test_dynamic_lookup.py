@@ -99,7 +99,7 @@ def test_three_days_one_by_one_equal_one_run_over_the_three_days(tmp_path, funne
 
 @pytest.mark.slow
 def test_kill_9_during_a_day_with_admissions_then_resume_equals_an_uninterrupted_run(
-    tmp_path, make_config, cli, kill_mid_day
+    tmp_path, make_config, cli, cli_in_process, kill_mid_day
 ):
     from mtlrec.data_pipeline import generate_funnel
 
@@ -115,7 +115,8 @@ def test_kill_9_during_a_day_with_admissions_then_resume_equals_an_uninterrupted
     command = [sys.executable, "-m", "mtlrec.cli", "train", str(config), "--days", f"{DAYS[0]}:{DAYS[1]}"]
     meta, returncode = kill_mid_day(command, run_dir, cli.env(), day=DAYS[1], timeout=240)
     assert meta is not None and returncode == -signal.SIGKILL
-    code, _, err = cli("train", config, "--days", f"{DAYS[0]}:{DAYS[1]}")
+    # the same command again (in this process: the killed one paid for a fresh interpreter)
+    code, _, err = cli_in_process("train", config, "--days", f"{DAYS[0]}:{DAYS[1]}")
     assert code == 0, err[-2000:]
     assert "resuming day" in err
     Experiment(load_config(make_config(clean_dir, root, overrides))).train(days=f"{DAYS[0]}:{DAYS[1]}")
@@ -206,11 +207,11 @@ def test_two_mirrored_replicas_build_the_map_and_weights_of_one_device(tmp_path,
 
 
 def test_a_changed_lookup_is_refused_on_an_existing_run_and_a_bad_one_names_its_line(
-    tmp_path, funnel_root, make_config, cli
+    tmp_path, funnel_root, make_config, cli_in_process
 ):
     Experiment(load_config(make_config(tmp_path, funnel_root))).train(day=DAYS[0])  # hash tables
     config = make_config(tmp_path, funnel_root, OVERRIDES)
-    code, _, err = cli("train", config, "--day", DAYS[1])
+    code, _, err = cli_in_process("train", config, "--day", DAYS[1])
     line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "lookup: dynamic" in text)
     assert code == 2
     assert err.strip().splitlines()[-1] == (
@@ -223,7 +224,7 @@ def test_a_changed_lookup_is_refused_on_an_existing_run_and_a_bad_one_names_its_
     bad = copy.deepcopy(DYNAMIC)
     bad["categorical"][1]["ttl_days"] = 0
     config = make_config(tmp_path, funnel_root, {"schema": bad}, name="bad.yaml")
-    code, _, err = cli("train", config, "--day", DAYS[1])
+    code, _, err = cli_in_process("train", config, "--day", DAYS[1])
     line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "ttl_days: 0" in text)
     assert code == 2
     assert err.strip().splitlines()[-1] == (

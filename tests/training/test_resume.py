@@ -21,7 +21,8 @@ def _summary(run_dir):
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_day_resumes_to_the_state_of_an_uninterrupted_run(tmp_path, make_config, cli, kill_mid_day):
+def test_a_run_killed_mid_day_resumes_to_the_state_of_an_uninterrupted_run(tmp_path, make_config, cli, cli_in_process,
+                                                                           kill_mid_day):
     from mtlrec.data_pipeline import generate_funnel
 
     root = tmp_path / "data"
@@ -40,7 +41,8 @@ def test_a_run_killed_mid_day_resumes_to_the_state_of_an_uninterrupted_run(tmp_p
     state = RunState.load(run_dir)
     assert state.pending is not None  # the command did not finish
 
-    code, out, err = cli("train", config, "--days", f"{DAYS[0]}:{DAYS[1]}")
+    # the same command again (in this process: the killed one paid for a fresh interpreter)
+    code, out, err = cli_in_process("train", config, "--days", f"{DAYS[0]}:{DAYS[1]}")
     assert code == 0, err[-2000:]
     assert "resuming day" in err
 

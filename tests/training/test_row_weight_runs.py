@@ -1,6 +1,9 @@
 """Sample weights and negative downsampling through the real commands: config checks, the
 weight columns' validation, training, the evaluation and the export."""
 
+import importlib.util
+from pathlib import Path
+
 import keras
 import numpy as np
 import pyarrow as pa
@@ -8,13 +11,19 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from conftest import BASE, DAYS, SCHEMA, merge
 from mtlrec.data_pipeline import DataValidationError, make_dataset, validate_day
 from mtlrec.data_pipeline.convert import convert_day
 from mtlrec.data_pipeline.weight_columns import WeightColumn
 from mtlrec.training.config import ConfigError, config_from_dict
 from mtlrec.training.experiment import Experiment
 from mtlrec.training.serving.export import latest_export
+
+# tests/training/conftest.py by its path: `from conftest import` finds it only when another
+# test put its folder on sys.path first (this file alone did not import)
+_spec = importlib.util.spec_from_file_location("mtlrec_training_conftest", Path(__file__).with_name("conftest.py"))
+_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_fixtures)
+BASE, DAYS, SCHEMA, merge = _fixtures.BASE, _fixtures.DAYS, _fixtures.SCHEMA, _fixtures.merge
 
 KEEP = 0.5
 
@@ -50,10 +59,10 @@ def _config(tmp_path, root, overrides):
 # --------------------------------------------------------------------------- bad input
 
 
-def test_a_bad_keep_rate_exits_2_naming_its_key_path(write_config, cli):
+def test_a_bad_keep_rate_exits_2_naming_its_key_path(write_config, cli_in_process):
     tasks = [{"name": "ctr", "label": "click", "negative_keep_rate": 1.5},
              {"name": "cvr", "label": "conversion", "parent": "ctr", "joint": "ctcvr"}]
-    code, _, err = cli("train", write_config({"tasks": tasks}), "--day", DAYS[0])
+    code, _, err = cli_in_process("train", write_config({"tasks": tasks}), "--day", DAYS[0])
     assert code == 2
     [line] = [line for line in err.splitlines() if line.startswith("mtlrec:")]
     assert line.endswith("exp.yaml:43: tasks[0].negative_keep_rate: expected a number in (0, 1] "
@@ -117,7 +126,7 @@ def test_a_bad_weight_value_names_the_file_and_column(tmp_path, funnel_root, fmt
     assert info.value.column == column and info.value.file.endswith((".parquet", ".tfrecord"))
 
 
-def test_a_bad_weight_stops_train_before_anything_is_written(tmp_path, downsampled_root, cli, make_config):
+def test_a_bad_weight_stops_train_before_anything_is_written(tmp_path, downsampled_root, cli_in_process, make_config):
     table = pq.read_table(_day_file(downsampled_root, DAYS[0]))
     w = table.column("w").to_numpy().copy()
     w[7] = -2.0
@@ -125,7 +134,7 @@ def test_a_bad_weight_stops_train_before_anything_is_written(tmp_path, downsampl
     (tmp_path / "data" / f"dt={DAYS[0]}").mkdir(parents=True)
     pq.write_table(table, tmp_path / "data" / f"dt={DAYS[0]}" / "part-0.parquet")
     config = make_config(tmp_path, tmp_path / "data", {"data": {"sample_weight": "w"}})
-    code, _, err = cli("train", config, "--day", DAYS[0])
+    code, _, err = cli_in_process("train", config, "--day", DAYS[0])
     assert code == 1 and not (tmp_path / "run").exists()
     assert "column 'w': expected finite sample weights >= 0 (data.sample_weight); found -2 at row 7" in err
 
