@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 # 192 s in one process, 114 s in two; the whole suite 14:46 in one, 9:11 in two on a fresh clone).
 # Budget: `make test` under 15 minutes on 2 cores. 2026-12-07, 2 cores at load 2.5: the suite
 # 10:37 and the JAX layers 1:24 (16:00 and 2:08 before the parameter-server tests shared one
-# cluster and each test's garbage collection stopped walking TensorFlow's objects: tests/conftest.py).
+# cluster and each test's garbage collection stopped walking TensorFlow's objects: tests/conftest.py);
+# the two tests that kill cluster tasks have a cluster of their own again since, about 20 s more.
 TEST_WORKERS ?= 2
 # The layers run on every Keras backend; Keras picks one per process, so each backend's layer
 # suite is a pytest run of its own (tests/layers/conftest.py; the TensorFlow-only embedding

@@ -1,7 +1,7 @@
 """``training.strategy: parameter_server`` on a subprocess cluster on 127.0.0.1: one process
 per task (1 chief, 2 workers, 2 ps), every task runs ``mtlrec train``. The worker and ps
 tasks are the ``ps_cluster`` fixture's (tests/reliability/conftest.py): each test's chief
-connects to them in turn, and a test that kills one restarts it."""
+connects to them in turn; the tests that kill a worker or ps task start a cluster of their own."""
 
 import csv
 import json
@@ -221,7 +221,8 @@ def _kill_task_at_mid_day_checkpoint(training, config, day, env, run_dir, kill, 
 
 
 def test_a_dead_worker_is_survived_and_a_dead_ps_resumes_after_its_restart(tmp_path, funnel_root, make_config, cli,
-                                                                             ps_cluster, training, snapshot):
+                                                                             fresh_ps_cluster, training, snapshot):
+    ps_cluster = fresh_ps_cluster
     # batch 8: 40 steps a day, a checkpoint every 10, so a task killed at the first one dies mid-day
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server", "batch_size": 8,
                                                               "checkpoint_every": 10}})
@@ -232,7 +233,7 @@ def test_a_dead_worker_is_survived_and_a_dead_ps_resumes_after_its_restart(tmp_p
 
     # worker 1 dies mid-day: the coordinator runs its steps on worker 0, the day completes
     code, err = _kill_task_at_mid_day_checkpoint(training, config, START, chief_env, run_dir,
-                                                 lambda: ps_cluster.kill("worker", 1), tmp_path)
+                                                 lambda: ps_cluster.kill(("worker", 1)), tmp_path)
     assert code == 0, err[-2000:]
     assert "Worker /job:worker/replica:0/task:1 failed" in err  # TensorFlow's line: it died before the day's end
     day = json.loads((run_dir / "state.json").read_text())["days"][-1]
@@ -255,7 +256,7 @@ def test_a_dead_worker_is_survived_and_a_dead_ps_resumes_after_its_restart(tmp_p
     published = snapshot(run_dir / "export")
     ps_cluster.wait_ready()
     code, err = _kill_task_at_mid_day_checkpoint(training, config, day2, chief_env, run_dir,
-                                                 lambda: ps_cluster.kill("ps", 1), tmp_path)
+                                                 lambda: ps_cluster.kill(("ps", 1)), tmp_path)
     assert code == 1
     lines = _errors(err)
     # TensorFlow's error names the task, with or without the gRPC status after it
@@ -280,7 +281,8 @@ def test_a_dead_worker_is_survived_and_a_dead_ps_resumes_after_its_restart(tmp_p
 
 
 def test_with_every_worker_dead_the_chief_names_them_and_the_day_goes_on_after_their_restart(
-        tmp_path, funnel_root, make_config, ps_cluster, training):
+        tmp_path, funnel_root, make_config, fresh_ps_cluster, training):
+    ps_cluster = fresh_ps_cluster
     config = make_config(tmp_path, funnel_root, {"training": {"strategy": "parameter_server", "batch_size": 8,
                                                               "checkpoint_every": 10}})
     ps_cluster.wait_ready()
@@ -293,8 +295,7 @@ def test_with_every_worker_dead_the_chief_names_them_and_the_day_goes_on_after_t
         try:
             while chief.poll() is None and training.mid_day_checkpoint(run_dir, START) is None:
                 time.sleep(0.02)
-            for i in range(2):
-                ps_cluster.kill("worker", i)
+            ps_cluster.kill(("worker", 0), ("worker", 1))
             # TensorFlow's coordinator now waits, silently, until every worker answers again
             deadline = time.monotonic() + 60
             # (on a loaded machine a step may pass the 2 s before the kill lands: a "slow step?" line
