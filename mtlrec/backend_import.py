@@ -20,6 +20,7 @@ Two costs of ``import tensorflow`` that a command pays for nothing:
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -55,7 +56,7 @@ def import_backend_quietly(modules=("tensorflow", "keras"), hide=UNUSED_BY_THE_C
             _import_capturing_stderr(modules)
         else:
             for name in modules:
-                __import__(name)
+                importlib.import_module(name)
     finally:
         for name in hidden:
             if name in sys.modules and sys.modules[name] is None:
@@ -68,13 +69,13 @@ def _import_capturing_stderr(modules) -> None:
         saved = os.dup(2)
     except (AttributeError, OSError, ValueError):  # no file descriptor 2 to capture
         for name in modules:
-            __import__(name)
+            importlib.import_module(name)
         return
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
             for name in modules:
-                __import__(name)
+                importlib.import_module(name)
         finally:
             try:
                 sys.stderr.flush()
