@@ -20,6 +20,7 @@ Two costs of ``import tensorflow`` that a command pays for nothing:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -52,9 +53,7 @@ def import_backend_quietly(modules=("tensorflow", "keras"), hide=UNUSED_BY_THE_C
     for name in hidden:
         sys.modules[name] = None  # `import name` raises ImportError
     try:
-        if drop_startup_lines:
-            _import_capturing_stderr(modules)
-        else:
+        with _startup_lines_dropped() if drop_startup_lines else contextlib.nullcontext():
             for name in modules:
                 importlib.import_module(name)
     finally:
@@ -63,19 +62,20 @@ def import_backend_quietly(modules=("tensorflow", "keras"), hide=UNUSED_BY_THE_C
                 del sys.modules[name]
 
 
-def _import_capturing_stderr(modules) -> None:
+@contextlib.contextmanager
+def _startup_lines_dropped():
+    """Capture file descriptor 2 meanwhile; then write out what came, without the native
+    start-up lines."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (AttributeError, OSError, ValueError):  # no file descriptor 2 to capture
-        for name in modules:
-            importlib.import_module(name)
+        yield
         return
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
-            for name in modules:
-                importlib.import_module(name)
+            yield
         finally:
             try:
                 sys.stderr.flush()
