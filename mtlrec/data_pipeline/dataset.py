@@ -9,6 +9,8 @@ from mtlrec.data_pipeline.columns import column_plan
 from mtlrec.data_pipeline.data_validation_error import DataValidationError
 from mtlrec.data_pipeline.partitions import check_fmt, day_files, resolve_days
 
+PREFETCH_BATCHES = 2  # batches made ready while the step runs
+
 
 def make_dataset(root, days, schema, fmt="parquet", batch_size=1024, shuffle_buffer=0, seed=None,
                  deterministic=False, extra_columns=(), repeat=False, skip_batches=0, shard=None):
@@ -53,6 +55,11 @@ def make_dataset(root, days, schema, fmt="parquet", batch_size=1024, shuffle_buf
     options = tf.data.Options()
     # order may vary only where randomness was asked for anyway: shuffling without a seed
     options.deterministic = bool(deterministic) or seed is not None or not shuffle_buffer
+    # No autotuning: its model thread waits out its optimization period (up to a minute,
+    # doubling as the pass runs) before a finished iterator can be deleted, with the GIL
+    # held, so each day, evaluation or prediction could end in tens of idle seconds.
+    # The pipeline's only knobs are set below (the parallel parse then uses every core).
+    options.autotune.enabled = False
 
     if fmt == "parquet":
         first = next((f for f in files if parquet_reader.open_parquet(f).metadata.num_rows), files[0])
@@ -64,7 +71,7 @@ def make_dataset(root, days, schema, fmt="parquet", batch_size=1024, shuffle_buf
         ds = tfrecord_reader.record_batches(files, batch_size, shuffle_buffer, seed, repeat, skip_batches)
         ds = ds.map(lambda s: _features_labels(tfrecord_reader.parse_batch(s, plan, spec), plan),
                     num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(options).prefetch(PREFETCH_BATCHES)
 
 
 def _parquet_stream(files, plan, batch_size, shuffle_buffer, seed, repeat, skip_batches):

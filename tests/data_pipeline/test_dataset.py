@@ -238,3 +238,19 @@ def test_argument_errors(funnel_root, funnel_schema, funnel_days):
         make_dataset(funnel_root, "2030-01-01", funnel_schema)
     with pytest.raises(DataValidationError, match="day .* is empty: no tfrecord files"):
         make_dataset(funnel_root, funnel_days[0], funnel_schema, fmt="tfrecord")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "tfrecord"])
+def test_stream_runs_without_autotuning(tmp_path, funnel_root, funnel_schema, funnel_days, fmt):
+    """tf.data's autotuning thread kept a finished day's iterator from being deleted for up
+    to its optimization period (seconds to a minute, GIL held): the stream runs without it,
+    with its prefetch depth and parse parallelism set, and still streams the whole day."""
+    root = funnel_root
+    if fmt == "tfrecord":
+        root = tmp_path / "tfr"
+        convert_day(funnel_root, root, funnel_days[0], funnel_schema, "tfrecord")
+    for shuffle in (0, 2000):
+        ds = make_dataset(root, funnel_days[0], funnel_schema, fmt=fmt, batch_size=1000,
+                          shuffle_buffer=shuffle, seed=1)
+        assert ds.options().autotune.enabled is False
+        assert sum(int(l["click"].shape[0]) for _, l in ds) == 3000
