@@ -250,20 +250,31 @@ class _StallWatch:
             )
 
 
+# what a restarted worker answers for a dataset or function the chief had placed on it before
+_RESTARTED_TASK = "Unable to find the relevant tensor remote_handle"
+
+
 @contextlib.contextmanager
 def unavailable_as_run_error():
-    """A task of the cluster that went away, as one ``RunError``."""
+    """A task of the cluster that went away (or came back without this chief's state on it),
+    as one ``RunError``."""
     try:
         yield
     except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError) as err:
-        text = str(err)
-        task = re.search(r"remote target (/job:\w+/replica:\d+/task:\d+)", text)
-        detail = re.search(r"(UNAVAILABLE|CANCELLED|ABORTED):[^\n]*", text)
-        what = ", ".join(m.group(0 if m is detail else 1)[:200] for m in (task, detail) if m) or type(err).__name__
-        raise RunError(
-            f"parameter_server cluster: a task stopped answering ({what}); restart it and run the "
-            "same command on the chief: it resumes from the newest checkpoint"
-        ) from None
+        raise RunError(_task_error("a task stopped answering", "restart it and run", err)) from None
+    except tf.errors.InvalidArgumentError as err:
+        if _RESTARTED_TASK not in str(err):
+            raise
+        raise RunError(_task_error("a task restarted while this chief ran", "run", err)) from None
+
+
+def _task_error(what_happened: str, remedy: str, err) -> str:
+    text = str(err)
+    task = re.search(r"remote target (/job:\w+/replica:\d+/task:\d+)", text)
+    detail = re.search(r"(UNAVAILABLE|CANCELLED|ABORTED|INVALID_ARGUMENT):[^\n]*", text)
+    what = ", ".join(m.group(0 if m is detail else 1)[:200] for m in (task, detail) if m) or type(err).__name__
+    return (f"parameter_server cluster: {what_happened} ({what}); {remedy} the same command on the "
+            "chief: it resumes from the newest checkpoint")
 
 
 def _shards_of(variables, tables):
