@@ -170,6 +170,28 @@ def test_a_task_that_went_away_is_one_run_error_naming_it():
     )
 
 
+def test_a_task_whose_port_is_taken_is_one_run_error_naming_it():
+    import socket
+
+    from mtlrec.training.errors import RunError
+    from mtlrec.training.distribute.parameter_server import serve
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    address = f"127.0.0.1:{held.getsockname()[1]}"
+    cluster = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2", address], "ps": ["127.0.0.1:3"]}
+    try:
+        with pytest.raises(RunError) as caught:
+            serve(cluster, {"type": "worker", "index": 1})
+    finally:
+        held.close()
+    assert str(caught.value) == (
+        f"TF_CONFIG: worker 1 cannot serve at {address} (Could not start gRPC server); "
+        "is its port held by another process?"
+    )
+
+
 def test_a_task_that_restarted_under_the_chief_is_one_run_error_and_other_errors_pass():
     import tensorflow as tf
 

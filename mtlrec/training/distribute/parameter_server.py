@@ -209,11 +209,22 @@ def strategy_or_serve():
 
 
 def serve(cluster: dict, task: dict) -> None:
-    """Run this worker or ps task's server until the process is stopped."""
-    server = tf.distribute.Server(
-        tf.train.ClusterSpec(cluster), job_name=task["type"], task_index=task["index"], protocol="grpc", start=True
-    )
-    logger.info("%s %d serving at %s", task["type"], task["index"], cluster[task["type"]][task["index"]])
+    """Run this worker or ps task's server until the process is stopped.
+
+    Raises:
+        RunError: the server cannot listen on its address (the port is taken, say).
+    """
+    address = cluster[task["type"]][task["index"]]
+    try:
+        server = tf.distribute.Server(
+            tf.train.ClusterSpec(cluster), job_name=task["type"], task_index=task["index"], protocol="grpc", start=True
+        )
+    except tf.errors.OpError as err:
+        raise RunError(
+            f"TF_CONFIG: {task['type']} {task['index']} cannot serve at {address} ({err.message}); "
+            "is its port held by another process?"
+        ) from None
+    logger.info("%s %d serving at %s", task["type"], task["index"], address)
     server.join()
     raise SystemExit(0)
 
