@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-__version__ = "0.6.1"
+__version__ = "0.6.2"
 
 from mtlrec.tasks import Task  # noqa: E402  (after the backend is fixed)
 
