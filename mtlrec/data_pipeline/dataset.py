@@ -56,8 +56,8 @@ def make_dataset(root, days, schema, fmt="parquet", batch_size=1024, shuffle_buf
     # order may vary only where randomness was asked for anyway: shuffling without a seed
     options.deterministic = bool(deterministic) or seed is not None or not shuffle_buffer
     # No autotuning: deleting a finished iterator waits for its model thread to end its
-    # sleep between optimizations (a period that doubles as the pass runs), with the GIL
-    # held, so a day, an evaluation or a prediction could end in 9 to 21 s of idle time.
+    # sleep between optimizations (a period that grows as the pass runs), so a day, an
+    # evaluation or a prediction could end in 9 to 21 s of idle time.
     # The prefetch depth is set below; the TFRecord parse's AUTOTUNE parallelism is still
     # resolved without that thread (its throughput did not change).
     options.autotune.enabled = False
