@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="mtlrec",
-    version="0.6.2",
+    version="0.7.0",
     description="Multi-task CTR/CVR modeling for e-commerce ranking on Keras 3 and TensorFlow",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-__version__ = "0.6.2"
+__version__ = "0.7.0"
 
 from mtlrec.tasks import Task  # noqa: E402  (after the backend is fixed)
 

@@ -245,10 +245,13 @@ def _follow(experiment, args) -> int:
 def _cmd_train(args) -> int:
     from mtlrec.training.distribute.cluster_env import cluster_from_env
     from mtlrec.training.distribute.strategies import make_strategy
+    from mtlrec.training.thread_pools import apply_thread_pools
 
     # Reading the config runs nothing of TensorFlow, so a TF_CONFIG cluster (whose
-    # MultiWorkerMirroredStrategy must come before anything TensorFlow runs) is joined after.
+    # MultiWorkerMirroredStrategy must come before anything TensorFlow runs) is joined after,
+    # and so are TensorFlow's thread pools set.
     config = _load(args.config)
+    apply_thread_pools(config.training)
     strategy = None
     if config.training.strategy == "parameter_server":  # a worker or ps task serves here
         strategy = make_strategy("parameter_server")

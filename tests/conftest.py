@@ -9,6 +9,16 @@ import numpy as np
 import pytest
 
 
+def pytest_configure(config):
+    """TensorFlow starts here, with its default thread pools, so that no test's `Experiment`
+    sets them for the tests after it (``training.intra_op_threads: auto`` applies only in a
+    process where TensorFlow has not run yet; the command-line tests start such processes)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.constant(0)
+
+
 def pytest_collection_finish(session):
     """Every test's ``clear_session`` below runs a full garbage collection, which walks every
     object Python tracks: TensorFlow's, Keras's and the test modules' (loaded by now, alive to

@@ -182,7 +182,7 @@ def test_bad_config_in_a_fresh_process_exits_2_without_traceback(tmp_path, data_
     assert line == (
         f"mtlrec: error: {config}:30: training.checkpoint_evry: unknown key; expected one of "
         "batch_size, epochs_per_day, steps_per_day, checkpoint_every, seed, shuffle_buffer, log_every, strategy, "
-        "jit_compile, mixed_precision"
+        "jit_compile, mixed_precision, intra_op_threads, inter_op_threads"
     )
     assert not (tmp_path / "run").exists()
 

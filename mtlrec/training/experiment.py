@@ -37,6 +37,7 @@ from mtlrec.training.lookups.lookup_migration import log_migration, restore_migr
 from mtlrec.training.run.run_directory import MIGRATION_KEY, RunDirectory
 from mtlrec.training.run_schema import resolve_schema
 from mtlrec.training.run.run_state import RunState, now_utc
+from mtlrec.training.thread_pools import apply_thread_pools
 
 logger = logging.getLogger("mtlrec.training")
 
@@ -54,6 +55,7 @@ class Experiment:
     """
 
     def __init__(self, config, run_dir=None, strategy=None):
+        apply_thread_pools(config.training)
         self.config = config
         self.run = RunDirectory(run_dir or config.run_dir)
         self.strategy = strategy

@@ -78,7 +78,7 @@ class ExperimentConfig:
     def training_digest(self) -> str:
         """A digest of what decides the trained weights (schema, tasks, model, optimizer,
         loss weighting, training, data format, funnel and sample weights); paths, days,
-        evaluation and export settings are left out."""
+        evaluation and export settings and TensorFlow's thread pools are left out."""
         data = self.to_dict()
         kept = {k: data[k] for k in ("schema", "tasks", "model", "optimizer", "loss_weighting", "training")}
         kept["data"] = {k: data["data"][k] for k in ("format", "funnel", "non_finite_numeric")}
@@ -88,6 +88,8 @@ class ExperimentConfig:
         for key, default in (("jit_compile", False), ("mixed_precision", None)):
             if kept["training"].get(key, default) == default:
                 kept["training"].pop(key, None)
+        for key in ("intra_op_threads", "inter_op_threads"):  # the machine's, not the model's
+            kept["training"].pop(key, None)
         return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -95,6 +95,13 @@ class TrainingConfig(Section):
     mixed_precision: _check(v.optional(v.choice("bfloat16", "float16"))) = Field(
         None, description="compute the network after the embedding in bfloat16 (variables stay float32)"
     )
+    intra_op_threads: _check(v.threads) = Field(
+        "auto", description="threads one TensorFlow op may use (0: one per core, TensorFlow's default; "
+        "auto: 1 on machines of up to 2 cores, else 0)"
+    )
+    inter_op_threads: _check(v.threads) = Field(
+        "auto", description="TensorFlow ops run at once (0 or auto: one per core, TensorFlow's default)"
+    )
 
 
 class EvaluationConfig(Section):

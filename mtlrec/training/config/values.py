@@ -65,6 +65,15 @@ def non_negative_int(value):
     return int(value)
 
 
+def threads(value):
+    """A thread count: ``auto`` or a non-negative integer (0: TensorFlow's default)."""
+    if value == "auto":
+        return value
+    if not is_int(value) or value < 0:
+        raise Expected("auto or a non-negative integer (0: TensorFlow's default, one thread per core)")
+    return int(value)
+
+
 def positive_number(value):
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < float("inf"):
         raise Expected("a positive number")
