@@ -7,9 +7,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["mtlrec", "mtlrec.*"]),
+    # mtlrec.defaults holds data only (the demo config), so find_packages does not see it
+    packages=find_packages(include=["mtlrec", "mtlrec.*"]) + ["mtlrec.defaults"],
+    package_dir={"": "."},  # the package at the root: an editable install is a plain path entry
     include_package_data=True,
-    package_data={"mtlrec": ["defaults/*.yaml"]},
+    package_data={"mtlrec.defaults": ["*.yaml"]},
     install_requires=[
         "tensorflow>=2.16,<2.22",
         "tensorflow-serving-api>=2.16,<2.22",  # PredictionLog protos of the warmup requests
