@@ -144,9 +144,10 @@ def as_tensors(batch, names):
 # ----------------------------------------------------------------- runners
 
 
-def mtlrec_runner(model, kind, embedding_optimizer, args, batches, lookup="hash", training=None):
+def mtlrec_runner(model, kind, embedding_optimizer, args, batches, lookup="hash", training=None,
+                  dense_optimizer=None):
     """A step callable on a batch index: the Trainer's own tf.function step (`training`:
-    more keys of the config's training section)."""
+    more keys of the config's training section; `dense_optimizer`: default Adam)."""
     config = config_from_dict({
         "name": f"bench_{model}",
         "run_dir": "/tmp/mtlrec_bench_unused",
@@ -154,7 +155,7 @@ def mtlrec_runner(model, kind, embedding_optimizer, args, batches, lookup="hash"
         "schema": make_schema(kind, args.tiny_vocab, sequences=model == "dupn", lookup=lookup),
         "tasks": tasks_section(model),
         "model": {**model_section(model), "seed": 1},
-        "optimizer": {"dense": {"name": "adam", "learning_rate": 0.001},
+        "optimizer": {"dense": dense_optimizer or {"name": "adam", "learning_rate": 0.001},
                       "embedding": {**embedding_optimizer, "learning_rate": 0.001}},
         "training": {"batch_size": args.batch_size, "seed": 0, **(training or {})},
     })
